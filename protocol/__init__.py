@@ -1,0 +1,78 @@
+"""hark.v1 wire protocol, sans-IO: events, codec, config, limits and error codes. Imports nothing of the server."""
+
+from .audio import BYTES_PER_SAMPLE, frame_duration_ms, validate_audio_frame
+from .codec import MAX_MESSAGE_BYTES, decode_client, decode_server, encode
+from .config import SUPPORTED_SAMPLE_RATES, SessionConfig, SessionLimits, validate_config_patch
+from .errors import CloseCode, ErrorCode, ProtocolError
+from .events import (
+    AudioCommit,
+    ClientEvent,
+    Error,
+    Event,
+    InputText,
+    Ping,
+    PlaybackPosition,
+    Pong,
+    ResponseAudioDone,
+    ResponseAudioStarted,
+    ResponseCancel,
+    ResponseDone,
+    ResponseStarted,
+    ResponseStatus,
+    ResponseTextDelta,
+    ServerEvent,
+    SessionClose,
+    SessionCreated,
+    SessionUpdate,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+)
+
+PROTOCOL_VERSION = "hark.v1"
+STREAM_PATH = "/v1/stream"
+
+__all__ = [
+    "SessionUpdate",
+    "AudioCommit",
+    "InputText",
+    "ResponseCancel",
+    "PlaybackPosition",
+    "Ping",
+    "SessionClose",
+    "SessionCreated",
+    "SessionUpdated",
+    "SpeechStarted",
+    "SpeechStopped",
+    "TranscriptPartial",
+    "TranscriptFinal",
+    "ResponseStarted",
+    "ResponseTextDelta",
+    "ResponseAudioStarted",
+    "ResponseAudioDone",
+    "ResponseDone",
+    "Error",
+    "Pong",
+    "BYTES_PER_SAMPLE",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "STREAM_PATH",
+    "SUPPORTED_SAMPLE_RATES",
+    "ClientEvent",
+    "CloseCode",
+    "ErrorCode",
+    "Event",
+    "ProtocolError",
+    "ResponseStatus",
+    "ServerEvent",
+    "SessionConfig",
+    "SessionLimits",
+    "decode_client",
+    "decode_server",
+    "encode",
+    "frame_duration_ms",
+    "validate_audio_frame",
+    "validate_config_patch",
+]

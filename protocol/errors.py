@@ -1,0 +1,53 @@
+"""Error and close codes of hark.v1: stable strings and numbers clients can switch on."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    # malformed client messages (non-fatal: the message is dropped)
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    UNKNOWN_EVENT = "unknown_event"
+    INVALID_FIELD = "invalid_field"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    # audio frames (non-fatal: the frame is dropped)
+    AUDIO_ODD_LENGTH = "audio_odd_length"
+    AUDIO_FRAME_TOO_SHORT = "audio_frame_too_short"
+    AUDIO_FRAME_TOO_LONG = "audio_frame_too_long"
+    AUDIO_FLOOD = "audio_flood"
+    RATE_LIMITED = "rate_limited"
+    # state (non-fatal)
+    SESSION_CLOSED = "session_closed"
+    NOTHING_TO_COMMIT = "nothing_to_commit"
+    NO_ACTIVE_RESPONSE = "no_active_response"
+    UPDATE_REJECTED = "update_rejected"
+    RESPONSE_FAILED = "response_failed"
+    # connection-level (fatal: the server closes the socket after sending it)
+    UNAUTHORIZED = "unauthorized"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    SERVER_BUSY = "server_busy"
+    SERVER_NOT_READY = "server_not_ready"
+    SLOW_CONSUMER = "slow_consumer"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses (RFC 6455 section 7.4.1)."""
+
+    NORMAL = 1000  # session.close handled, or the client closed
+    GOING_AWAY = 1001  # server shutting down
+    POLICY_VIOLATION = 1008  # unauthorized, origin not allowed, slow consumer
+    MESSAGE_TOO_BIG = 1009  # a frame over the hard limit (closed by the WebSocket layer)
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # server busy or still loading models
+
+
+class ProtocolError(Exception):
+    """A message that breaks the hark.v1 contract. The only exception `decode_*` raise."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
