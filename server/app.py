@@ -1,0 +1,148 @@
+"""hark-server: configuration, HTTP routes (/healthz, /metrics), startup and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from protocol import STREAM_PATH, CloseCode
+
+from .config import ServerConfig, load_config
+from .context import ServerContext
+from .engines import create_asr, create_llm, create_tts
+from .metrics import Metrics
+from .transport.ws import StreamHandler
+from .vad import SileroVad
+
+log = logging.getLogger("hark")
+
+# hard cap enforced by the WebSocket layer (closes with 1009); messages between the protocol's
+# 1 MiB limit and this get an error event instead, so clients learn what went wrong
+HARD_MAX_MESSAGE_BYTES = 8 << 20
+
+
+class HarkServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self._ready = False
+        self._server: Server | None = None
+        self._ctx: ServerContext | None = None
+        self.handler: StreamHandler | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
+        return port
+
+    async def start(self) -> None:
+        """Bind first (so /healthz answers 503 while loading), then load the engines."""
+        cfg = self.config
+        started = time.monotonic()
+        asr, llm, tts = create_asr(cfg), create_llm(cfg), create_tts(cfg)
+        pool = ThreadPoolExecutor(max_workers=cfg.inference_threads, thread_name_prefix="inference")
+        loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._route,
+            max_size=HARD_MAX_MESSAGE_BYTES,
+            compression=None,  # PCM does not deflate; compression would cost CPU for nothing
+            server_header="hark",
+        )
+        log.info("listening on ws://%s:%d%s (loading models)", cfg.host, self.port, STREAM_PATH)
+        vad = await loop.run_in_executor(pool, SileroVad)
+        await asyncio.gather(asr.start(), llm.start(), tts.start())
+        self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool)
+        self.handler = StreamHandler(self._ctx, lambda: self._ready)
+        self._ready = True
+        log.info(
+            "ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name
+        )
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        if self.handler is None:  # not ready: admission in the handler needs the context
+            from protocol import Error, ErrorCode, encode
+
+            with contextlib.suppress(Exception):
+                await conn.send(encode(Error(code=ErrorCode.SERVER_NOT_READY.value, message="models are still loading; retry shortly", fatal=True)))
+                await conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_NOT_READY.value)
+            return
+        await self.handler(conn)
+
+    def _route(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == STREAM_PATH:
+            return None  # go on with the WebSocket handshake
+        if path == "/healthz":
+            status = 200 if self._ready else 503
+            body = b'{"status":"ok"}\n' if self._ready else b'{"status":"loading"}\n'
+            return Response(status, "OK" if self._ready else "Service Unavailable", _headers("application/json"), body)
+        if path == "/metrics":
+            return Response(200, "OK", _headers("text/plain; version=0.0.4; charset=utf-8"), self.metrics.render())
+        return Response(404, "Not Found", _headers("text/plain"), f"not found; the WebSocket is at {STREAM_PATH}\n".encode())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            # close code 1001 tells clients the server is going away, not that they did wrong
+            self._server.close(close_connections=False)
+            if self.handler is not None:
+                for session in list(self.handler.sessions):
+                    session.ctx  # sessions end when their connections close
+            for conn in list(self._server.connections):
+                with contextlib.suppress(Exception):
+                    await conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            await self._server.wait_closed()
+        if self._ctx is not None:
+            await asyncio.gather(self._ctx.asr.aclose(), self._ctx.llm.aclose(), self._ctx.tts.aclose())
+            self._ctx.inference_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _headers(content_type: str) -> Headers:
+    return Headers([("Content-Type", content_type), ("Cache-Control", "no-store")])
+
+
+async def _serve_forever(config: ServerConfig) -> None:
+    server = HarkServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"hark-server ready on ws://{config.host}:{server.port}{STREAM_PATH}", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        config = load_config(argv)
+    except (OSError, ValueError) as exc:
+        print(f"hark-server: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        import uvloop
+
+        uvloop.run(_serve_forever(config))
+    except ImportError:
+        asyncio.run(_serve_forever(config))
+
+
+if __name__ == "__main__":
+    main()

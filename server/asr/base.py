@@ -1,0 +1,43 @@
+"""Streaming speech-recognition interface. Engines know nothing of sockets or sessions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class ASRError(RuntimeError):
+    """The engine failed (a worker died, a model broke); the utterance is lost, the session goes on."""
+
+
+class ASRStream(ABC):
+    """One utterance at a time for one session: feed 16 kHz PCM16, read hypotheses, finalize."""
+
+    @abstractmethod
+    async def begin(self) -> None:
+        """Start an utterance."""
+
+    @abstractmethod
+    async def accept(self, pcm: bytes) -> str:
+        """Feed PCM16 mono at the engine's rate; return the current (partial) hypothesis."""
+
+    @abstractmethod
+    async def finalize(self) -> str:
+        """End the utterance and return the final text."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release engine resources held for this session (also mid-utterance)."""
+
+
+class ASREngine(ABC):
+    name: str = "asr"
+    sample_rate: int = 16000
+
+    async def start(self) -> None:
+        """Load models; called once before the first stream opens."""
+
+    @abstractmethod
+    def open_stream(self, session_id: str) -> ASRStream: ...
+
+    async def aclose(self) -> None:
+        """Stop workers."""

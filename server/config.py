@@ -1,0 +1,110 @@
+"""Server configuration: defaults < config file (TOML) < HARK_* environment variables < command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import SessionConfig, SessionLimits
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    asr: str = "pocketsphinx"
+    llm: str = "echo"
+    tts: str = "espeak"
+    api_keys: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)  # empty: any Origin (or none) is accepted
+    max_sessions: int = 100
+    asr_workers: int = 1
+    inference_threads: int = 2
+    log_level: str = "INFO"
+    # outbound queue per session; a client that stops reading for this long is disconnected
+    send_queue_limit: int = 512
+    slow_consumer_timeout_s: float = 10.0
+    # audio sent ahead of real time, so playback on the client never starves
+    audio_lead_ms: int = 200
+    output_frame_ms: int = 100
+    max_history_messages: int = 40
+    session_defaults: SessionConfig = field(default_factory=SessionConfig)
+    limits: SessionLimits = field(default_factory=SessionLimits)
+
+
+_LIST_FIELDS = {"api_keys", "allowed_origins"}
+_NESTED = {"session_defaults": SessionConfig, "limits": SessionLimits}
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    if name in _LIST_FIELDS:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return list(value)
+    if isinstance(current, bool):
+        return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    return value
+
+
+def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> None:
+    names = {f.name for f in dataclasses.fields(config)}
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+        if key in _NESTED:
+            current = getattr(config, key)
+            try:
+                setattr(config, key, dataclasses.replace(current, **dict(value)))
+            except TypeError as exc:
+                raise ValueError(f"{source}: bad [{key}] table: {exc}") from None
+            if key == "session_defaults":
+                config.session_defaults.updated(config.session_defaults.to_dict())  # validates ranges
+            continue
+        try:
+            setattr(config, key, _coerce(key, value, getattr(config, key)))
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: bad value for {key}: {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hark-server",
+        description="Hark real-time voice-assistant server. Every option is also an env var HARK_<NAME>.",
+    )
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default 8765; 0 picks a free one)")
+    p.add_argument("--config", help="TOML file with any of the settings below")
+    p.add_argument("--asr", choices=["pocketsphinx"], help="speech recognizer (default pocketsphinx)")
+    p.add_argument("--llm", choices=["echo"], help="language model (default echo: offline demo mode)")
+    p.add_argument("--tts", choices=["espeak"], help="speech synthesizer (default espeak)")
+    p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
+    p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
+    p.add_argument("--max-sessions", type=int, help="concurrent sessions before refusing with server_busy")
+    p.add_argument("--asr-workers", type=int, help="ASR worker processes (default 1)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    args = build_parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    config = ServerConfig()
+    config_file = args.config or environ.get("HARK_CONFIG")
+    if config_file:
+        with open(config_file, "rb") as fh:
+            _apply(config, tomllib.load(fh), config_file)
+    settable = {f.name for f in dataclasses.fields(config)} - set(_NESTED)
+    env_values = {name: environ[f"HARK_{name.upper()}"] for name in settable if f"HARK_{name.upper()}" in environ}
+    _apply(config, env_values, "environment")
+    cli_values = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    _apply(config, cli_values, "command line")
+    return config

@@ -1,0 +1,37 @@
+"""What every session shares: configuration, engines, metrics and the inference thread pool."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol import ServerEvent
+
+from .asr.base import ASREngine
+from .config import ServerConfig
+from .llm.base import LLMEngine
+from .metrics import Metrics
+from .tts.base import TTSEngine
+from .vad import SileroVad
+
+
+@dataclass(slots=True)
+class ServerContext:
+    config: ServerConfig
+    metrics: Metrics
+    vad: SileroVad
+    asr: ASREngine
+    llm: LLMEngine
+    tts: TTSEngine
+    # onnxruntime releases the GIL, so VAD runs in threads; sessions await one call at a time,
+    # so the pool's queue is bounded by the number of sessions
+    inference_pool: ThreadPoolExecutor
+
+
+class Outbox(Protocol):
+    """Where a session puts what goes to its client; the transport owns the socket behind it."""
+
+    def send_event(self, event: ServerEvent) -> None: ...
+
+    def send_audio(self, pcm: bytes) -> None: ...

@@ -1,0 +1,50 @@
+"""Language-model engine interface: stream text deltas for a conversation, cancellable."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True)
+class LLMRequest:
+    messages: list[Message]
+    request_id: str
+    session_id: str
+    max_tokens: int = 256
+
+
+@dataclass(slots=True)
+class LLMUsage:
+    """Filled in by the engine as it streams; read after the stream ends."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    speculative_prefills: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class LLMEngine(ABC):
+    name: str = "llm"
+
+    async def start(self) -> None:
+        """Connect or load; called once before the first request."""
+
+    @abstractmethod
+    def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
+        """Yield reply text deltas. Cancelling the consuming task (or `aclose()` on the iterator)
+        must stop generation on the engine's side too."""
+
+    async def aclose(self) -> None:
+        """Close connections."""

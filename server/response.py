@@ -1,0 +1,178 @@
+"""One assistant response: LLM deltas -> sentence chunks -> TTS -> PCM paced at real time.
+
+Three tasks joined by small bounded queues, so a slow stage holds back the one before it. The
+pacer keeps at most `audio_lead_ms` of audio ahead of the client's playback clock and records
+which text each stretch of audio carries, so a barge-in can keep exactly what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol import ResponseAudioDone, ResponseAudioStarted, ResponseTextDelta
+
+from .audio import resample_pcm16
+from .context import Outbox, ServerContext
+from .llm.base import LLMRequest, LLMUsage
+from .tts.base import Pcm16
+from .tts.chunker import SentenceChunker
+
+log = logging.getLogger(__name__)
+
+_END = None  # queue sentinel
+
+
+@dataclass(slots=True)
+class SpokenChunk:
+    text: str
+    start_ms: float  # position on the response's audio clock
+    duration_ms: float
+
+
+@dataclass(slots=True)
+class ResponseTimeline:
+    """Wall times of what reached the client, for `response.done.metrics`."""
+
+    first_token: float | None = None
+    first_audio: float | None = None
+    audio_sent_ms: float = 0.0
+    audio_clock_start: float | None = None  # wall time that maps to audio position 0
+    chunks: list[SpokenChunk] = field(default_factory=list)
+
+
+class ResponseRun:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        outbox: Outbox,
+        request: LLMRequest,
+        response_id: str,
+        output_sample_rate: int,
+        voice: str,
+        audio_output: bool,
+    ) -> None:
+        self._ctx = ctx
+        self._outbox = outbox
+        self._request = request
+        self.response_id = response_id
+        self._rate = output_sample_rate
+        self._voice = voice
+        self._audio_output = audio_output
+        self.usage = LLMUsage()
+        self.text = ""
+        self.timeline = ResponseTimeline()
+        self.client_played_ms: float | None = None
+
+    async def run(self) -> None:
+        """Stream the whole response; raises on engine failure; cancel to interrupt."""
+        chunks: asyncio.Queue[str | None] = asyncio.Queue(maxsize=4)
+        audio: asyncio.Queue[tuple[str, Pcm16] | None] = asyncio.Queue(maxsize=2)
+        tasks = [asyncio.create_task(self._generate(chunks), name=f"{self.response_id}-llm")]
+        if self._audio_output:
+            tasks.append(asyncio.create_task(self._synthesize(chunks, audio), name=f"{self.response_id}-tts"))
+            tasks.append(asyncio.create_task(self._pace(audio), name=f"{self.response_id}-pace"))
+        try:
+            # first failure wins; the others are cancelled below
+            for fut in asyncio.as_completed(tasks):
+                await fut
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _generate(self, chunks: asyncio.Queue[str | None]) -> None:
+        chunker = SentenceChunker()
+        stream = self._ctx.llm.stream(self._request, self.usage)
+        try:
+            async for delta in stream:
+                if not delta:
+                    continue
+                if self.timeline.first_token is None:
+                    self.timeline.first_token = time.monotonic()
+                self.text += delta
+                self._outbox.send_event(ResponseTextDelta(response_id=self.response_id, delta=delta))
+                if self._audio_output:
+                    for chunk in chunker.push(delta):
+                        await chunks.put(chunk)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self._audio_output:
+            for chunk in chunker.flush():
+                await chunks.put(chunk)
+            await chunks.put(_END)
+
+    async def _synthesize(self, chunks: asyncio.Queue[str | None], audio: asyncio.Queue[tuple[str, Pcm16] | None]) -> None:
+        tts = self._ctx.tts
+        while (text := await chunks.get()) is not _END:
+            started = time.monotonic()
+            pcm = await tts.synthesize(text, self._voice)
+            self._ctx.metrics.observe("tts_chunk", time.monotonic() - started)
+            await audio.put((text, resample_pcm16(pcm, tts.sample_rate, self._rate)))
+        await audio.put(_END)
+
+    async def _pace(self, audio: asyncio.Queue[tuple[str, Pcm16] | None]) -> None:
+        cfg = self._ctx.config
+        frame_samples = self._rate * cfg.output_frame_ms // 1000
+        frame_ms = frame_samples * 1000.0 / self._rate
+        tl = self.timeline
+        while (item := await audio.get()) is not _END:
+            text, pcm = item
+            if len(pcm) == 0:
+                continue
+            if tl.first_audio is None:
+                self._outbox.send_event(
+                    ResponseAudioStarted(response_id=self.response_id, sample_rate=self._rate, encoding="pcm_s16le")
+                )
+            tl.chunks.append(SpokenChunk(text, tl.audio_sent_ms, len(pcm) * 1000.0 / self._rate))
+            for offset in range(0, len(pcm), frame_samples):
+                frame = pcm[offset : offset + frame_samples]
+                now = time.monotonic()
+                if tl.audio_clock_start is None:
+                    tl.audio_clock_start = now
+                    tl.first_audio = now
+                played = (now - tl.audio_clock_start) * 1000.0
+                if played > tl.audio_sent_ms:  # the client ran dry (TTS was late): re-base its clock
+                    tl.audio_clock_start = now - tl.audio_sent_ms / 1000.0
+                    played = tl.audio_sent_ms
+                lead = tl.audio_sent_ms - played
+                if lead + frame_ms > cfg.audio_lead_ms:
+                    await asyncio.sleep((lead + frame_ms - cfg.audio_lead_ms) / 1000.0)
+                self._outbox.send_audio(np.ascontiguousarray(frame, dtype="<i2").tobytes())
+                tl.audio_sent_ms += len(frame) * 1000.0 / self._rate
+        if tl.first_audio is not None:
+            self._outbox.send_event(ResponseAudioDone(response_id=self.response_id, audio_ms=round(tl.audio_sent_ms)))
+
+    def played_ms(self) -> float:
+        """How much reply audio the client has played: its own report if any, else the pacing clock."""
+        tl = self.timeline
+        if tl.audio_clock_start is None:
+            return 0.0
+        estimate = min(tl.audio_sent_ms, (time.monotonic() - tl.audio_clock_start) * 1000.0)
+        if self.client_played_ms is not None:
+            return min(self.client_played_ms, tl.audio_sent_ms)
+        return estimate
+
+    def heard_text(self) -> str:
+        """The reply text the user heard before an interruption (all of it without audio output)."""
+        if not self._audio_output:
+            return self.text
+        played = self.played_ms()
+        words: list[str] = []
+        for chunk in self.timeline.chunks:
+            if played >= chunk.start_ms + chunk.duration_ms:
+                words.extend(chunk.text.split())
+            elif played > chunk.start_ms:
+                chunk_words = chunk.text.split()
+                fraction = (played - chunk.start_ms) / chunk.duration_ms
+                words.extend(chunk_words[: int(len(chunk_words) * fraction)])
+                break
+            else:
+                break
+        return " ".join(words)

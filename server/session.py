@@ -1,0 +1,429 @@
+"""One session per connection: the turn state machine, and the only place that orders the stages.
+
+Input side (one task, in arrival order): audio -> resample -> VAD -> ASR -> partials / endpoint ->
+final transcript -> response. Output side: a `ResponseRun` per reply. Barge-in: speech that lasts
+`min_interrupt_ms` during a reply (or a shorter utterance that still yields words) cancels it and
+only what the user heard stays in the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from protocol import (
+    AudioCommit,
+    ClientEvent,
+    Error,
+    ErrorCode,
+    InputText,
+    Ping,
+    PlaybackPosition,
+    Pong,
+    ProtocolError,
+    ResponseCancel,
+    ResponseDone,
+    ResponseStarted,
+    ResponseStatus,
+    ServerEvent,
+    SessionClose,
+    SessionConfig,
+    SessionUpdate,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    decode_client,
+    validate_audio_frame,
+)
+
+from .asr.base import ASRError
+from .asr.stability import LocalAgreement
+from .audio import ArrivalClock, InputResampler, float_to_pcm16, pcm16_to_float
+from .context import Outbox, ServerContext
+from .llm.base import LLMRequest, Message
+from .ratelimit import ErrorThrottle, TokenBucket
+from .response import ResponseRun
+from .vad import SAMPLE_RATE, VadStream
+
+log = logging.getLogger(__name__)
+
+PARTIAL_EVERY_SAMPLES = SAMPLE_RATE * 300 // 1000
+PREROLL_SAMPLES = SAMPLE_RATE  # keeps enough audio before a VAD start for the largest speech_pad_ms
+
+
+class TurnState(StrEnum):
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+class Session:
+    def __init__(self, ctx: ServerContext, outbox: Outbox, session_id: str) -> None:
+        self.id = session_id
+        self.ctx = ctx
+        self.config: SessionConfig = ctx.config.session_defaults
+        self._outbox = outbox
+        limits = ctx.config.limits
+        self._audio_bucket = TokenBucket(limits.max_audio_rate * 1000.0, limits.audio_burst_ms)
+        self._text_bucket = TokenBucket(limits.max_text_messages_per_s, limits.text_message_burst)
+        self._throttle = ErrorThrottle()
+        # bounded: when processing falls behind, the transport stops reading the socket (TCP backpressure)
+        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+        self._asr = ctx.asr.open_stream(session_id)
+        self._vad = VadStream(ctx.vad, self.config.vad_threshold, self.config.min_silence_ms)
+        self._resampler = InputResampler(self.config.input_sample_rate)
+        self._clock = ArrivalClock()
+        self._samples_in = 0  # 16 kHz samples received so far: the input audio clock
+        self._ring: deque[tuple[int, np.ndarray[Any, Any]]] = deque()  # (start sample, int16 audio)
+        self._stability = LocalAgreement()
+        self._turn_id = 0
+        self._utterance_open = False
+        self._utterance_start = 0
+        self._asr_cursor = 0
+        self._last_partial_at = 0
+        self._asr_failed = False
+        self._pending_user_text = ""  # user words whose reply was cut before any of it was heard
+        self._history: list[Message] = []
+        self._response_seq = 0
+        self._response: ResponseRun | None = None
+        self._response_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.closed = asyncio.Event()  # set when a graceful session.close has finished
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> TurnState:
+        if self._utterance_open:
+            return TurnState.USER_SPEAKING
+        if self._response is not None:
+            return TurnState.SPEAKING if self._response.timeline.first_audio else TurnState.THINKING
+        return TurnState.LISTENING
+
+    def emit(self, event: ServerEvent) -> None:
+        self._outbox.send_event(event)
+
+    def report(self, code: ErrorCode, message: str, fatal: bool = False) -> None:
+        self.ctx.metrics.errors.labels(code.value).inc()
+        if not fatal:
+            admitted, folded = self._throttle.admit(code.value)
+            if not admitted:
+                return
+            if folded:
+                message += f" ({folded} more like this in the last second not reported)"
+        self.emit(Error(code=code.value, message=message, fatal=fatal))
+
+    # ------------------------------------------------------------------ input from the transport
+
+    async def on_binary(self, frame: bytes) -> None:
+        if self._closing:
+            self.report(ErrorCode.SESSION_CLOSED, "audio after session.close is ignored")
+            return
+        try:
+            duration_ms = validate_audio_frame(frame, self.config.input_sample_rate, self.ctx.config.limits)
+        except ProtocolError as exc:
+            self.report(exc.code, exc.message)
+            return
+        if not self._audio_bucket.try_take(duration_ms):
+            limits = self.ctx.config.limits
+            self.report(
+                ErrorCode.AUDIO_FLOOD,
+                f"audio is arriving faster than {limits.max_audio_rate:g}x real time "
+                f"(after a {limits.audio_burst_ms} ms burst); frame dropped: pace frames at real time",
+            )
+            return
+        self.ctx.metrics.audio_frames.inc()
+        self.ctx.metrics.audio_seconds.inc(duration_ms / 1000.0)
+        await self._inbox.put(("audio", (frame, time.monotonic())))
+
+    async def on_text(self, data: str) -> None:
+        if not self._text_bucket.try_take(1):
+            limits = self.ctx.config.limits
+            self.report(
+                ErrorCode.RATE_LIMITED,
+                f"more than {limits.max_text_messages_per_s:g} text messages per second; message dropped",
+            )
+            return
+        try:
+            event = decode_client(data)
+        except ProtocolError as exc:
+            self.report(exc.code, exc.message)
+            return
+        await self._on_event(event)
+
+    async def _on_event(self, event: ClientEvent) -> None:
+        match event:
+            case Ping(id=ping_id):
+                self.emit(Pong(id=ping_id))
+            case ResponseCancel(response_id=rid):
+                self._cancel_from_client(rid)
+            case PlaybackPosition(response_id=rid, played_ms=played):
+                if self._response is not None and self._response.response_id == rid:
+                    self._response.client_played_ms = float(played)
+            case SessionClose():
+                if not self._closing:
+                    self._closing = True
+                    await self._inbox.put(("close", None))
+            case SessionUpdate() | AudioCommit() | InputText():
+                if self._closing:
+                    self.report(ErrorCode.SESSION_CLOSED, f"{event.TYPE} after session.close is ignored")
+                    return
+                # in order with the audio before it
+                await self._inbox.put(("event", event))
+
+    # ------------------------------------------------------------------ the input task
+
+    async def run(self) -> None:
+        """Process input in order until session.close (then finish the reply) or cancellation."""
+        try:
+            while True:
+                kind, item = await self._inbox.get()
+                if kind == "audio":
+                    frame, arrival = item
+                    await self._process_audio(frame, arrival)
+                elif kind == "event":
+                    await self._process_event(item)
+                elif kind == "close":
+                    if self._utterance_open:
+                        await self._end_utterance(self._samples_in, time.monotonic(), "close")
+                    if self._response_task is not None:
+                        await asyncio.wait({self._response_task})
+                    self.closed.set()
+                    return
+        finally:
+            await self._shutdown()
+
+    async def _process_event(self, event: ClientEvent) -> None:
+        if isinstance(event, SessionUpdate):
+            self._apply_update(event.config)
+        elif isinstance(event, AudioCommit):
+            if not self._utterance_open:
+                self.report(ErrorCode.NOTHING_TO_COMMIT, "audio.commit while no speech is in progress")
+                return
+            await self._end_utterance(self._samples_in, time.monotonic(), "commit")
+            self._vad.force_stop()
+        elif isinstance(event, InputText):
+            self._turn_id += 1
+            await self._respond(self._turn_id, event.text, time.monotonic(), final_ms=0.0)
+
+    def _apply_update(self, patch: dict[str, Any]) -> None:
+        if "input_sample_rate" in patch and self._utterance_open:
+            self.report(ErrorCode.UPDATE_REJECTED, "input_sample_rate cannot change while the user is speaking")
+            return
+        new = self.config.updated(patch)
+        if new.input_sample_rate != self.config.input_sample_rate:
+            self._resampler = InputResampler(new.input_sample_rate)
+        self._vad.threshold = new.vad_threshold
+        self._vad.min_silence_samples = new.min_silence_ms * SAMPLE_RATE // 1000
+        self.config = new
+        self.emit(SessionUpdated(config=new.to_dict()))
+
+    async def _process_audio(self, frame: bytes, arrival: float) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        audio, events = await loop.run_in_executor(self.ctx.inference_pool, self._vad_step, frame)
+        self.ctx.metrics.observe("vad", time.monotonic() - started)
+        frame_start = self._samples_in
+        self._samples_in += len(audio)
+        self._clock.add(self._samples_in, arrival)
+        self._ring.append((frame_start, float_to_pcm16(audio)))
+        while self._ring and self._ring[0][0] + len(self._ring[0][1]) < self._samples_in - PREROLL_SAMPLES:
+            self._ring.popleft()
+        for event in events:
+            if event.kind == "start" and not self._utterance_open:
+                await self._begin_utterance(event.sample)
+            elif event.kind == "stop" and self._utterance_open:
+                detected_at = min(event.sample + self._vad.min_silence_samples, self._samples_in)
+                await self._feed_asr(detected_at)
+                wall = self._clock.wall_time_of(event.sample) or arrival
+                await self._end_utterance(event.sample, wall, "vad")
+        if self._utterance_open:
+            await self._feed_asr(self._samples_in)
+            self._maybe_barge_in()
+
+    def _vad_step(self, frame: bytes) -> tuple[Any, list[Any]]:
+        """Off the loop: resample to 16 kHz and run the VAD model."""
+        audio = self._resampler.process(pcm16_to_float(frame))
+        return audio, self._vad.process(audio)
+
+    def _audio_between(self, start: int, end: int) -> bytes:
+        parts = []
+        for first, chunk in self._ring:
+            lo, hi = max(start, first), min(end, first + len(chunk))
+            if lo < hi:
+                parts.append(chunk[lo - first : hi - first])
+        return np.concatenate(parts).tobytes() if parts else b""
+
+    async def _begin_utterance(self, speech_sample: int) -> None:
+        pad = self.config.speech_pad_ms * SAMPLE_RATE // 1000
+        oldest = self._ring[0][0] if self._ring else 0
+        start = max(speech_sample - pad, oldest, 0)
+        self._turn_id += 1
+        self._utterance_open = True
+        self._utterance_start = start
+        self._asr_cursor = start
+        self._last_partial_at = start
+        self._stability.reset()
+        self._asr_failed = False
+        self.emit(SpeechStarted(turn_id=self._turn_id, audio_ms=start * 1000 // SAMPLE_RATE))
+        try:
+            await self._asr.begin()
+        except ASRError as exc:
+            self._asr_failure(exc)
+
+    async def _feed_asr(self, until: int) -> None:
+        if self._asr_failed or until <= self._asr_cursor:
+            return
+        pcm = self._audio_between(self._asr_cursor, until)
+        self._asr_cursor = until
+        started = time.monotonic()
+        try:
+            hypothesis = await self._asr.accept(pcm)
+        except ASRError as exc:
+            self._asr_failure(exc)
+            return
+        self.ctx.metrics.observe("asr", time.monotonic() - started)
+        if self._asr_cursor - self._last_partial_at >= PARTIAL_EVERY_SAMPLES and hypothesis:
+            self._last_partial_at = self._asr_cursor
+            stable = self._stability.update(hypothesis)
+            self.emit(TranscriptPartial(turn_id=self._turn_id, text=hypothesis, stable_text=stable))
+
+    def _asr_failure(self, exc: Exception) -> None:
+        log.error("session %s: ASR failed: %s", self.id, exc)
+        self._asr_failed = True
+        self.report(ErrorCode.INTERNAL_ERROR, "speech recognition failed for this turn; keep talking to retry")
+
+    def _maybe_barge_in(self) -> None:
+        if self._response is None:
+            return
+        heard_ms = (self._asr_cursor - self._utterance_start) * 1000 / SAMPLE_RATE
+        if heard_ms >= self.config.min_interrupt_ms + self.config.speech_pad_ms:
+            self._cancel_response("barge-in")
+
+    async def _end_utterance(self, end_sample: int, speech_end_wall: float, source: str) -> None:
+        self._utterance_open = False
+        turn = self._turn_id
+        self.emit(SpeechStopped(turn_id=turn, audio_ms=end_sample * 1000 // SAMPLE_RATE))
+        self._vad.reset_model_state()
+        started = time.monotonic()
+        text = ""
+        if not self._asr_failed:
+            try:
+                text = (await self._asr.finalize()).strip()
+            except ASRError as exc:
+                self._asr_failure(exc)
+        self.ctx.metrics.observe("asr_final", time.monotonic() - started)
+        self.ctx.metrics.turns.labels(source).inc()
+        now = time.monotonic()
+        self.emit(TranscriptFinal(turn_id=turn, text=text))
+        if text:
+            await self._respond(turn, text, speech_end_wall, final_ms=(now - speech_end_wall) * 1000.0)
+
+    # ------------------------------------------------------------------ responses
+
+    async def _respond(self, turn_id: int, user_text: str, speech_end: float, final_ms: float) -> None:
+        self._cancel_response("new turn")
+        if self._response_task is not None:
+            await asyncio.wait({self._response_task})
+        self._response_seq += 1
+        response_id = f"resp_{self._response_seq}"
+        user_text = f"{self._pending_user_text} {user_text}".strip()
+        self._pending_user_text = ""
+        messages = []
+        if self.config.instructions:
+            messages.append(Message("system", self.config.instructions))
+        messages += self._history[-self.ctx.config.max_history_messages :]
+        messages.append(Message("user", user_text))
+        run = ResponseRun(
+            self.ctx,
+            self._outbox,
+            LLMRequest(messages=messages, request_id=f"{self.id}-{response_id}", session_id=self.id),
+            response_id,
+            self.config.output_sample_rate,
+            self.config.voice,
+            self.config.audio_output,
+        )
+        self._response = run
+        self.emit(ResponseStarted(turn_id=turn_id, response_id=response_id))
+        self._response_task = asyncio.create_task(
+            self._run_response(run, user_text, speech_end, final_ms), name=f"{self.id}-{response_id}"
+        )
+
+    async def _run_response(self, run: ResponseRun, user_text: str, speech_end: float, final_ms: float) -> None:
+        status = ResponseStatus.COMPLETED
+        try:
+            await run.run()
+        except asyncio.CancelledError:
+            status = ResponseStatus.CANCELLED
+        except Exception as exc:  # an engine failed: this reply is lost, the session goes on
+            log.exception("session %s: %s failed", self.id, run.response_id)
+            status = ResponseStatus.FAILED
+            self.report(ErrorCode.RESPONSE_FAILED, f"{run.response_id} failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._finish_response(run, status, user_text, speech_end, final_ms)
+
+    def _finish_response(
+        self, run: ResponseRun, status: ResponseStatus, user_text: str, speech_end: float, final_ms: float
+    ) -> None:
+        heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
+        if heard:
+            self._history += [Message("user", user_text), Message("assistant", heard)]
+        else:  # nothing was heard: fold the user's words into their next turn
+            self._pending_user_text = user_text
+        tl = run.timeline
+
+        def since_speech_end(t: float | None) -> int | None:
+            return None if t is None else round((t - speech_end) * 1000.0)
+
+        metrics = {
+            "final_ms": round(final_ms),
+            "first_token_ms": since_speech_end(tl.first_token),
+            "first_audio_ms": since_speech_end(tl.first_audio),
+            "prompt_tokens": run.usage.prompt_tokens,
+            "cached_tokens": run.usage.cached_tokens,
+            "speculative_prefills": run.usage.speculative_prefills,
+            "audio_ms": round(tl.audio_sent_ms),
+        }
+        observe = self.ctx.metrics.observe
+        observe("final", final_ms / 1000.0)
+        for stage, value in (("first_token", metrics["first_token_ms"]), ("first_audio", metrics["first_audio_ms"])):
+            if isinstance(value, int):
+                observe(stage, value / 1000.0)
+        self.ctx.metrics.responses.labels(status.value).inc()
+        self.emit(ResponseDone(response_id=run.response_id, status=status.value, text=heard, metrics=metrics))
+        if self._response is run:
+            self._response = None
+            self._response_task = None
+
+    def _cancel_response(self, reason: str) -> bool:
+        if self._response_task is None or self._response_task.done():
+            return False
+        log.info("session %s: cancelling %s (%s)", self.id, self._response and self._response.response_id, reason)
+        self._response_task.cancel()
+        return True
+
+    def _cancel_from_client(self, response_id: str | None) -> None:
+        current = self._response
+        if current is None or (response_id is not None and response_id != current.response_id):
+            self.report(ErrorCode.NO_ACTIVE_RESPONSE, f"no response {response_id or ''} in progress to cancel".replace("  ", " "))
+            return
+        self._cancel_response("response.cancel")
+
+    # ------------------------------------------------------------------ teardown
+
+    async def _shutdown(self) -> None:
+        if self._response_task is not None:
+            self._response_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._response_task
+        await self._asr.close()

@@ -1,0 +1,193 @@
+"""The WebSocket transport: admission (auth, origin, capacity), the read loop, a paced writer.
+
+The session never touches the socket. Everything it sends goes through `WebSocketOutbox`, a
+bounded queue drained by one writer task; a client that stops reading fills it (or stalls one
+send past `slow_consumer_timeout_s`) and is disconnected, so it cannot hold server memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import uuid
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from protocol import PROTOCOL_VERSION, CloseCode, Error, ErrorCode, ServerEvent, SessionCreated, encode
+
+from ..context import ServerContext
+from ..session import Session
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketOutbox:
+    def __init__(self, conn: ServerConnection, ctx: ServerContext, on_error: Callable[[str], None]) -> None:
+        self._conn = conn
+        self._ctx = ctx
+        self._queue: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue(maxsize=ctx.config.send_queue_limit)
+        self._on_error = on_error
+        self.failed = False
+
+    def send_event(self, event: ServerEvent) -> None:
+        self._put(encode(event))
+        if isinstance(event, Error):
+            self._on_error(event.code)
+
+    def send_audio(self, pcm: bytes) -> None:
+        self._put(pcm)
+
+    def close_after(self, code: CloseCode, reason: str) -> None:
+        """Close once everything queued before has been sent (a fatal error event, say)."""
+        self._put((int(code), reason))
+
+    def _put(self, item: str | bytes | tuple[int, str]) -> None:
+        if self.failed:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._slow_consumer(f"{self._queue.qsize()} messages waiting")
+
+    def _slow_consumer(self, detail: str) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        self._ctx.metrics.errors.labels(ErrorCode.SLOW_CONSUMER.value).inc()
+        log.warning("closing a slow consumer: %s", detail)
+        # it is not reading, so an error event would never arrive: say it in the close frame
+        asyncio.get_running_loop().create_task(
+            self._conn.close(CloseCode.POLICY_VIOLATION, f"{ErrorCode.SLOW_CONSUMER.value}: client is not reading")
+        )
+
+    async def run_writer(self) -> None:
+        timeout = self._ctx.config.slow_consumer_timeout_s
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, tuple):
+                await self._conn.close(item[0], item[1])
+                return
+            try:
+                await asyncio.wait_for(self._conn.send(item), timeout)
+            except TimeoutError:
+                self._slow_consumer(f"one send blocked for over {timeout:g} s")
+                return
+
+
+class Admission:
+    """Checks a new connection against readiness, origin, API keys and capacity."""
+
+    def __init__(self, ctx: ServerContext, is_ready: Callable[[], bool]) -> None:
+        self._ctx = ctx
+        self._is_ready = is_ready
+        self.open_sessions = 0
+
+    def refuse_reason(self, conn: ServerConnection) -> tuple[ErrorCode, str, CloseCode] | None:
+        cfg = self._ctx.config
+        request = conn.request
+        assert request is not None
+        if not self._is_ready():
+            return ErrorCode.SERVER_NOT_READY, "models are still loading; retry shortly", CloseCode.TRY_AGAIN_LATER
+        origin = request.headers.get("Origin")
+        if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
+            return ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin!r} is not allowed", CloseCode.POLICY_VIOLATION
+        if cfg.api_keys and not self._authorized(request.headers.get("Authorization"), request.path):
+            return (
+                ErrorCode.UNAUTHORIZED,
+                "missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'",
+                CloseCode.POLICY_VIOLATION,
+            )
+        if self.open_sessions >= cfg.max_sessions:
+            return (
+                ErrorCode.SERVER_BUSY,
+                f"server is at its limit of {cfg.max_sessions} sessions; retry later",
+                CloseCode.TRY_AGAIN_LATER,
+            )
+        return None
+
+    def _authorized(self, authorization: str | None, path: str) -> bool:
+        offered: list[str] = []
+        if authorization and authorization.lower().startswith("bearer "):
+            offered.append(authorization[7:].strip())
+        offered += parse_qs(urlsplit(path).query).get("token", [])
+        # constant-time comparison against every configured key
+        return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in self._ctx.config.api_keys)
+
+
+class StreamHandler:
+    """Serves `/v1/stream`: one Session per accepted connection."""
+
+    def __init__(self, ctx: ServerContext, is_ready: Callable[[], bool]) -> None:
+        self._ctx = ctx
+        self.admission = Admission(ctx, is_ready)
+        self.sessions: set[Session] = set()
+
+    async def __call__(self, conn: ServerConnection) -> None:
+        refusal = self.admission.refuse_reason(conn)
+        if refusal is not None:
+            code, message, close_code = refusal
+            self._ctx.metrics.errors.labels(code.value).inc()
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(encode(Error(code=code.value, message=message, fatal=True)))
+                await conn.close(close_code, code.value)
+            return
+        self.admission.open_sessions += 1
+        self._ctx.metrics.sessions_open.inc()
+        self._ctx.metrics.sessions_total.inc()
+        try:
+            await self._serve(conn)
+        finally:
+            self.admission.open_sessions -= 1
+            self._ctx.metrics.sessions_open.dec()
+
+    async def _serve(self, conn: ServerConnection) -> None:
+        session_id = uuid.uuid4().hex
+        outbox = WebSocketOutbox(conn, self._ctx, on_error=lambda code: None)
+        session = Session(self._ctx, outbox, session_id)
+        self.sessions.add(session)
+        engines = {"asr": self._ctx.asr.name, "llm": self._ctx.llm.name, "tts": self._ctx.tts.name}
+        outbox.send_event(
+            SessionCreated(
+                session_id=session_id,
+                protocol=PROTOCOL_VERSION,
+                config=session.config.to_dict(),
+                limits=self._ctx.config.limits.to_dict(),
+                engines=engines,
+            )
+        )
+        writer = asyncio.create_task(outbox.run_writer(), name=f"{session_id}-writer")
+        worker = asyncio.create_task(session.run(), name=f"{session_id}-input")
+        reader = asyncio.create_task(self._read(conn, session), name=f"{session_id}-reader")
+        log.info("session %s opened from %s", session_id, conn.remote_address)
+        try:
+            done, _ = await asyncio.wait({writer, worker, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if worker in done and session.closed.is_set():
+                outbox.close_after(CloseCode.NORMAL, "session closed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), self._ctx.config.slow_consumer_timeout_s)
+            elif worker in done and worker.exception() is not None:
+                log.error("session %s crashed", session_id, exc_info=worker.exception())
+                outbox.send_event(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error", fatal=True))
+                outbox.close_after(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR.value)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), 2.0)
+        finally:
+            for task in (reader, worker, writer):
+                task.cancel()
+            await asyncio.gather(reader, worker, writer, return_exceptions=True)
+            self.sessions.discard(session)
+            log.info("session %s closed (%s)", session_id, conn.close_code)
+
+    @staticmethod
+    async def _read(conn: ServerConnection, session: Session) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for message in conn:
+                if isinstance(message, str):
+                    await session.on_text(message)
+                else:
+                    await session.on_binary(message)

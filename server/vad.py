@@ -1,0 +1,116 @@
+"""Silero VAD (ONNX model from the silero-vad wheel, run with onnxruntime) and a streaming segmenter.
+
+One `SileroVad` per process holds the ONNX session (onnxruntime releases the GIL, so calls run in
+a thread pool). Each session owns a `VadStream`: the model's recurrent state, the 64-sample context
+the v5 model expects before each 512-sample window, the leftover samples of a frame that did not
+fill a window, and the start/stop hysteresis.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 16000
+WINDOW = 512  # samples per model call at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous window the model sees in front of each window
+
+Float32Array = npt.NDArray[np.float32]
+
+
+def silero_model_path() -> str:
+    return str(importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx")
+
+
+class SileroVad:
+    def __init__(self, model_path: str | None = None) -> None:
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        # one thread per call: concurrency comes from many sessions, not from one 512-sample window
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            model_path or silero_model_path(), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def run(self, windows: Float32Array, state: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """windows: [batch, CONTEXT + WINDOW]; state: [2, batch, 128] -> (probabilities [batch], state)."""
+        prob, new_state = self._session.run(None, {"input": windows, "state": state, "sr": self._sr})
+        return prob[:, 0].astype(np.float32), new_state
+
+
+@dataclass(frozen=True, slots=True)
+class VadEvent:
+    kind: str  # "start" | "stop"
+    sample: int  # on the 16 kHz input clock: first speech sample, or first sample of the silence that ended it
+
+
+class VadStream:
+    """Feed 16 kHz float32 audio in any frame size; get speech start/stop events."""
+
+    def __init__(self, model: SileroVad, threshold: float = 0.5, min_silence_ms: int = 500) -> None:
+        self._model = model
+        self.threshold = threshold
+        self.min_silence_samples = min_silence_ms * SAMPLE_RATE // 1000
+        self.reset()
+
+    def reset(self) -> None:
+        self._state: Float32Array = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context: Float32Array = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending: Float32Array = np.zeros(0, dtype=np.float32)
+        self._position = 0  # samples consumed by the model so far
+        self.in_speech = False
+        self._silence_start: int | None = None
+        self.last_probability = 0.0
+
+    def reset_model_state(self) -> None:
+        """Forget the recurrent state after an utterance (keeps the clock and hysteresis)."""
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
+    def process(self, audio: Float32Array) -> list[VadEvent]:
+        """Run the model on every full window in `audio` (plus leftovers); blocking, call off the loop."""
+        samples = np.concatenate([self._pending, audio]) if len(self._pending) else audio
+        n_windows = len(samples) // WINDOW
+        self._pending = samples[n_windows * WINDOW :].copy()
+        events: list[VadEvent] = []
+        for i in range(n_windows):
+            window = samples[i * WINDOW : (i + 1) * WINDOW]
+            batch = np.concatenate([self._context, window])[None, :]
+            prob, self._state = self._model.run(batch, self._state)
+            self._context = window[-CONTEXT:]
+            event = self._step(float(prob[0]))
+            self._position += WINDOW
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _step(self, prob: float) -> VadEvent | None:
+        # hysteresis as in Silero's own iterator: start above threshold, end after
+        # min_silence below (threshold - 0.15)
+        self.last_probability = prob
+        window_start = self._position
+        if prob >= self.threshold:
+            self._silence_start = None
+            if not self.in_speech:
+                self.in_speech = True
+                return VadEvent("start", window_start)
+            return None
+        if self.in_speech and prob < max(self.threshold - 0.15, 0.01):
+            if self._silence_start is None:
+                self._silence_start = window_start
+            if window_start + WINDOW - self._silence_start >= self.min_silence_samples:
+                self.in_speech = False
+                stop = self._silence_start
+                self._silence_start = None
+                return VadEvent("stop", stop)
+        return None
+
+    def force_stop(self) -> None:
+        """End speech now (audio.commit): the next speech above threshold starts a new utterance."""
+        self.in_speech = False
+        self._silence_start = None
