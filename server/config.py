@@ -29,6 +29,9 @@ class ServerConfig:
     # outbound queue per session; a client that stops reading for this long is disconnected
     send_queue_limit: int = 512
     slow_consumer_timeout_s: float = 10.0
+    # kernel send buffer per connection (0: the OS default, which can grow to MBs); smaller finds
+    # clients that stopped reading sooner and bounds memory per connection
+    send_buffer_bytes: int = 0
     # audio sent ahead of real time, so playback on the client never starves
     audio_lead_ms: int = 200
     output_frame_ms: int = 100

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -27,17 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class WebSocketOutbox:
-    def __init__(self, conn: ServerConnection, ctx: ServerContext, on_error: Callable[[str], None]) -> None:
+    def __init__(self, conn: ServerConnection, ctx: ServerContext) -> None:
         self._conn = conn
         self._ctx = ctx
         self._queue: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue(maxsize=ctx.config.send_queue_limit)
-        self._on_error = on_error
         self.failed = False
 
     def send_event(self, event: ServerEvent) -> None:
         self._put(encode(event))
-        if isinstance(event, Error):
-            self._on_error(event.code)
 
     def send_audio(self, pcm: bytes) -> None:
         self._put(pcm)
@@ -147,7 +145,11 @@ class StreamHandler:
 
     async def _serve(self, conn: ServerConnection) -> None:
         session_id = uuid.uuid4().hex
-        outbox = WebSocketOutbox(conn, self._ctx, on_error=lambda code: None)
+        outbox = WebSocketOutbox(conn, self._ctx)
+        if self._ctx.config.send_buffer_bytes:
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._ctx.config.send_buffer_bytes)
         session = Session(self._ctx, outbox, session_id)
         self.sessions.add(session)
         engines = {"asr": self._ctx.asr.name, "llm": self._ctx.llm.name, "tts": self._ctx.tts.name}

@@ -1,0 +1,120 @@
+"""Shared fixtures: the speech corpus, and real hark-server processes on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
+
+
+def corpus_path(name: str) -> Path:
+    path = CORPUS / "audio" / f"{name}.wav"
+    if not path.is_file():
+        pytest.fail(
+            f"corpus clip {path} is missing: the tests need ../shared/corpus beside the checkout "
+            "(or HARK_CORPUS pointing at it)"
+        )
+    return path
+
+
+def load_pcm(name: str) -> bytes:
+    with wave.open(str(corpus_path(name))) as wav:
+        assert wav.getframerate() == 16000 and wav.getnchannels() == 1 and wav.getsampwidth() == 2
+        return wav.readframes(wav.getnframes())
+
+
+def manifest() -> dict[str, dict[str, Any]]:
+    with open(CORPUS / "manifest.json") as fh:
+        return {item["name"]: item for item in json.load(fh)}
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def assert_alive(self) -> None:
+        assert self.process.poll() is None, f"hark-server died:\n{self.log()[-4000:]}"
+
+
+def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
+    """Start the real CLI on port 0 and read the bound port from its ready line."""
+    log_path = tmp_dir / f"server-{time.monotonic_ns()}.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=log_file,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(r"ready on ws://[\d.]+:(\d+)/", line)
+        if match:
+            return RunningServer(process, int(match.group(1)), log_path)
+    process.kill()
+    pytest.fail(f"hark-server did not start:\n{log_path.read_text()[-4000:]}")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        pytest.fail(f"hark-server did not stop on SIGTERM:\n{server.log()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One default server for the whole run (engines load once); tests must leave it healthy."""
+    running = start_server(tmp_path_factory.mktemp("server"), "--max-sessions", "64")
+    yield running
+    running.assert_alive()
+    stop_server(running)
+    assert running.process.returncode == 0, running.log()[-3000:]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[RunningServer] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> RunningServer:
+        running = start_server(tmp_path, *args, env=env)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        stop_server(running)
