@@ -39,6 +39,7 @@ class HarkServer:
         self._server: Server | None = None
         self._ctx: ServerContext | None = None
         self.handler: StreamHandler | None = None
+        self._lag_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -62,6 +63,7 @@ class HarkServer:
             compression=None,  # PCM does not deflate; compression would cost CPU for nothing
             server_header="hark",
         )
+        self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         log.info("listening on ws://%s:%d%s (loading models)", cfg.host, self.port, STREAM_PATH)
         vad = await loop.run_in_executor(pool, SileroVad)
         await asyncio.gather(asr.start(), llm.start(), tts.start())
@@ -71,6 +73,13 @@ class HarkServer:
         log.info(
             "ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name
         )
+
+    async def _watch_loop_lag(self, interval: float = 0.05) -> None:
+        """Time a short sleep: anything beyond it is time the loop was blocked by other work."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(interval)
+            self.metrics.loop_lag.observe(max(0.0, time.monotonic() - before - interval))
 
     async def _handle(self, conn: ServerConnection) -> None:
         if self.handler is None:  # not ready: admission in the handler needs the context
@@ -95,12 +104,11 @@ class HarkServer:
         return Response(404, "Not Found", _headers("text/plain"), f"not found; the WebSocket is at {STREAM_PATH}\n".encode())
 
     async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         if self._server is not None:
             # close code 1001 tells clients the server is going away, not that they did wrong
             self._server.close(close_connections=False)
-            if self.handler is not None:
-                for session in list(self.handler.sessions):
-                    session.ctx  # sessions end when their connections close
             for conn in list(self._server.connections):
                 with contextlib.suppress(Exception):
                     await conn.close(CloseCode.GOING_AWAY, "server shutting down")

@@ -27,6 +27,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.loop_lag = Histogram(
+            "hark_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time other work held the loop",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=self.registry,
+        )
+
     def observe(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)
 

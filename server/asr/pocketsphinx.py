@@ -27,6 +27,8 @@ class _DecoderHost:
         self._make = lambda: Decoder(samprate=16000, loglevel="FATAL", **options)
         self._free = [self._make() for _ in range(prewarm)]
         self._active: dict[str, Any] = {}
+        # a reused decoder still holds the last speaker's cepstral mean: new sessions start from this
+        self._initial_cmn: str = (self._free[0] if self._free else self._make()).get_cmn()
 
     def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
         if op == "begin":
@@ -36,8 +38,7 @@ class _DecoderHost:
                 self._active[stream_id] = decoder
             else:  # a new utterance without finalize (session restarted the turn)
                 decoder.end_utt()
-            if payload:
-                decoder.set_cmn(payload)
+            decoder.set_cmn(payload or self._initial_cmn)
             decoder.start_utt()
             return None
         decoder = self._active[stream_id]
