@@ -61,7 +61,9 @@ def _decode(data: str | bytes, registry: dict[str, type], side: str) -> object:
     if cls is None:
         known = ", ".join(sorted(registry))
         raise ProtocolError(ErrorCode.UNKNOWN_EVENT, f"unknown {side} event type {kind[:64]!r}; known: {known}")
-    kwargs = {f.name: _field_value(kind, f, obj) for f in dataclasses.fields(cls) if f.name in obj or not _has_default(f)}
+    kwargs = {
+        f.name: _field_value(kind, f, obj) for f in dataclasses.fields(cls) if f.name in obj or not _has_default(f)
+    }
     _check_semantics(kind, kwargs)
     return cls(**kwargs)
 
@@ -86,7 +88,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "int": int,
     "bool": bool,
     "float": float,
-    "str | None": Union[str, None],
+    "str | None": str | None,
     "dict[str, Any]": dict,
 }
 

@@ -15,7 +15,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from protocol import STREAM_PATH, CloseCode
+from protocol import STREAM_PATH, CloseCode, Error, ErrorCode, encode
 
 from .config import ServerConfig, load_config
 from .context import ServerContext
@@ -44,7 +44,7 @@ class HarkServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
+        port: int = self._server.sockets[0].getsockname()[1]
         return port
 
     async def start(self) -> None:
@@ -70,9 +70,7 @@ class HarkServer:
         self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool)
         self.handler = StreamHandler(self._ctx, lambda: self._ready)
         self._ready = True
-        log.info(
-            "ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name
-        )
+        log.info("ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name)
 
     async def _watch_loop_lag(self, interval: float = 0.05) -> None:
         """Time a short sleep: anything beyond it is time the loop was blocked by other work."""
@@ -83,10 +81,11 @@ class HarkServer:
 
     async def _handle(self, conn: ServerConnection) -> None:
         if self.handler is None:  # not ready: admission in the handler needs the context
-            from protocol import Error, ErrorCode, encode
-
+            refusal = Error(
+                code=ErrorCode.SERVER_NOT_READY.value, message="models are still loading; retry shortly", fatal=True
+            )
             with contextlib.suppress(Exception):
-                await conn.send(encode(Error(code=ErrorCode.SERVER_NOT_READY.value, message="models are still loading; retry shortly", fatal=True)))
+                await conn.send(encode(refusal))
                 await conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_NOT_READY.value)
             return
         await self.handler(conn)
@@ -101,7 +100,9 @@ class HarkServer:
             return Response(status, "OK" if self._ready else "Service Unavailable", _headers("application/json"), body)
         if path == "/metrics":
             return Response(200, "OK", _headers("text/plain; version=0.0.4; charset=utf-8"), self.metrics.render())
-        return Response(404, "Not Found", _headers("text/plain"), f"not found; the WebSocket is at {STREAM_PATH}\n".encode())
+        return Response(
+            404, "Not Found", _headers("text/plain"), f"not found; the WebSocket is at {STREAM_PATH}\n".encode()
+        )
 
     async def stop(self) -> None:
         if self._lag_task is not None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class TokenBucket:
-    def __init__(self, rate_per_s: float, capacity: float, clock: type[time.monotonic] | None = None) -> None:
+    def __init__(self, rate_per_s: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate_per_s
         self.capacity = capacity
         self._tokens = capacity
-        self._clock = clock or time.monotonic
+        self._clock = clock
         self._last = self._clock()
 
     def try_take(self, amount: float) -> bool:

@@ -108,7 +108,9 @@ class ResponseRun:
                 await chunks.put(chunk)
             await chunks.put(_END)
 
-    async def _synthesize(self, chunks: asyncio.Queue[str | None], audio: asyncio.Queue[tuple[str, Pcm16] | None]) -> None:
+    async def _synthesize(
+        self, chunks: asyncio.Queue[str | None], audio: asyncio.Queue[tuple[str, Pcm16] | None]
+    ) -> None:
         tts = self._ctx.tts
         while (text := await chunks.get()) is not _END:
             started = time.monotonic()

@@ -415,7 +415,8 @@ class Session:
     def _cancel_from_client(self, response_id: str | None) -> None:
         current = self._response
         if current is None or (response_id is not None and response_id != current.response_id):
-            self.report(ErrorCode.NO_ACTIVE_RESPONSE, f"no response {response_id or ''} in progress to cancel".replace("  ", " "))
+            which = f"response {response_id}" if response_id else "response"
+            self.report(ErrorCode.NO_ACTIVE_RESPONSE, f"no {which} in progress to cancel")
             return
         self._cancel_response("response.cancel")
 

@@ -65,7 +65,7 @@ class RunningServer:
 def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
     """Start the real CLI on port 0 and read the bound port from its ready line."""
     log_path = tmp_dir / f"server-{time.monotonic_ns()}.log"
-    log_file = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
+    log_file = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0", *args],
         cwd=REPO,

@@ -8,7 +8,6 @@ import urllib.request
 from typing import Any
 
 import pytest
-
 from conftest import RunningServer
 from wsclient import Peer
 
@@ -80,7 +79,7 @@ def test_config_file_env_and_cli_precedence(tmp_path: Any) -> None:
     from server.config import load_config
 
     cfg_file = tmp_path / "hark.toml"
-    cfg_file.write_text('port = 9000\nmax_sessions = 5\n[session_defaults]\nmin_silence_ms = 800\n')
+    cfg_file.write_text("port = 9000\nmax_sessions = 5\n[session_defaults]\nmin_silence_ms = 800\n")
     cfg = load_config(["--config", str(cfg_file), "--port", "9100"], {"HARK_MAX_SESSIONS": "7"})
     assert (cfg.port, cfg.max_sessions, cfg.session_defaults.min_silence_ms) == (9100, 7, 800)
     cfg_file.write_text("prot = 1\n")

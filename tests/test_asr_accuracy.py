@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
-
 from conftest import load_pcm, manifest
+
 from server.asr.pocketsphinx import PocketsphinxEngine
 
 CLIPS = ("en_librivox_sense_0870", "en_librivox_sense_0920")

@@ -34,7 +34,7 @@ async def test_speech_during_reply_cancels_it(server: RunningServer) -> None:
     assert cancelled["metrics"]["audio_ms"] == round(sent_resp1 / 2 / 16)
     assert cancelled["metrics"]["audio_ms"] < 6000
     # nothing of resp_1 after its response.done: the next frames belong to resp_2's audio
-    resp2_audio = [e for e in audio_started if e["response_id"] == "resp_2"][0]
+    resp2_audio = next(e for e in audio_started if e["response_id"] == "resp_2")
     assert resp2_audio["_audio_bytes"] == cancelled["_audio_bytes"]
     # the barge-in turn was answered normally
     assert second["status"] == "completed"

@@ -143,11 +143,36 @@ event_types = st.sampled_from(
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.dictionaries(st.sampled_from(["type", "config", "text", "response_id", "played_ms", "id", "turn_id",
-                                        "audio_ms", "status", "metrics", "delta", "code", "message", "fatal",
-                                        "session_id", "protocol", "limits", "sample_rate", "stable_text"]),
-                       json_values, max_size=6),
-       event_types)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "type",
+                "config",
+                "text",
+                "response_id",
+                "played_ms",
+                "id",
+                "turn_id",
+                "audio_ms",
+                "status",
+                "metrics",
+                "delta",
+                "code",
+                "message",
+                "fatal",
+                "session_id",
+                "protocol",
+                "limits",
+                "sample_rate",
+                "stable_text",
+            ]
+        ),
+        json_values,
+        max_size=6,
+    ),
+    event_types,
+)
 def test_random_json_objects_raise_only_protocol_errors(obj: dict[str, Any], kind: str) -> None:
     obj = {**obj, "type": kind} if "type" not in obj else obj
     text = json.dumps(obj)

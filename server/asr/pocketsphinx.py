@@ -10,6 +10,7 @@ sessions starts from the right one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..procpool import ProcessPool, ProcessWorker
@@ -24,9 +25,10 @@ class _DecoderHost:
     def __init__(self, options: dict[str, Any], prewarm: int) -> None:
         from pocketsphinx import Decoder
 
-        self._make = lambda: Decoder(samprate=16000, loglevel="FATAL", **options)
+        self._make: Callable[[], Any] = lambda: Decoder(samprate=16000, loglevel="FATAL", **options)
         self._free = [self._make() for _ in range(prewarm)]
         self._active: dict[str, Any] = {}
+        self._in_utterance: set[str] = set()
         # a reused decoder still holds the last speaker's cepstral mean: new sessions start from this
         self._initial_cmn: str = (self._free[0] if self._free else self._make()).get_cmn()
 
@@ -36,8 +38,9 @@ class _DecoderHost:
             if decoder is None:
                 decoder = self._free.pop() if self._free else self._make()
                 self._active[stream_id] = decoder
-            else:  # a new utterance without finalize (session restarted the turn)
+            elif stream_id in self._in_utterance:  # begun again without finalize
                 decoder.end_utt()
+            self._in_utterance.add(stream_id)
             decoder.set_cmn(payload or self._initial_cmn)
             decoder.start_utt()
             return None
@@ -47,15 +50,15 @@ class _DecoderHost:
             hyp = decoder.hyp()
             return hyp.hypstr if hyp is not None else ""
         if op == "finalize":
+            self._in_utterance.discard(stream_id)
             decoder.end_utt()
             hyp = decoder.hyp()
             return (hyp.hypstr if hyp is not None else "", decoder.get_cmn())
         if op == "close":
             decoder = self._active.pop(stream_id)
-            try:
+            if stream_id in self._in_utterance:
+                self._in_utterance.discard(stream_id)
                 decoder.end_utt()
-            except RuntimeError:  # no utterance open
-                pass
             self._free.append(decoder)
             return None
         raise ValueError(f"unknown op {op}")

@@ -1,0 +1,552 @@
+"""Async client for the hark.v1 WebSocket protocol, plus pacing and result collection helpers.
+
+Only `protocol` is imported from the project: the client must work against any server speaking hark.v1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus, InvalidURI
+
+from protocol import (
+    BYTES_PER_SAMPLE,
+    AudioCommit,
+    ClientEvent,
+    Error,
+    ErrorCode,
+    InputText,
+    Ping,
+    PlaybackPosition,
+    ProtocolError,
+    ResponseAudioDone,
+    ResponseAudioStarted,
+    ResponseCancel,
+    ResponseDone,
+    ResponseStarted,
+    ResponseTextDelta,
+    ServerEvent,
+    SessionClose,
+    SessionConfig,
+    SessionCreated,
+    SessionLimits,
+    SessionUpdate,
+    SessionUpdated,
+    TranscriptFinal,
+    TranscriptPartial,
+    decode_client,
+    decode_server,
+    encode,
+    validate_audio_frame,
+)
+
+log = logging.getLogger("hark.client")
+
+# Reply audio frames are not bound by the server's *input* limit; leave generous headroom.
+_MAX_INCOMING_BYTES = 16 << 20
+
+# Errors that answer a session.update (anything else arriving meanwhile belongs to other traffic).
+_UPDATE_ERRORS = {
+    ErrorCode.INVALID_FIELD,
+    ErrorCode.INVALID_EVENT,
+    ErrorCode.INVALID_JSON,
+    ErrorCode.UPDATE_REJECTED,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.MESSAGE_TOO_LARGE,
+}
+
+
+class HarkError(Exception):
+    """Base class of the client's own exceptions."""
+
+
+class HarkConnectError(HarkError):
+    """The WebSocket could not be opened (refused, bad URL, HTTP rejection, timeout)."""
+
+
+class HarkServerError(HarkError):
+    """The server answered with an `error` event that stops what the client was doing."""
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
+
+
+class HarkConnectionClosed(HarkError):
+    """The connection closed abnormally (any close code other than 1000/1001, or no close frame)."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"connection closed abnormally (code {code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """One binary frame of reply audio: PCM16 LE mono belonging to the last `response.audio.started`."""
+
+    response_id: str | None  # None only if the server sent audio before announcing any response audio
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def duration_ms(self) -> float:
+        return len(self.pcm) / BYTES_PER_SAMPLE * 1000.0 / self.sample_rate
+
+
+IncomingEvent = ServerEvent | AudioChunk
+
+
+def _config_from(data: Mapping[str, Any]) -> SessionConfig:
+    # keep only known keys: a newer server may announce settings this client does not know yet
+    known = {f.name for f in dataclasses.fields(SessionConfig)}
+    return SessionConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def _limits_from(data: Mapping[str, Any]) -> SessionLimits:
+    known = {f.name for f in dataclasses.fields(SessionLimits)} - {"extra"}
+    return SessionLimits(
+        **{k: v for k, v in data.items() if k in known},
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+class HarkClient:
+    """One hark.v1 session over a WebSocket.
+
+    `async with HarkClient(url) as c:` connects, waits for `session.created` and, if `config` was given,
+    applies it (waiting for `session.updated`). Send with the methods below; read everything the server
+    says with `events()`. Sending and reading may run concurrently (e.g. a sender task plus a reader loop),
+    but only one reader at a time.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.initial_config = dict(config) if config else None
+        self.open_timeout = open_timeout
+        self.session_created: SessionCreated | None = None
+        self.config = SessionConfig()
+        self.limits = SessionLimits()
+        self._ws: ClientConnection | None = None
+        self._pending: deque[IncomingEvent] = deque()  # read while waiting for a reply, not yet consumed
+        self._reading = False
+        self._audio_response_id: str | None = None
+        self._audio_rate: int | None = None
+
+    # ------------------------------------------------------------ connection
+
+    async def __aenter__(self) -> HarkClient:
+        if self._ws is None:  # connect() may have been awaited already, e.g. to handle its errors apart
+            await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def connect(self) -> None:
+        """Open the socket and wait for session.created (and session.updated if a config was given)."""
+        if self._ws is not None:
+            raise RuntimeError("already connected; a HarkClient is one session")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        try:
+            self._ws = await connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=self.open_timeout,
+                max_size=_MAX_INCOMING_BYTES,
+                # PCM barely compresses and deflate adds latency and CPU on every frame
+                compression=None,
+            )
+        except InvalidURI as exc:
+            raise HarkConnectError(f"invalid URL {self.url!r}: {exc}") from exc
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            hint = " (check the API key)" if status in (401, 403) else ""
+            raise HarkConnectError(f"{self.url} rejected the connection: HTTP {status}{hint}") from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise HarkConnectError(f"cannot connect to {self.url}: is hark-server running? ({exc})") from exc
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await self._handshake()
+        except TimeoutError:
+            await self.aclose()
+            raise HarkConnectError(f"{self.url}: no session.created within {self.open_timeout:g} s") from None
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            detail = f"code {rcvd.code}{': ' + rcvd.reason if rcvd.reason else ''}" if rcvd else "no close frame"
+            raise HarkConnectError(f"{self.url} closed the connection before session.created ({detail})") from None
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _handshake(self) -> None:
+        first = await self._recv_one()
+        if isinstance(first, Error):
+            raise HarkServerError(first)
+        if not isinstance(first, SessionCreated):
+            raise HarkError(f"expected session.created as the first message, got {type(first).__name__}")
+        self.session_created = first
+        self.config = _config_from(first.config)
+        self.limits = _limits_from(first.limits)
+        if self.initial_config:
+            await self.update(self.initial_config, wait=True)
+
+    async def aclose(self) -> None:
+        """Close the socket now (code 1000). To let the server finish the turn, use close_session()."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    @property
+    def session_id(self) -> str:
+        if self.session_created is None:
+            raise RuntimeError("not connected")
+        return self.session_created.session_id
+
+    @property
+    def close_code(self) -> int | None:
+        return None if self._ws is None else self._ws.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return None if self._ws is None else self._ws.close_reason
+
+    @property
+    def ws(self) -> ClientConnection:
+        if self._ws is None:
+            raise RuntimeError("not connected; use `async with HarkClient(...)` or await connect()")
+        return self._ws
+
+    # ------------------------------------------------------------ sending
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Send one frame of PCM16 LE mono at the session's input rate; checked against the limits first."""
+        validate_audio_frame(pcm, self.config.input_sample_rate, self.limits)
+        await self.ws.send(pcm)
+
+    async def commit(self) -> None:
+        await self._send(AudioCommit())
+
+    async def send_text(self, text: str) -> None:
+        await self._send(InputText(text))
+
+    async def cancel(self, response_id: str | None = None) -> None:
+        await self._send(ResponseCancel(response_id))
+
+    async def playback_position(self, response_id: str, played_ms: int) -> None:
+        await self._send(PlaybackPosition(response_id, int(played_ms)))
+
+    async def ping(self, id: str | None = None) -> str:
+        """Send a protocol-level ping; the matching `Pong` arrives through events(). Returns its id."""
+        ping_id = id if id is not None else uuid.uuid4().hex[:12]
+        await self._send(Ping(ping_id))
+        return ping_id
+
+    async def close_session(self) -> None:
+        """Say "done sending": the server finishes the turn in progress, then closes with 1000."""
+        await self._send(SessionClose())
+
+    async def update(self, config: Mapping[str, Any], *, wait: bool = False) -> None:
+        """Send `session.update`. With wait=True, block until `session.updated` (then `.config` is current)
+        or raise HarkServerError if rejected; not allowed while another task iterates events()."""
+        if wait and self._reading:
+            raise RuntimeError("update(wait=True) while events() is being read; use wait=False")
+        await self._send(SessionUpdate(dict(config)))
+        if not wait:
+            return  # `.config` follows when events() delivers session.updated
+        while True:
+            event = await self._recv_one()
+            if isinstance(event, SessionUpdated):
+                return
+            if isinstance(event, Error) and (event.fatal or event.code in _UPDATE_ERRORS):
+                raise HarkServerError(event)
+            self._pending.append(event)
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send a frame as is, without local checks (for testing how a server handles bad input)."""
+        await self.ws.send(data)
+
+    async def _send(self, event: ClientEvent) -> None:
+        text = encode(event)
+        # fail fast with the very ProtocolError the server would answer with
+        decode_client(text)
+        await self.ws.send(text)
+
+    # ------------------------------------------------------------ receiving
+
+    async def events(self) -> AsyncGenerator[IncomingEvent, None]:
+        """Yield server events (binary frames as AudioChunk) until the server closes the connection.
+
+        Ends normally on close code 1000/1001; raises HarkConnectionClosed on an abnormal close.
+        `session.created` and the `session.updated` awaited by update(wait=True) are not repeated here.
+        """
+        if self._reading:
+            raise RuntimeError("events() is already being iterated by another consumer")
+        self._reading = True
+        try:
+            while True:
+                if self._pending:
+                    yield self._pending.popleft()
+                    continue
+                try:
+                    event = await self._recv_one()
+                except ConnectionClosedOK:
+                    return
+                except ConnectionClosed as exc:
+                    rcvd = exc.rcvd
+                    raise HarkConnectionClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+                yield event
+        finally:
+            self._reading = False
+
+    async def _recv_one(self) -> IncomingEvent:
+        """Receive and decode the next frame, keeping client state (config, audio owner) current."""
+        while True:
+            data = await self.ws.recv()
+            if isinstance(data, bytes):
+                rate = self._audio_rate or self.config.output_sample_rate
+                return AudioChunk(self._audio_response_id, data, rate)
+            try:
+                event = decode_server(data)
+            except ProtocolError as exc:
+                if exc.code is ErrorCode.UNKNOWN_EVENT:
+                    # a newer server may add event types; skipping them keeps old clients working
+                    log.warning("ignoring unknown server event: %s", exc.message)
+                    continue
+                raise
+            if isinstance(event, ResponseAudioStarted):
+                self._audio_response_id, self._audio_rate = event.response_id, event.sample_rate
+            elif isinstance(event, SessionUpdated):
+                self.config = _config_from(event.config)
+            return event
+
+
+# ---------------------------------------------------------------- pacing
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    frames: int
+    audio_ms: float
+    wall_s: float
+
+
+Pace = Literal["realtime", "fast"]
+
+# Stay a little inside the server's limits so jitter and rounding never tip a frame into audio_flood.
+PACE_BURST_FRACTION = 0.9
+PACE_RATE_FRACTION = 0.95
+
+
+async def stream_pcm(
+    client: HarkClient,
+    pcm: bytes,
+    sample_rate: int,
+    frame_ms: int = 100,
+    pace: Pace = "realtime",
+) -> StreamStats:
+    """Send PCM16 mono in `frame_ms` frames; a short last frame is padded with silence to the minimum length.
+
+    "realtime" sends frame i at start + i*frame_ms, like a microphone. "fast" sends as fast as the advertised
+    limits allow: a burst of up to `audio_burst_ms`, then `max_audio_rate` times real time. Both modes run a
+    token bucket slightly smaller and slower than the server's (capacity burst, refill rate x real time), so
+    neither fast mode nor realtime catching up after a stall ever gets `audio_flood`.
+    """
+    if sample_rate != client.config.input_sample_rate:
+        raise ValueError(
+            f"audio is {sample_rate} Hz but the session expects {client.config.input_sample_rate} Hz; "
+            "resample it (client.wav.resample_pcm16) or update input_sample_rate first"
+        )
+    if pace not in ("realtime", "fast"):
+        raise ValueError(f"pace must be 'realtime' or 'fast', not {pace!r}")
+    limits = client.limits
+    if not limits.min_frame_ms <= frame_ms <= limits.max_frame_ms:
+        raise ValueError(f"frame_ms must be in [{limits.min_frame_ms}, {limits.max_frame_ms}], got {frame_ms}")
+    if len(pcm) % BYTES_PER_SAMPLE:
+        raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm)}")
+    if limits.max_audio_rate <= 0:
+        raise ValueError("the server advertises max_audio_rate <= 0: it accepts no sustained audio")
+
+    frame_bytes = sample_rate * frame_ms // 1000 * BYTES_PER_SAMPLE
+    min_bytes = -(-sample_rate * limits.min_frame_ms // 1000) * BYTES_PER_SAMPLE
+    # a bucket smaller and slower than the server's never admits what the server would refuse
+    capacity = max(PACE_BURST_FRACTION * limits.audio_burst_ms, float(frame_ms))
+    refill_ms_per_s = PACE_RATE_FRACTION * limits.max_audio_rate * 1000.0
+
+    loop = asyncio.get_running_loop()
+    start = last = loop.time()
+    tokens = capacity
+    sent_ms = 0.0
+    frames = 0
+    for offset in range(0, len(pcm), frame_bytes):
+        frame = pcm[offset : offset + frame_bytes]
+        if len(frame) < min_bytes:
+            frame += bytes(min_bytes - len(frame))
+        duration = len(frame) / BYTES_PER_SAMPLE * 1000.0 / sample_rate
+        due = start + sent_ms / 1000.0 if pace == "realtime" else start
+        while True:
+            now = loop.time()
+            tokens = min(capacity, tokens + (now - last) * refill_ms_per_s)
+            last = now
+            delay = max(due - now, (duration - tokens) / refill_ms_per_s)
+            if delay <= 0:
+                break
+            await asyncio.sleep(delay)
+        tokens -= duration
+        await client.send_audio(frame)
+        sent_ms += duration
+        frames += 1
+    return StreamStats(frames=frames, audio_ms=sent_ms, wall_s=loop.time() - start)
+
+
+# ---------------------------------------------------------------- collecting results
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """Everything about one response and the user turn that led to it."""
+
+    response_id: str
+    turn_id: int
+    finals: list[str] = field(default_factory=list)  # final transcript(s) of the turn (none for typed turns)
+    partials: list[str] = field(default_factory=list)
+    text_deltas: list[str] = field(default_factory=list)
+    done_text: str | None = None
+    audio: bytearray = field(default_factory=bytearray)
+    sample_rate: int | None = None
+    audio_ms: int | None = None  # as announced by response.audio.done
+    status: str | None = None  # completed | cancelled | failed; None while in progress
+    metrics: dict[str, Any] = field(default_factory=dict)
+    errors: list[Error] = field(default_factory=list)  # errors that arrived while this response was active
+    started_at: float = 0.0  # time.monotonic() of response.started
+    first_audio_at: float | None = None
+    done_at: float | None = None
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(t for t in self.finals if t)
+
+    @property
+    def text(self) -> str:
+        """The reply text: the server's final text, or what streamed so far."""
+        return self.done_text if self.done_text is not None else "".join(self.text_deltas)
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+
+@dataclass(slots=True)
+class Conversation:
+    """Sans-IO collector: feed() it every incoming event; it groups them per response.
+
+    Transcripts are joined to responses by `turn_id`, so their relative order does not matter.
+    """
+
+    responses: list[TurnResult] = field(default_factory=list)
+    finals: list[TranscriptFinal] = field(default_factory=list)
+    partials: list[TranscriptPartial] = field(default_factory=list)
+    errors: list[Error] = field(default_factory=list)
+    event_count: int = 0
+    audio_bytes: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    _turn_finals: dict[int, list[str]] = field(default_factory=dict)
+    _turn_partials: dict[int, list[str]] = field(default_factory=dict)
+    _by_id: dict[str, TurnResult] = field(default_factory=dict)
+    _active: TurnResult | None = None
+
+    def feed(self, event: IncomingEvent) -> TurnResult | None:
+        """Record one event; returns the response it belongs to, if any."""
+        self.event_count += 1
+        if isinstance(event, AudioChunk):
+            self.audio_bytes += len(event.pcm)
+            result = self._by_id.get(event.response_id) if event.response_id else None
+            if result is not None:
+                if result.first_audio_at is None:
+                    result.first_audio_at = time.monotonic()
+                result.audio += event.pcm
+                result.sample_rate = result.sample_rate or event.sample_rate
+            return result
+        if isinstance(event, TranscriptPartial):
+            self.partials.append(event)
+            self._turn_partials.setdefault(event.turn_id, []).append(event.text)
+        elif isinstance(event, TranscriptFinal):
+            self.finals.append(event)
+            self._turn_finals.setdefault(event.turn_id, []).append(event.text)
+        elif isinstance(event, ResponseStarted):
+            result = TurnResult(
+                response_id=event.response_id,
+                turn_id=event.turn_id,
+                finals=self._turn_finals.setdefault(event.turn_id, []),  # shared: later finals show up too
+                partials=self._turn_partials.setdefault(event.turn_id, []),
+                started_at=time.monotonic(),
+            )
+            self.responses.append(result)
+            self._by_id[event.response_id] = result
+            self._active = result
+            return result
+        elif isinstance(event, ResponseTextDelta):
+            result = self._by_id.get(event.response_id)
+            if result is not None:
+                result.text_deltas.append(event.delta)
+            return result
+        elif isinstance(event, ResponseAudioStarted):
+            result = self._by_id.get(event.response_id)
+            if result is not None:
+                result.sample_rate = event.sample_rate
+            return result
+        elif isinstance(event, ResponseAudioDone):
+            result = self._by_id.get(event.response_id)
+            if result is not None:
+                result.audio_ms = event.audio_ms
+            return result
+        elif isinstance(event, ResponseDone):
+            result = self._by_id.get(event.response_id)
+            if result is not None:
+                result.status, result.done_text, result.metrics = event.status, event.text, dict(event.metrics)
+                result.done_at = time.monotonic()
+                if self._active is result:
+                    self._active = None
+            return result
+        elif isinstance(event, Error):
+            self.errors.append(event)
+            if self._active is not None:
+                self._active.errors.append(event)
+                return self._active
+        return None
+
+    def response(self, response_id: str) -> TurnResult | None:
+        return self._by_id.get(response_id)
+
+    @property
+    def reply_audio(self) -> bytes:
+        return b"".join(bytes(r.audio) for r in self.responses)
+
+    async def collect(self, client: HarkClient) -> Conversation:
+        """Feed every event of `client` until the server closes; bound it with `asyncio.timeout` if needed."""
+        try:
+            async for event in client.events():
+                self.feed(event)
+        finally:
+            self.close_code, self.close_reason = client.close_code, client.close_reason or ""
+        return self
