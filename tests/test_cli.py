@@ -9,7 +9,6 @@ import wave
 from pathlib import Path
 
 import pytest
-
 from conftest import RunningServer, corpus_path
 
 
