@@ -60,7 +60,6 @@ _UPDATE_ERRORS = {
     ErrorCode.INVALID_FIELD,
     ErrorCode.INVALID_EVENT,
     ErrorCode.INVALID_JSON,
-    ErrorCode.UPDATE_REJECTED,
     ErrorCode.RATE_LIMITED,
     ErrorCode.MESSAGE_TOO_LARGE,
 }

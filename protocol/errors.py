@@ -22,7 +22,6 @@ class ErrorCode(StrEnum):
     SESSION_CLOSED = "session_closed"
     NOTHING_TO_COMMIT = "nothing_to_commit"
     NO_ACTIVE_RESPONSE = "no_active_response"
-    UPDATE_REJECTED = "update_rejected"
     RESPONSE_FAILED = "response_failed"
     # connection-level (fatal: the server closes the socket after sending it)
     UNAUTHORIZED = "unauthorized"

@@ -82,6 +82,7 @@ class Session:
         self._asr = ctx.asr.open_stream(session_id)
         self._vad = VadStream(ctx.vad, self.config.vad_threshold, self.config.min_silence_ms)
         self._resampler = InputResampler(self.config.input_sample_rate)
+        self._receipt_rate = self.config.input_sample_rate
         self._clock = ArrivalClock()
         self._samples_in = 0  # 16 kHz samples received so far: the input audio clock
         self._ring: deque[tuple[int, np.ndarray[Any, Any]]] = deque()  # (start sample, int16 audio)
@@ -130,7 +131,7 @@ class Session:
             self.report(ErrorCode.SESSION_CLOSED, "audio after session.close is ignored")
             return
         try:
-            duration_ms = validate_audio_frame(frame, self.config.input_sample_rate, self.ctx.config.limits)
+            duration_ms = validate_audio_frame(frame, self._receipt_rate, self.ctx.config.limits)
         except ProtocolError as exc:
             self.report(exc.code, exc.message)
             return
@@ -178,7 +179,10 @@ class Session:
                 if self._closing:
                     self.report(ErrorCode.SESSION_CLOSED, f"{event.TYPE} after session.close is ignored")
                     return
-                # in order with the audio before it
+                if isinstance(event, SessionUpdate) and "input_sample_rate" in event.config:
+                    # frames after this message are at the new rate: size them by it from now on
+                    self._receipt_rate = event.config["input_sample_rate"]
+                # applied in order with the audio before it
                 await self._inbox.put(("event", event))
 
     # ------------------------------------------------------------------ the input task
@@ -217,11 +221,9 @@ class Session:
             await self._respond(self._turn_id, event.text, time.monotonic(), final_ms=0.0)
 
     def _apply_update(self, patch: dict[str, Any]) -> None:
-        if "input_sample_rate" in patch and self._utterance_open:
-            self.report(ErrorCode.UPDATE_REJECTED, "input_sample_rate cannot change while the user is speaking")
-            return
         new = self.config.updated(patch)
         if new.input_sample_rate != self.config.input_sample_rate:
+            # everything after the resampler runs at 16 kHz, so a change mid-utterance is safe
             self._resampler = InputResampler(new.input_sample_rate)
         self._vad.threshold = new.vad_threshold
         self._vad.min_silence_samples = new.min_silence_ms * SAMPLE_RATE // 1000

@@ -163,7 +163,7 @@ class _FakeSession:
     async def on_event(self, event: ClientEvent) -> None:
         if isinstance(event, SessionUpdate):
             if event.config.get("voice", "en-us") != "en-us":
-                await self.send(Error(ErrorCode.UPDATE_REJECTED, "the fake only has en-us"))
+                await self.send(Error(ErrorCode.INVALID_FIELD, "the fake only has en-us"))
                 return
             self.config = self.config.updated(event.config)
             await self.send(SessionUpdated(self.config.to_dict()))
@@ -310,7 +310,7 @@ async def test_config_errors_local_and_from_server() -> None:
         with pytest.raises(HarkServerError) as remote:
             async with HarkClient(fake.url, config={"voice": "de"}):
                 pass
-        assert remote.value.error.code == "update_rejected"
+        assert remote.value.error.code == "invalid_field"
 
 
 async def test_auth_by_header_or_query_token() -> None:

@@ -154,3 +154,13 @@ async def test_output_and_input_sample_rates(server: RunningServer) -> None:
     assert peer.of("transcript.final")[0]["text"].startswith("go forward ten")
     assert peer.of("response.audio.started")[0]["sample_rate"] == 24000
     assert abs(peer.audio_bytes / 2 / 24000 * 1000 - done["metrics"]["audio_ms"]) <= 1
+
+
+async def test_frames_right_after_a_rate_change_are_sized_by_the_new_rate(server: RunningServer) -> None:
+    peer = await Peer.open(server.url)
+    await peer.send_json({"type": "session.update", "config": {"input_sample_rate": 48000}})
+    await peer.conn.send(b"\0" * 96000)  # 1000 ms at 48 kHz (3000 ms if read at 16 kHz)
+    await peer.send_json({"type": "ping", "id": "sync"})
+    await peer.wait_for(lambda e: e["type"] == "pong")
+    await peer.close()
+    assert peer.errors() == []
