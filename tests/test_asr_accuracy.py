@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
-import numpy as np
 from conftest import load_pcm, manifest
 
+from bench.wer import edit_distance, normalize
 from server.asr.pocketsphinx import PocketsphinxEngine
 
 CLIPS = ("en_librivox_sense_0870", "en_librivox_sense_0920")
-# measured 0.293 over both clips (12 errors / 41 words) with pocketsphinx 5.1.1 and its en-us
-# model; the bound leaves room for a different build of the same decoder, not for a regression
-WER_BOUND = 0.40
-
-_SPOKEN_FORMS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
-
-
-def normalize(text: str) -> list[str]:
-    words = re.sub(r"[^a-z' ]", " ", text.lower().replace(".", "")).split()
-    return [_SPOKEN_FORMS.get(w, w) for w in words]
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    d = np.arange(len(hyp) + 1)
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return int(d[-1])
+# measured 0.220 over both clips (9 errors / 41 words) with pocketsphinx 5.1.1, its en-us model
+# and the server's decoder settings; the bound leaves room for another build of the same decoder
+# (a word or two per clip), not for a regression
+WER_BOUND = 0.30
 
 
 def test_edit_distance() -> None:

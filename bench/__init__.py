@@ -1,0 +1,1 @@
+"""In-process benchmarks of the server's stages (imports `server`); `make bench` runs them via `loadtest.bench`."""

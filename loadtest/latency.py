@@ -1,0 +1,429 @@
+"""End-to-end turn latency against a running hark-server, seen through the wire protocol only.
+
+Each session streams corpus clips in 100 ms PCM16 frames at real-time pace, then keeps streaming
+silence (as a live microphone would) until the turn has settled: every utterance the server found
+has its `transcript.final` and every response its `response.done`. Pacing at real time matters:
+the server measures latency from the moment the end-of-speech audio *arrived*, so audio sent
+faster than real time would hide the time the endpointer waits for silence.
+
+Primary numbers are the server's `response.done.metrics` (final_ms, first_token_ms, first_audio_ms,
+in ms from the end of user speech). Beside them, the client's view of the same intervals: from the
+moment it sent the frame that carried the end of speech (the `speech.stopped` audio position) to
+the arrival of `transcript.final`, of the first `response.text.delta`, and of the first audio frame.
+
+Imports only `protocol`, the standard library, numpy and websockets: it is a client like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import os
+import time
+import wave
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from protocol import (
+    Error,
+    ProtocolError,
+    ResponseAudioStarted,
+    ResponseDone,
+    ResponseStarted,
+    ResponseTextDelta,
+    SessionCreated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    decode_server,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
+CLIPS = ("en_goforward_command", "en_vosk_digits", "en_librivox_sense_0920")
+SAMPLE_RATE = 16000
+FRAME_MS = 100
+FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000 * 2
+SILENCE = b"\0" * FRAME_BYTES
+# silence streamed after a clip before a turn may count as settled: above the server's default
+# min_silence_ms (500), so the endpoint is always found by the VAD, never cut short by us
+MIN_TAIL_MS = 1000
+METRICS = ("final_ms", "first_token_ms", "first_audio_ms")
+CLIENT_METRICS = ("client_final_ms", "client_first_token_ms", "client_first_audio_ms")
+
+
+@dataclass(slots=True)
+class Utterance:
+    """One user utterance as the server segmented it, and the response it got."""
+
+    turn_id: int
+    clip: str
+    stopped_audio_ms: int | None = None
+    final_at: float | None = None
+    text: str | None = None
+    response_id: str | None = None
+
+
+@dataclass(slots=True)
+class ResponseTrace:
+    turn_id: int
+    first_delta_at: float | None = None
+    first_audio_at: float | None = None
+    done: ResponseDone | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """What `report` aggregates: one response (or an utterance that got none)."""
+
+    phase: str
+    session: int
+    clip: str
+    transcript: str
+    status: str  # completed | cancelled | failed | no_text (empty transcript) | timeout
+    final_ms: float | None
+    first_token_ms: float | None
+    first_audio_ms: float | None
+    client_final_ms: float | None
+    client_first_token_ms: float | None
+    client_first_audio_ms: float | None
+
+
+@dataclass(slots=True)
+class SessionTrace:
+    """Everything one connection saw, with arrival times on this process's monotonic clock."""
+
+    index: int
+    utterances: dict[int, Utterance] = field(default_factory=dict)
+    responses: dict[str, ResponseTrace] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    sent_ends: list[int] = field(default_factory=list)  # end sample of each frame sent, increasing
+    sent_at: list[float] = field(default_factory=list)  # when that frame was handed to the socket
+    max_send_lag_ms: float = 0.0
+    timeouts: int = 0
+    min_silence_ms: int | None = None  # the endpointing silence of this session, from session.created
+    current_clip: str = ""
+    audio_response: str | None = None  # response the next binary frames belong to
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def sent_time_of(self, audio_ms: int) -> float | None:
+        """When the frame carrying input-audio position `audio_ms` was sent (the server's clock is ours)."""
+        if not self.sent_ends:
+            return None
+        i = bisect.bisect_left(self.sent_ends, audio_ms * SAMPLE_RATE // 1000)
+        return self.sent_at[min(i, len(self.sent_at) - 1)]
+
+    def settled(self, first_turn: int) -> bool:
+        """All utterances since `first_turn` are final and all their responses are done."""
+        mine = [u for tid, u in self.utterances.items() if tid >= first_turn]
+        if not mine:
+            return False  # the server has not yet reached the speech we sent
+        for u in mine:
+            if u.final_at is None:
+                return False
+            if u.text and (u.response_id is None or self.responses[u.response_id].done is None):
+                return False
+        return True
+
+
+def load_clip(name: str) -> bytes:
+    path = CORPUS / "audio" / f"{name}.wav"
+    with wave.open(str(path), "rb") as wav:
+        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (SAMPLE_RATE, 1, 2):
+            raise ValueError(f"{path}: expected 16 kHz mono PCM16")
+        return wav.readframes(wav.getnframes())
+
+
+async def _read(conn: ClientConnection, trace: SessionTrace) -> None:
+    try:
+        async for message in conn:
+            now = time.monotonic()
+            if isinstance(message, bytes):
+                rid = trace.audio_response
+                if rid is not None and rid in trace.responses and trace.responses[rid].first_audio_at is None:
+                    trace.responses[rid].first_audio_at = now
+                continue
+            try:
+                event = decode_server(message)
+            except ProtocolError as exc:  # count it and go on: the report lists it
+                trace.errors.append(f"undecodable:{exc.code}")
+                continue
+            _on_event(trace, event, now)
+    except ConnectionClosed:
+        pass
+    finally:
+        trace.closed.set()
+
+
+def _on_event(trace: SessionTrace, event: object, now: float) -> None:
+    if isinstance(event, SpeechStarted):
+        trace.utterances[event.turn_id] = Utterance(event.turn_id, trace.current_clip)
+    elif isinstance(event, SpeechStopped):
+        if event.turn_id in trace.utterances:
+            trace.utterances[event.turn_id].stopped_audio_ms = event.audio_ms
+    elif isinstance(event, TranscriptFinal):
+        u = trace.utterances.setdefault(event.turn_id, Utterance(event.turn_id, trace.current_clip))
+        u.final_at, u.text = now, event.text
+    elif isinstance(event, ResponseStarted):
+        trace.responses[event.response_id] = ResponseTrace(event.turn_id)
+        if event.turn_id in trace.utterances:
+            trace.utterances[event.turn_id].response_id = event.response_id
+    elif isinstance(event, ResponseTextDelta):
+        r = trace.responses.get(event.response_id)
+        if r is not None and r.first_delta_at is None:
+            r.first_delta_at = now
+    elif isinstance(event, ResponseAudioStarted):
+        trace.audio_response = event.response_id
+    elif isinstance(event, ResponseDone):
+        r = trace.responses.get(event.response_id)
+        if r is not None:
+            r.done = event
+    elif isinstance(event, Error):
+        trace.errors.append(event.code)
+
+
+async def _send_frame(conn: ClientConnection, trace: SessionTrace, frame: bytes, due: float) -> float:
+    """Send `frame` at `due` (real-time pacing on an absolute schedule, so delays do not accumulate)."""
+    delay = due - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    now = time.monotonic()
+    trace.max_send_lag_ms = max(trace.max_send_lag_ms, (now - due) * 1000.0)
+    await conn.send(frame)
+    trace.sent_ends.append((trace.sent_ends[-1] if trace.sent_ends else 0) + len(frame) // 2)
+    trace.sent_at.append(now)
+    return due + len(frame) / 2 / SAMPLE_RATE
+
+
+async def run_session(
+    url: str, index: int, clips: Sequence[tuple[str, bytes]], turn_timeout_s: float = 60.0
+) -> SessionTrace:
+    """One connection: each clip, then silence until the turn settles (or `turn_timeout_s` passes)."""
+    trace = SessionTrace(index)
+    async with connect(url, open_timeout=30, close_timeout=5, max_size=16 << 20, compression=None) as conn:
+        first = decode_server(await asyncio.wait_for(conn.recv(), 30))
+        if not isinstance(first, SessionCreated):
+            raise RuntimeError(f"session {index}: expected session.created, got {first!r}")
+        trace.min_silence_ms = _int(first.config.get("min_silence_ms"))
+        reader = asyncio.create_task(_read(conn, trace))
+        try:
+            due = time.monotonic()
+            for name, pcm in clips:
+                trace.current_clip = name
+                first_turn = max(trace.utterances, default=0) + 1
+                for i in range(0, len(pcm), FRAME_BYTES):
+                    frame = pcm[i : i + FRAME_BYTES]
+                    due = await _send_frame(conn, trace, frame + b"\0" * (FRAME_BYTES - len(frame)), due)
+                deadline = time.monotonic() + turn_timeout_s
+                tail_ms = 0
+                while tail_ms < MIN_TAIL_MS or not trace.settled(first_turn):
+                    if trace.closed.is_set():
+                        raise RuntimeError(f"session {index}: server closed the connection ({trace.errors})")
+                    if time.monotonic() > deadline:
+                        trace.timeouts += 1
+                        break
+                    due = await _send_frame(conn, trace, SILENCE, due)
+                    tail_ms += FRAME_MS
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    return trace
+
+
+def records(trace: SessionTrace, phase: str) -> list[TurnRecord]:
+    out: list[TurnRecord] = []
+    for u in trace.utterances.values():
+        ref = trace.sent_time_of(u.stopped_audio_ms) if u.stopped_audio_ms is not None else None
+
+        def since(t: float | None, ref: float | None = ref) -> float | None:
+            return None if t is None or ref is None else (t - ref) * 1000.0
+
+        r = trace.responses.get(u.response_id) if u.response_id else None
+        done = r.done if r is not None else None
+        server = done.metrics if done is not None else {}
+        if u.final_at is None or (u.text and done is None):
+            status = "timeout"
+        elif done is None:
+            status = "no_text"
+        else:
+            status = done.status
+        out.append(
+            TurnRecord(
+                phase=phase,
+                session=trace.index,
+                clip=u.clip,
+                transcript=u.text or "",
+                status=status,
+                final_ms=_num(server.get("final_ms")),
+                first_token_ms=_num(server.get("first_token_ms")),
+                first_audio_ms=_num(server.get("first_audio_ms")),
+                client_final_ms=since(u.final_at),
+                client_first_token_ms=since(r.first_delta_at if r else None),
+                client_first_audio_ms=since(r.first_audio_at if r else None),
+            )
+        )
+    return out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"n": float(len(arr)), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(arr.max())}
+
+
+def summarize(turns: Sequence[TurnRecord]) -> dict[str, Any]:
+    """Percentiles of every metric over all responses that reached that point.
+
+    A reply cut by barge-in (the digits clip pauses between number groups) still has a valid
+    final_ms, and a first_audio_ms if it got that far; utterances with no response are counted only.
+    """
+    answered = [t for t in turns if t.status in ("completed", "cancelled")]
+    stats: dict[str, dict[str, float]] = {}
+    for name in METRICS + CLIENT_METRICS:
+        values = [v for t in answered if (v := getattr(t, name)) is not None]
+        stats[name] = percentiles(values)
+    statuses: dict[str, int] = {}
+    for t in turns:
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    return {"utterances": len(turns), "statuses": statuses, "metrics": stats}
+
+
+def _plan(turns: int, offset: int) -> list[str]:
+    return [CLIPS[(offset + i) % len(CLIPS)] for i in range(turns)]
+
+
+def sequential_plans(sessions: int, turns: int) -> list[list[str]]:
+    """`turns` clips (cycling through CLIPS) dealt round-robin over `sessions` sessions."""
+    plan = _plan(turns, 0)
+    return [p for p in (plan[i::sessions] for i in range(sessions)) if p]
+
+
+def concurrent_plans(concurrency: int, turns_each: int) -> list[list[str]]:
+    """Each session starts at a different clip, so endpoints of long and short clips interleave."""
+    return [_plan(turns_each, i) for i in range(concurrency)]
+
+
+async def run_phase(
+    url: str, phase: str, plans: Sequence[Sequence[str]], concurrent: bool, stagger_s: float = 0.37
+) -> dict[str, Any]:
+    """Run one session per plan, one after another or all at once; returns records and a summary."""
+    audio = {name: load_clip(name) for plan in plans for name in plan}
+    started = time.monotonic()
+    traces: list[SessionTrace] = []
+    if concurrent:
+
+        async def staggered(i: int, plan: Sequence[str]) -> SessionTrace:
+            # real devices do not start in lockstep; staggering spreads the endpoints apart
+            await asyncio.sleep(i * stagger_s)
+            return await run_session(url, i, [(n, audio[n]) for n in plan])
+
+        traces = list(await asyncio.gather(*(staggered(i, p) for i, p in enumerate(plans))))
+    else:
+        for i, plan in enumerate(plans):
+            traces.append(await run_session(url, i, [(n, audio[n]) for n in plan]))
+    turns = [r for t in traces for r in records(t, phase)]
+    return {
+        "phase": phase,
+        "sessions": len(plans),
+        "concurrent": concurrent,
+        "clips_sent": sum(len(p) for p in plans),
+        "audio_sent_s": sum(t.sent_ends[-1] for t in traces if t.sent_ends) / SAMPLE_RATE,
+        "min_silence_ms": next((t.min_silence_ms for t in traces if t.min_silence_ms is not None), None),
+        "wall_s": time.monotonic() - started,
+        "errors": [e for t in traces for e in t.errors],
+        "timeouts": sum(t.timeouts for t in traces),
+        "max_send_lag_ms": max((t.max_send_lag_ms for t in traces), default=0.0),
+        **summarize(turns),
+        "turns": [asdict(t) for t in turns],
+    }
+
+
+async def run_latency(
+    url: str, sessions: int = 4, turns: int = 10, concurrency: int = 8, concurrent_turns: int = 2, limit_s: float = 300
+) -> dict[str, Any]:
+    """Sequential phase: `turns` clips dealt over `sessions` sessions run one after another.
+    Concurrent phase: `concurrency` sessions at once, `concurrent_turns` clips each."""
+    check_loopback(url)
+    async with asyncio.timeout(limit_s):  # a stuck server must not hang the caller
+        return {
+            "url": url,
+            "sequential": await run_phase(url, "sequential", sequential_plans(sessions, turns), concurrent=False),
+            "concurrent": await run_phase(url, "concurrent", concurrent_plans(concurrency, concurrent_turns), True),
+        }
+
+
+def check_loopback(url: str) -> None:
+    if not url.startswith(("ws://127.0.0.1:", "ws://localhost:", "ws://[::1]:")):
+        raise ValueError(f"{url}: the latency benchmark only talks to a loopback server")
+
+
+def latency_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows (with a header) shared by the console table and the markdown report."""
+    rows = [["run", "metric", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"]]
+    for key in ("sequential", "concurrent"):
+        phase = result[key]
+        label = f"{key} ({phase['sessions']} session{'s' if phase['sessions'] != 1 else ''})"
+        for name in METRICS + CLIENT_METRICS:
+            p = phase["metrics"][name]
+            if not p:
+                rows.append([label, name, "0", "-", "-", "-", "-"])
+                continue
+            rows.append([label, name, f"{p['n']:.0f}", *(f"{p[k]:.0f}" for k in ("p50", "p90", "p99", "max"))])
+    return rows
+
+
+def print_rows(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        cells = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        print("  ".join(cells))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_phase_notes(result: dict[str, Any]) -> None:
+    for key in ("sequential", "concurrent"):
+        p = result[key]
+        print(
+            f"{key}: {p['clips_sent']} clips, {p['utterances']} utterances {p['statuses']}, "
+            f"{p['wall_s']:.1f} s, timeouts {p['timeouts']}, errors {p['errors'] or 'none'}, "
+            f"max send lag {p['max_send_lag_ms']:.0f} ms"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Turn latency of a running hark-server (loopback only).")
+    parser.add_argument("--url", default="ws://127.0.0.1:8765/v1/stream")
+    parser.add_argument("--sessions", type=int, default=4, help="sessions of the sequential run")
+    parser.add_argument("--turns", type=int, default=10, help="clips sent in the sequential run, over all sessions")
+    parser.add_argument("--concurrency", type=int, default=8, help="sessions at once in the concurrent run")
+    parser.add_argument("--concurrent-turns", type=int, default=2, help="clips per session in the concurrent run")
+    parser.add_argument("--json", help="also write the raw result here")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run_latency(args.url, args.sessions, args.turns, args.concurrency, args.concurrent_turns))
+    print_rows(latency_rows(result))
+    print_phase_notes(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
