@@ -195,6 +195,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="sessions at once in the concurrent run")
     parser.add_argument("--concurrent-turns", type=int, default=2, help="clips per session in the concurrent run")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement (per turn) as JSON")
+    parser.add_argument(
+        "--asr-workers",
+        type=int,
+        default=0,
+        help="passed to the server (default 0: its own default, one per CPU, max 4)",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -208,7 +214,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     stages = run_stages()
 
     print("\n== turn latency (real server process, real-time audio) ==")
-    with tempfile.TemporaryDirectory(prefix="hark-bench-") as tmp, running_server(Path(tmp)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="hark-bench-") as tmp,
+        running_server(Path(tmp), ["--asr-workers", str(args.asr_workers)]) as server,
+    ):
         try:
             lat = asyncio.run(_latency_phases(server, args))
         except BaseException:
@@ -273,6 +282,7 @@ def render_report(
     asr_frame = asr["extra_ms"].get("accept per 100 ms frame", {})
 
     stage_rows = stages["table"]
+    asr_workers = args.asr_workers or min(4, os.cpu_count() or 1)
     asr_rows = [["decoder setting", "WER", "errors / words", "finalize p50 ms", "finalize max ms"]] + [
         [
             r["setting"],
@@ -333,8 +343,8 @@ Every number below comes from that one run; rerun the command to refresh the who
 - Load average before / after the run: {load} / {load_after} (other work on the machine skews the numbers)
 - Bench wall time: {elapsed:.0f} s
 - Engines: the embedded defaults (Silero VAD, pocketsphinx, echo LLM, espeak-ng), server started with
-  `python -m server.app --host 127.0.0.1 --port 0` and default settings ({silence} ms endpointing silence,
-  1 ASR worker process)
+  `python -m server.app --host 127.0.0.1 --port 0 --asr-workers {args.asr_workers}` and default settings
+  ({silence} ms endpointing silence; {asr_workers} ASR worker processes)
 
 ## Stage cost per second of audio
 
@@ -385,8 +395,8 @@ binary audio frame. Percentiles are over every response that got that far (compl
   second of audio, so one core keeps up with about {asr_capacity:.0f} people talking at once; Silero VAD
   ({vad["cpu_per_audio_s"]:.4f}, ~{vad["streams_per_core"]:.0f} streams/core) and espeak-ng
   ({tts["cpu_per_audio_s"]:.4f} CPU s per second of speech produced) are noise next to it. The ASR only runs
-  while someone speaks, but by default all of it runs in one worker process, i.e. on one core: past about
-  {asr_capacity:.0f} simultaneous talkers a server needs `--asr-workers` (up to one per core).
+  while someone speaks; each ASR worker process decodes on one core, so a server holds about
+  {asr_capacity:.0f} simultaneous talkers per `--asr-workers` process (the default is one per CPU).
 - **Most of `final_ms` is waiting, not computing.** The endpoint is the VAD seeing {silence} ms of silence, so
   `final_ms` is about {silence} ms plus work; the sequential p50 of {_p(seq, "final_ms", "p50"):.0f} ms leaves
   {beyond(seq, "final_ms"):.0f} ms beyond the wait: the ASR finalize (in-process over whole 3-11 s clips:
@@ -401,10 +411,9 @@ binary audio frame. Percentiles are over every response that got that far (compl
   from {_p(seq, "first_audio_ms", "p50"):.0f}/{_p(seq, "first_audio_ms", "p99"):.0f} ms (sequential) to
   {_p(conc, "first_audio_ms", "p50"):.0f}/{_p(conc, "first_audio_ms", "p99"):.0f} ms, while the server process tree
   kept only {conc["server_cores_busy"]:.2f} cores busy on average and its event loop stayed responsive (loop lag
-  above). So the tail is queueing rather than a full machine, most likely in the single ASR worker process, which
-  runs every session's decode calls one at a time (a 100 ms frame costs up to
-  {asr_frame.get("max", float("nan")):.0f} ms, a long utterance's finalize up to
-  {asr["latency_ms"].get("max", float("nan")):.0f} ms): `--asr-workers 2` is the first thing to try for lower tails.
+  above). So the tail is queueing rather than a full machine: each ASR worker process runs its sessions' decode
+  calls one at a time (a 100 ms frame costs up to {asr_frame.get("max", float("nan")):.0f} ms), so an endpoint
+  can wait behind other talkers' frames. More `--asr-workers` (here {asr_workers}) shorten that queue.
   Server CPU per second of input audio ({seq["server_cpu_per_audio_s"]:.3f} sequential,
   {conc["server_cpu_per_audio_s"]:.3f} concurrent) is below the ASR's in-process {asr["cpu_per_audio_s"]:.3f}
   because the ASR only runs on speech, and the harness streams silence while replies play.

@@ -23,7 +23,7 @@ class ServerConfig:
     api_keys: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)  # empty: any Origin (or none) is accepted
     max_sessions: int = 100
-    asr_workers: int = 1
+    asr_workers: int = 0  # 0: one per CPU, at most 4 (pocketsphinx decodes on one core per process)
     inference_threads: int = 2
     log_level: str = "INFO"
     # outbound queue per session; a client that stops reading for this long is disconnected
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
     p.add_argument("--max-sessions", type=int, help="concurrent sessions before refusing with server_busy")
-    p.add_argument("--asr-workers", type=int, help="ASR worker processes (default 1)")
+    p.add_argument("--asr-workers", type=int, help="ASR worker processes (default 0: one per CPU, at most 4)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     return p
 

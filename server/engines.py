@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from .asr.base import ASREngine
 from .config import ServerConfig
 from .llm.base import LLMEngine
@@ -12,7 +14,8 @@ def create_asr(config: ServerConfig) -> ASREngine:
     if config.asr == "pocketsphinx":
         from .asr.pocketsphinx import PocketsphinxEngine
 
-        return PocketsphinxEngine(workers=config.asr_workers)
+        workers = config.asr_workers or min(4, os.cpu_count() or 1)
+        return PocketsphinxEngine(workers=workers)
     raise ValueError(f"unknown ASR engine {config.asr!r} (known: pocketsphinx)")
 
 
