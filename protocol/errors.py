@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     NOTHING_TO_COMMIT = "nothing_to_commit"
     NO_ACTIVE_RESPONSE = "no_active_response"
     RESPONSE_FAILED = "response_failed"
+    LLM_UNAVAILABLE = "llm_unavailable"
     # connection-level (fatal: the server closes the socket after sending it)
     UNAUTHORIZED = "unauthorized"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"

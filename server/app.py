@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -148,9 +148,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         import uvloop
 
-        uvloop.run(_serve_forever(config))
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:
-        asyncio.run(_serve_forever(config))
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve_forever(config))
+    except ValueError as exc:  # a configuration the engines refuse (say, --llm sglang without --llm-url)
+        print(f"hark-server: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -36,6 +36,23 @@ class ServerConfig:
     audio_lead_ms: int = 200
     output_frame_ms: int = 100
     max_history_messages: int = 40
+    # language model server (--llm sglang | openai)
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    llm_max_tokens: int = 200
+    llm_temperature: float = 0.7
+    llm_top_p: float = 0.8
+    llm_system_prompt: str = ""  # empty: the built-in voice-first prompt (server/llm/prompt.py)
+    llm_history_tokens: int = 6000  # oldest turns are dropped past this
+    llm_empty_think: bool = True  # Qwen3 hybrid models: thinking off; false for instruct-only models
+    llm_speculation: bool = True
+    llm_speculation_min_words: int = 2  # stable words added before the next prefill
+    llm_connect_timeout_s: float = 3.0
+    llm_first_byte_timeout_s: float = 15.0
+    llm_idle_timeout_s: float = 10.0
+    llm_breaker_failures: int = 3
+    llm_breaker_reset_s: float = 10.0
     session_defaults: SessionConfig = field(default_factory=SessionConfig)
     limits: SessionLimits = field(default_factory=SessionLimits)
 
@@ -87,7 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--config", help="TOML file with any of the settings below")
     p.add_argument("--asr", choices=["pocketsphinx"], help="speech recognizer (default pocketsphinx)")
-    p.add_argument("--llm", choices=["echo"], help="language model (default echo: offline demo mode)")
+    p.add_argument(
+        "--llm", choices=["echo", "sglang", "openai"], help="language model (default echo: offline demo mode)"
+    )
+    p.add_argument("--llm-url", help="model server base URL, e.g. http://127.0.0.1:30000")
+    p.add_argument("--llm-model", help="model name (--llm openai)")
+    p.add_argument("--llm-api-key", help="bearer key for the model server")
+    p.add_argument("--llm-max-tokens", type=int, help="reply length cap in tokens (default 200)")
+    p.add_argument("--llm-system-prompt", help="system prompt (default: a built-in voice-first prompt)")
+    p.add_argument(
+        "--llm-speculation",
+        action=argparse.BooleanOptionalAction,
+        help="prefill the confident transcript prefix while the user talks (sglang; default on)",
+    )
     p.add_argument("--tts", choices=["espeak"], help="speech synthesizer (default espeak)")
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")

@@ -24,7 +24,36 @@ def create_llm(config: ServerConfig) -> LLMEngine:
         from .llm.echo import EchoEngine
 
         return EchoEngine()
-    raise ValueError(f"unknown LLM engine {config.llm!r} (known: echo)")
+    if config.llm in ("sglang", "openai"):
+        from .llm.http import LLMSettings
+        from .llm.openai_compat import OpenAICompatEngine
+        from .llm.prompt import DEFAULT_SYSTEM_PROMPT, ChatMLPrompt
+        from .llm.sglang import SGLangEngine
+
+        if not config.llm_url:
+            raise ValueError(f"--llm {config.llm} needs --llm-url (e.g. http://127.0.0.1:30000)")
+        settings = LLMSettings(
+            url=config.llm_url,
+            model=config.llm_model,
+            api_key=config.llm_api_key,
+            max_tokens=config.llm_max_tokens,
+            temperature=config.llm_temperature,
+            top_p=config.llm_top_p,
+            connect_timeout_s=config.llm_connect_timeout_s,
+            first_byte_timeout_s=config.llm_first_byte_timeout_s,
+            idle_timeout_s=config.llm_idle_timeout_s,
+            breaker_failures=config.llm_breaker_failures,
+            breaker_reset_s=config.llm_breaker_reset_s,
+        )
+        prompt = ChatMLPrompt(
+            system_prompt=config.llm_system_prompt or DEFAULT_SYSTEM_PROMPT,
+            empty_think=config.llm_empty_think,
+            history_token_budget=config.llm_history_tokens,
+        )
+        if config.llm == "sglang":
+            return SGLangEngine(settings, prompt)
+        return OpenAICompatEngine(settings, prompt)
+    raise ValueError(f"unknown LLM engine {config.llm!r} (known: echo, sglang, openai)")
 
 
 def create_tts(config: ServerConfig) -> TTSEngine:

@@ -27,6 +27,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.speculation = Counter(
+            "hark_speculative_prefills_total",
+            "Prefill-only LLM requests sent while the user spoke, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "hark_llm_tokens_total",
+            "LLM prompt tokens: prompt / cached of replies, speculative_prompt / speculative_cached of prefills",
+            ["kind"],
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "hark_event_loop_lag_seconds",
             "How late the event loop ran a timer: time other work held the loop",

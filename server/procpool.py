@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing as mp
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -28,6 +29,10 @@ class WorkerDied(RuntimeError):
 
 
 def _worker_main(conn: Connection, factory: Callable[[], Handler]) -> None:
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the parent decides
+    # when workers stop (it sends None, or its end of the pipe closes when it exits)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     handler = factory()
     conn.send(("ready", True, None))
     while True:

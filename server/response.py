@@ -18,13 +18,15 @@ from protocol import ResponseAudioDone, ResponseAudioStarted, ResponseTextDelta
 
 from .audio import resample_pcm16
 from .context import Outbox, ServerContext
-from .llm.base import LLMRequest, LLMUsage
+from .llm.base import LLMRequest, LLMUnavailable, LLMUsage
 from .tts.base import Pcm16
 from .tts.chunker import SentenceChunker
 
 log = logging.getLogger(__name__)
 
 _END = None  # queue sentinel
+# spoken when the language model cannot answer, so a voice user is not left in silence
+APOLOGY = "Sorry, I can't answer right now. Please try again in a moment."
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ class ResponseRun:
         self.text = ""
         self.timeline = ResponseTimeline()
         self.client_played_ms: float | None = None
+        self.failure: LLMUnavailable | None = None
 
     async def run(self) -> None:
         """Stream the whole response; raises on engine failure; cancel to interrupt."""
@@ -90,15 +93,11 @@ class ResponseRun:
         stream = self._ctx.llm.stream(self._request, self.usage)
         try:
             async for delta in stream:
-                if not delta:
-                    continue
-                if self.timeline.first_token is None:
-                    self.timeline.first_token = time.monotonic()
-                self.text += delta
-                self._outbox.send_event(ResponseTextDelta(response_id=self.response_id, delta=delta))
-                if self._audio_output:
-                    for chunk in chunker.push(delta):
-                        await chunks.put(chunk)
+                if delta:
+                    await self._emit_text(delta, chunker, chunks)
+        except LLMUnavailable as exc:
+            self.failure = exc
+            await self._emit_text((" " if self.text else "") + APOLOGY, chunker, chunks)
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -107,6 +106,15 @@ class ResponseRun:
             for chunk in chunker.flush():
                 await chunks.put(chunk)
             await chunks.put(_END)
+
+    async def _emit_text(self, delta: str, chunker: SentenceChunker, chunks: asyncio.Queue[str | None]) -> None:
+        if self.timeline.first_token is None:
+            self.timeline.first_token = time.monotonic()
+        self.text += delta
+        self._outbox.send_event(ResponseTextDelta(response_id=self.response_id, delta=delta))
+        if self._audio_output:
+            for chunk in chunker.push(delta):
+                await chunks.put(chunk)
 
     async def _synthesize(
         self, chunks: asyncio.Queue[str | None], audio: asyncio.Queue[tuple[str, Pcm16] | None]

@@ -49,7 +49,8 @@ from .asr.base import ASRError
 from .asr.stability import LocalAgreement
 from .audio import ArrivalClock, InputResampler, float_to_pcm16, pcm16_to_float
 from .context import Outbox, ServerContext
-from .llm.base import LLMRequest, Message
+from .llm.base import LLMRequest, Message, SpeculativeLLM
+from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
 from .vad import SAMPLE_RATE, VadStream
@@ -99,6 +100,9 @@ class Session:
         self._response: ResponseRun | None = None
         self._response_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._speculator: Speculator | None = None
+        if isinstance(ctx.llm, SpeculativeLLM) and ctx.config.llm_speculation:
+            self._speculator = Speculator(ctx.llm, session_id, ctx.config.llm_speculation_min_words, ctx.metrics)
         self.closed = asyncio.Event()  # set when a graceful session.close has finished
 
     # ------------------------------------------------------------------ state
@@ -277,6 +281,8 @@ class Session:
         self._last_partial_at = start
         self._stability.reset()
         self._asr_failed = False
+        if self._speculator is not None:
+            self._speculator.begin_turn()
         self.emit(SpeechStarted(turn_id=self._turn_id, audio_ms=start * 1000 // SAMPLE_RATE))
         try:
             await self._asr.begin()
@@ -299,6 +305,9 @@ class Session:
             self._last_partial_at = self._asr_cursor
             stable = self._stability.update(hypothesis)
             self.emit(TranscriptPartial(turn_id=self._turn_id, text=hypothesis, stable_text=stable))
+            # not while a reply plays: its end changes the conversation the prefix starts with
+            if self._speculator is not None and stable and self._response is None:
+                self._speculator.offer(self._conversation(), self._user_text(stable))
 
     def _asr_failure(self, exc: Exception) -> None:
         log.error("session %s: ASR failed: %s", self.id, exc)
@@ -339,13 +348,13 @@ class Session:
             await asyncio.wait({self._response_task})
         self._response_seq += 1
         response_id = f"resp_{self._response_seq}"
-        user_text = f"{self._pending_user_text} {user_text}".strip()
+        user_text = self._user_text(user_text)
         self._pending_user_text = ""
-        messages = []
-        if self.config.instructions:
-            messages.append(Message("system", self.config.instructions))
-        messages += self._history[-self.ctx.config.max_history_messages :]
-        messages.append(Message("user", user_text))
+        messages = [*self._conversation(), Message("user", user_text)]
+        prefills = aborted = 0
+        if self._speculator is not None and isinstance(self.ctx.llm, SpeculativeLLM):
+            self._speculator.settle(self.ctx.llm.final_prompt(messages))
+            prefills, aborted = self._speculator.turn_prefills, self._speculator.turn_aborted
         run = ResponseRun(
             self.ctx,
             self._outbox,
@@ -355,16 +364,29 @@ class Session:
             self.config.voice,
             self.config.audio_output,
         )
+        run.usage.speculative_prefills = prefills
+        run.usage.extra["speculative_aborted"] = aborted
         self._response = run
         self.emit(ResponseStarted(turn_id=turn_id, response_id=response_id))
         self._response_task = asyncio.create_task(
             self._run_response(run, user_text, speech_end, final_ms), name=f"{self.id}-{response_id}"
         )
 
+    def _conversation(self) -> list[Message]:
+        """System instructions and the finished turns, as the LLM sees them."""
+        messages = [Message("system", self.config.instructions)] if self.config.instructions else []
+        return messages + self._history[-self.ctx.config.max_history_messages :]
+
+    def _user_text(self, text: str) -> str:
+        return f"{self._pending_user_text} {text}".strip()
+
     async def _run_response(self, run: ResponseRun, user_text: str, speech_end: float, final_ms: float) -> None:
         status = ResponseStatus.COMPLETED
         try:
             await run.run()
+            if run.failure is not None:
+                status = ResponseStatus.FAILED
+                self.report(ErrorCode.LLM_UNAVAILABLE, f"the language model did not answer: {run.failure}")
         except asyncio.CancelledError:
             status = ResponseStatus.CANCELLED
         except Exception as exc:  # an engine failed: this reply is lost, the session goes on
@@ -378,7 +400,9 @@ class Session:
         self, run: ResponseRun, status: ResponseStatus, user_text: str, speech_end: float, final_ms: float
     ) -> None:
         heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
-        if heard:
+        if status == ResponseStatus.FAILED:
+            self._pending_user_text = user_text  # the model never heard it: ask again with the next turn
+        elif heard:
             self._history += [Message("user", user_text), Message("assistant", heard)]
         else:  # nothing was heard: fold the user's words into their next turn
             self._pending_user_text = user_text
@@ -394,6 +418,7 @@ class Session:
             "prompt_tokens": run.usage.prompt_tokens,
             "cached_tokens": run.usage.cached_tokens,
             "speculative_prefills": run.usage.speculative_prefills,
+            "speculative_aborted": run.usage.extra.get("speculative_aborted", 0),
             "audio_ms": round(tl.audio_sent_ms),
         }
         observe = self.ctx.metrics.observe
@@ -402,6 +427,8 @@ class Session:
             if isinstance(value, int):
                 observe(stage, value / 1000.0)
         self.ctx.metrics.responses.labels(status.value).inc()
+        self.ctx.metrics.llm_tokens.labels("prompt").inc(run.usage.prompt_tokens)
+        self.ctx.metrics.llm_tokens.labels("cached").inc(run.usage.cached_tokens)
         self.emit(ResponseDone(response_id=run.response_id, status=status.value, text=heard, metrics=metrics))
         if self._response is run:
             self._response = None
@@ -425,6 +452,8 @@ class Session:
     # ------------------------------------------------------------------ teardown
 
     async def _shutdown(self) -> None:
+        if self._speculator is not None:
+            await self._speculator.close()
         if self._response_task is not None:
             self._response_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

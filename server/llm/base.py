@@ -48,3 +48,35 @@ class LLMEngine(ABC):
 
     async def aclose(self) -> None:
         """Close connections."""
+
+
+class LLMUnavailable(RuntimeError):
+    """The model server could not answer: unreachable, timed out, 5xx, or a stream cut short."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillResult:
+    prompt_tokens: int
+    cached_tokens: int
+
+
+class SpeculativeLLM(ABC):
+    """An engine whose server keeps computed prompt prefixes (SGLang's radix cache).
+
+    `partial_prompt(history, text)` must be a string prefix of `final_prompt(history + [user: T])`
+    whenever T starts with `text`: that is what makes a prefill while the user talks pay off.
+    """
+
+    @abstractmethod
+    def partial_prompt(self, history: list[Message], partial_user_text: str) -> str: ...
+
+    @abstractmethod
+    def final_prompt(self, messages: list[Message]) -> str: ...
+
+    @abstractmethod
+    async def prefill(self, prompt: str, request_id: str, session_id: str) -> PrefillResult:
+        """Compute and cache the KV of `prompt`; generate nothing."""
+
+    @abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a request on the server (best effort)."""

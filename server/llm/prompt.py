@@ -1,0 +1,94 @@
+"""Prompts for chat models served by their raw completion API (SGLang `/generate`): Qwen ChatML.
+
+The speculative prefill depends on one property, tested in tests/test_prompt.py: the prompt sent
+while the user is still talking (`partial_user_prompt`) is a string prefix of the final prompt
+(`full_prompt`) whenever the final transcript starts with the partial one. So the prefix is the
+committed conversation followed by the opening of the user turn, and transcript clean-up only
+looks at a word and what came before it, never after.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .base import Message
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a voice assistant. Everything you write is spoken aloud by a speech synthesizer.\n"
+    "- Answer in one to three short sentences unless the user asks for more.\n"
+    "- Plain spoken text only: no markdown, lists, emoji, code or URLs.\n"
+    "- Write numbers, dates, times and units the way a person says them.\n"
+    "- The user's words come from speech recognition and may contain errors. Never change numbers, "
+    "names or dates from the transcript; if something seems misheard or you are unsure, say so and ask.\n"
+    "- Reply in the language the user speaks."
+)
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# what Qwen3's chat template emits for enable_thinking=False: an empty reasoning block
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+_ENGLISH_FILLERS = {"uh", "um", "uhm", "umm", "erm", "er", "ah", "hmm", "mm", "mhm"}
+_CJK_FILLERS = "呃嗯"  # 啊 and 哦 are also sentence particles (好啊): only dropped where they open a clause
+_CJK_OPENING_FILLERS = "啊哦"
+_CLAUSE_START = r"(^|(?<=[\s，。！？,.!?、]))"  # noqa: RUF001 - CJK punctuation on purpose
+
+
+def clean_transcript(text: str) -> str:
+    """Drop filler words the recognizer wrote down; keep everything else exactly (numbers, names)."""
+    text = re.sub(f"[{_CJK_FILLERS}]+", "", text)
+    text = re.sub(f"{_CLAUSE_START}[{_CJK_OPENING_FILLERS}]+[，,]?", "", text)  # noqa: RUF001
+    words = [w for w in text.split() if w.lower().strip(",.?!") not in _ENGLISH_FILLERS]
+    return " ".join(words)
+
+
+def estimate_tokens(text: str) -> int:
+    """Roughly what a BPE tokenizer makes of `text`: a token per CJK character, ~1.3 per word."""
+    cjk = len(re.findall(r"[\u3400-\u9fff]", text))
+    words = len(re.findall(r"[A-Za-z0-9']+", text))
+    other = len(re.findall(r"[^\sA-Za-z0-9'\u3400-\u9fff]", text))
+    return cjk + (words * 13 + 9) // 10 + other
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMLPrompt:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    empty_think: bool = True
+    history_token_budget: int = 6000
+
+    def _turn(self, role: str, content: str) -> str:
+        return f"{IM_START}{role}\n{content}{IM_END}\n"
+
+    def _system(self, messages: Sequence[Message]) -> tuple[str, list[Message]]:
+        system = [m.content for m in messages if m.role == "system"]
+        return ("\n\n".join(system) if system else self.system_prompt), [m for m in messages if m.role != "system"]
+
+    def trim(self, history: Sequence[Message]) -> list[Message]:
+        """Drop the oldest turns until the history fits the token budget (the newest always stays)."""
+        kept = list(history)
+        while len(kept) > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > self.history_token_budget:
+            kept = kept[2:] if len(kept) > 2 and kept[0].role == "user" else kept[1:]
+        return kept
+
+    def committed(self, messages: Sequence[Message]) -> str:
+        """System prompt and the finished turns: the part of every later prompt that never changes."""
+        system, history = self._system(messages)
+        return self._turn("system", system) + "".join(self._turn(m.role, m.content) for m in self.trim(history))
+
+    def partial_user_prompt(self, history: Sequence[Message], partial_text: str) -> str:
+        """What to prefill while the user talks: conversation + the user turn so far (no end token)."""
+        return self.committed(history) + f"{IM_START}user\n{clean_transcript(partial_text)}"
+
+    def full_prompt(self, messages: Sequence[Message]) -> str:
+        """The whole request at the endpoint; the last message is the user's finished turn."""
+        *history, last = messages
+        opening = f"{IM_START}assistant\n" + (EMPTY_THINK if self.empty_think else "")
+        return self.partial_user_prompt(history, last.content) + f"{IM_END}\n" + opening
+
+    def chat_messages(self, messages: Sequence[Message]) -> list[dict[str, str]]:
+        """The same conversation for OpenAI-style chat APIs (the server applies its own template)."""
+        system, history = self._system(messages)
+        *earlier, last = history
+        turns = [*self.trim(earlier), Message(last.role, clean_transcript(last.content))]
+        return [{"role": "system", "content": system}] + [{"role": m.role, "content": m.content} for m in turns]

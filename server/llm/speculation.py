@@ -1,0 +1,111 @@
+"""The KV-cache double buffer: prefill what the user has surely said while they are still talking.
+
+Per session, at most one prefill-only request is in flight (the second buffer; the first is the
+conversation already cached). A newer stable prefix that extends it waits for it and goes next;
+one that contradicts it (the conversation changed under it) aborts it. At the endpoint the final
+prompt is compared with what was prefilled: a speculation that is not its prefix is aborted, so
+the server does not spend the GPU on a prompt nobody will ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from ..metrics import Metrics
+from .base import LLMUnavailable, Message, SpeculativeLLM
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Inflight:
+    task: asyncio.Task[None]
+    request_id: str
+    prompt: str
+
+
+class Speculator:
+    def __init__(self, engine: SpeculativeLLM, session_id: str, min_new_words: int, metrics: Metrics) -> None:
+        self._engine = engine
+        self._session_id = session_id
+        self._min_new_words = max(1, min_new_words)
+        self._metrics = metrics
+        self._inflight: _Inflight | None = None
+        self._next: tuple[str, int] | None = None  # (prompt, words) waiting for the in-flight one
+        self._words_sent = 0
+        self._seq = 0
+        self.turn_prefills = 0
+        self.turn_aborted = 0
+
+    def begin_turn(self) -> None:
+        self._words_sent = 0
+        self._next = None
+        self.turn_prefills = 0
+        self.turn_aborted = 0
+
+    def offer(self, history: list[Message], stable_text: str) -> None:
+        """Called with each new stable prefix of the user's turn; never blocks."""
+        words = len(stable_text.split())
+        if words - self._words_sent < self._min_new_words:
+            return
+        prompt = self._engine.partial_prompt(history, stable_text)
+        current = self._inflight
+        if current is not None and not current.task.done():
+            if prompt.startswith(current.prompt):
+                self._next = (prompt, words)  # the double buffer is busy: newest prefix goes next
+                return
+            self._abort(current, "diverged")
+        self._send(prompt, words)
+
+    def _send(self, prompt: str, words: int) -> None:
+        self._seq += 1
+        request_id = f"{self._session_id}-spec{self._seq}"
+        self._words_sent = words
+        self.turn_prefills += 1
+        task = asyncio.create_task(self._run(prompt, request_id), name=request_id)
+        self._inflight = _Inflight(task, request_id, prompt)
+
+    async def _run(self, prompt: str, request_id: str) -> None:
+        try:
+            result = await self._engine.prefill(prompt, request_id, self._session_id)
+            self._metrics.speculation.labels("completed").inc()
+            self._metrics.llm_tokens.labels("speculative_prompt").inc(result.prompt_tokens)
+            self._metrics.llm_tokens.labels("speculative_cached").inc(result.cached_tokens)
+        except LLMUnavailable as exc:
+            self._metrics.speculation.labels("failed").inc()
+            log.info("session %s: speculative prefill failed: %s", self._session_id, exc)
+            return
+        if self._inflight is not None and self._inflight.request_id == request_id:
+            self._inflight = None
+            if self._next is not None:
+                prompt_next, words = self._next
+                self._next = None
+                self._send(prompt_next, words)
+
+    def _abort(self, inflight: _Inflight, why: str) -> None:
+        log.debug("session %s: aborting %s (%s)", self._session_id, inflight.request_id, why)
+        inflight.task.cancel()
+        self.turn_aborted += 1
+        self._metrics.speculation.labels("aborted").inc()
+        # the HTTP request may already be queued on the server: abort it there by rid
+        asyncio.get_running_loop().create_task(self._engine.abort(inflight.request_id))
+        if self._inflight is inflight:
+            self._inflight = None
+
+    def settle(self, final_prompt: str) -> None:
+        """At the endpoint: drop queued work; abort a speculation the final prompt does not extend."""
+        self._next = None
+        current = self._inflight
+        if current is not None and not current.task.done() and not final_prompt.startswith(current.prompt):
+            self._abort(current, "the final transcript differs")
+
+    async def close(self) -> None:
+        self._next = None
+        current = self._inflight
+        if current is not None and not current.task.done():
+            self._abort(current, "session closed")
+            with contextlib.suppress(asyncio.CancelledError):
+                await current.task
