@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-speculation sglang-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ lint: install
 
 bench: install
 	$(BIN)/python -m loadtest.bench --write docs/performance.md
+
+# speech end -> first token with and without speculative prefill, on the SGLang simulator
+bench-speculation: install
+	$(BIN)/python -m bench.speculation
+
+# on a GPU host with SGLang installed: the same benchmark against real SGLang (MODEL=... to choose)
+sglang-check: install
+	scripts/sglang_check.sh $(MODEL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

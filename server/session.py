@@ -49,7 +49,7 @@ from .asr.base import ASRError
 from .asr.stability import LocalAgreement
 from .audio import ArrivalClock, InputResampler, float_to_pcm16, pcm16_to_float
 from .context import Outbox, ServerContext
-from .llm.base import LLMRequest, Message, SpeculativeLLM
+from .llm.base import LLMRequest, Message, SpeculativeLLM, request_id
 from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
@@ -358,7 +358,7 @@ class Session:
         run = ResponseRun(
             self.ctx,
             self._outbox,
-            LLMRequest(messages=messages, request_id=f"{self.id}-{response_id}", session_id=self.id),
+            LLMRequest(messages=messages, request_id=request_id(self.id, self._turn_id), session_id=self.id),
             response_id,
             self.config.output_sample_rate,
             self.config.voice,

@@ -36,7 +36,7 @@ def test_default_system_prompt_is_voice_first() -> None:
 def test_fillers_are_dropped_and_words_kept() -> None:
     assert clean_transcript("uh I want um two tickets for May 5th") == "I want two tickets for May 5th"
     assert clean_transcript("呃我想问一下嗯明天的天气") == "我想问一下明天的天气"
-    assert clean_transcript("啊，好啊") == "好啊"  # opening filler gone, sentence particle kept
+    assert clean_transcript("啊，好啊") == "好啊"  # noqa: RUF001 - the opening filler goes, the particle stays
     assert clean_transcript("Um, call 555 0134") == "call 555 0134"
 
 

@@ -50,6 +50,16 @@ class LLMEngine(ABC):
         """Close connections."""
 
 
+def request_id(session_id: str, turn: int, attempt: int = 0) -> str:
+    """`<session>_t<turn>_r<attempt>`, fixed width.
+
+    SGLang's gateway strips `_t`/`_r` suffixes from a rid to find the conversation, so every
+    request of a session routes to the worker holding its cache; and SGLang's abort matches rids
+    by prefix, so no rid may be a prefix of another: the fixed width guarantees it.
+    """
+    return f"{session_id}_t{turn:06d}_r{attempt:04d}"
+
+
 class LLMUnavailable(RuntimeError):
     """The model server could not answer: unreachable, timed out, 5xx, or a stream cut short."""
 

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from ..metrics import Metrics
-from .base import LLMUnavailable, Message, SpeculativeLLM
+from .base import LLMUnavailable, Message, SpeculativeLLM, request_id
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,14 @@ class Speculator:
         self._inflight: _Inflight | None = None
         self._next: tuple[str, int] | None = None  # (prompt, words) waiting for the in-flight one
         self._words_sent = 0
+        self._turn = 0
         self._seq = 0
         self.turn_prefills = 0
         self.turn_aborted = 0
 
     def begin_turn(self) -> None:
+        self._turn += 1
+        self._seq = 0
         self._words_sent = 0
         self._next = None
         self.turn_prefills = 0
@@ -62,15 +65,15 @@ class Speculator:
 
     def _send(self, prompt: str, words: int) -> None:
         self._seq += 1
-        request_id = f"{self._session_id}-spec{self._seq}"
+        rid = request_id(self._session_id, self._turn, self._seq)
         self._words_sent = words
         self.turn_prefills += 1
-        task = asyncio.create_task(self._run(prompt, request_id), name=request_id)
-        self._inflight = _Inflight(task, request_id, prompt)
+        task = asyncio.create_task(self._run(prompt, rid), name=rid)
+        self._inflight = _Inflight(task, rid, prompt)
 
-    async def _run(self, prompt: str, request_id: str) -> None:
+    async def _run(self, prompt: str, rid: str) -> None:
         try:
-            result = await self._engine.prefill(prompt, request_id, self._session_id)
+            result = await self._engine.prefill(prompt, rid, self._session_id)
             self._metrics.speculation.labels("completed").inc()
             self._metrics.llm_tokens.labels("speculative_prompt").inc(result.prompt_tokens)
             self._metrics.llm_tokens.labels("speculative_cached").inc(result.cached_tokens)
@@ -78,7 +81,7 @@ class Speculator:
             self._metrics.speculation.labels("failed").inc()
             log.info("session %s: speculative prefill failed: %s", self._session_id, exc)
             return
-        if self._inflight is not None and self._inflight.request_id == request_id:
+        if self._inflight is not None and self._inflight.request_id == rid:
             self._inflight = None
             if self._next is not None:
                 prompt_next, words = self._next
