@@ -109,7 +109,9 @@ async def run_turn(
 
 
 async def run_benchmark(url: str, history_sizes: Sequence[int], repeats: int, word_ms: float) -> list[TurnResult]:
-    engine = SGLangEngine(LLMSettings(url=url, first_byte_timeout_s=120.0, idle_timeout_s=120.0), ChatMLPrompt())
+    # a budget above the largest history, so a "16000-token history" really is in the prompt
+    prompt = ChatMLPrompt(history_token_budget=max(history_sizes) * 2 + 1000)
+    engine = SGLangEngine(LLMSettings(url=url, first_byte_timeout_s=120.0, idle_timeout_s=120.0), prompt)
     await engine.start()
     results: list[TurnResult] = []
     try:

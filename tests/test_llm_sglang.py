@@ -50,6 +50,7 @@ async def test_spoken_turn_is_prefilled_while_speaking(server_factory: Any, sim:
 async def test_second_turn_reuses_the_conversation(server_factory: Any, sim: SimProcess) -> None:
     hark = _hark(server_factory, sim, "--no-llm-speculation")
     peer = await Peer.open(hark.url)
+    await peer.send_json({"type": "session.update", "config": {"audio_output": False}})
     for text in ("what is the weather like today", "and what about tomorrow morning"):
         await peer.send_json({"type": "input.text", "text": text})
         await peer.wait_for(

@@ -9,6 +9,7 @@ looks at a word and what came before it, never after.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ def clean_transcript(text: str) -> str:
     return " ".join(words)
 
 
+@functools.lru_cache(maxsize=8192)
 def estimate_tokens(text: str) -> int:
     """Roughly what a BPE tokenizer makes of `text`: a token per CJK character, ~1.3 per word."""
     cjk = len(re.findall(r"[\u3400-\u9fff]", text))
@@ -65,11 +67,18 @@ class ChatMLPrompt:
         return ("\n\n".join(system) if system else self.system_prompt), [m for m in messages if m.role != "system"]
 
     def trim(self, history: Sequence[Message]) -> list[Message]:
-        """Drop the oldest turns until the history fits the token budget (the newest always stays)."""
-        kept = list(history)
-        while len(kept) > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > self.history_token_budget:
-            kept = kept[2:] if len(kept) > 2 and kept[0].role == "user" else kept[1:]
-        return kept
+        """Keep the newest messages that fit the token budget, starting at a user turn (the newest
+        message always stays). One pass from the end: this runs on the event loop at every prefill."""
+        total = 0
+        start = len(history)
+        for i in range(len(history) - 1, -1, -1):
+            total += estimate_tokens(history[i].content) + 4  # + role and turn markers
+            if total > self.history_token_budget and i < len(history) - 1:
+                break
+            start = i
+        while start < len(history) - 1 and history[start].role != "user":
+            start += 1
+        return list(history[start:])
 
     def committed(self, messages: Sequence[Message]) -> str:
         """System prompt and the finished turns: the part of every later prompt that never changes."""
