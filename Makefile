@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-speculation sglang-check clean
+.PHONY: install browser run test lint bench bench-speculation sglang-check clean
 
 install: $(STAMP)
 
@@ -15,13 +15,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,webrtc]'
 	touch $(STAMP)
 
 run: install
 	$(BIN)/hark-server --host $(HOST) --port $(PORT)
 
-test: install
+# Debian's Chromium for the browser tests (never `playwright install`: it downloads its own build)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Chromium: sudo apt-get install chromium (they are skipped without it)"; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest -q -ra
 
 lint: install

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -21,7 +22,11 @@ from .config import ServerConfig, load_config
 from .context import ServerContext
 from .engines import create_asr, create_llm, create_tts
 from .metrics import Metrics
-from .transport.ws import StreamHandler
+from .transport.ws import Admission, StreamHandler
+from .web import WEBRTC_PATH, web_file
+
+if TYPE_CHECKING:
+    from .transport.webrtc import WebRTCHandler
 from .vad import SileroVad
 
 log = logging.getLogger("hark")
@@ -39,6 +44,7 @@ class HarkServer:
         self._server: Server | None = None
         self._ctx: ServerContext | None = None
         self.handler: StreamHandler | None = None
+        self.webrtc: WebRTCHandler | None = None
         self._lag_task: asyncio.Task[None] | None = None
 
     @property
@@ -68,7 +74,9 @@ class HarkServer:
         vad = await loop.run_in_executor(pool, SileroVad)
         await asyncio.gather(asr.start(), llm.start(), tts.start())
         self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool)
-        self.handler = StreamHandler(self._ctx, lambda: self._ready)
+        admission = Admission(self._ctx, lambda: self._ready)
+        self.handler = StreamHandler(self._ctx, admission)
+        self.webrtc = _webrtc_handler(self._ctx, admission)
         self._ready = True
         log.info("ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name)
 
@@ -88,18 +96,40 @@ class HarkServer:
                 await conn.send(encode(refusal))
                 await conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_NOT_READY.value)
             return
+        path = conn.request.path.split("?", 1)[0] if conn.request is not None else ""
+        if path == WEBRTC_PATH:
+            if self.webrtc is None:
+                await conn.send(
+                    encode(
+                        Error(
+                            code=ErrorCode.SERVER_NOT_READY.value,
+                            fatal=True,
+                            message=("WebRTC is not installed on this server: pip install 'hark[webrtc]' (aiortc)"),
+                        )
+                    )
+                )
+                await conn.close(CloseCode.TRY_AGAIN_LATER, "webrtc not installed")
+                return
+            await self.webrtc(conn)
+            return
         await self.handler(conn)
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        if path == STREAM_PATH:
+        if path in (STREAM_PATH, WEBRTC_PATH):
             return None  # go on with the WebSocket handshake
+        static = web_file(path)
+        if static is not None:
+            body, content_type = static
+            return Response(200, "OK", _headers(content_type, len(body)), body)
         if path == "/healthz":
             status = 200 if self._ready else 503
             body = b'{"status":"ok"}\n' if self._ready else b'{"status":"loading"}\n'
-            return Response(status, "OK" if self._ready else "Service Unavailable", _headers("application/json"), body)
+            reason = "OK" if self._ready else "Service Unavailable"
+            return Response(status, reason, _headers("application/json", len(body)), body)
         if path == "/metrics":
-            return Response(200, "OK", _headers("text/plain; version=0.0.4; charset=utf-8"), self.metrics.render())
+            body = self.metrics.render()
+            return Response(200, "OK", _headers("text/plain; version=0.0.4; charset=utf-8", len(body)), body)
         return Response(
             404, "Not Found", _headers("text/plain"), f"not found; the WebSocket is at {STREAM_PATH}\n".encode()
         )
@@ -119,8 +149,20 @@ class HarkServer:
             self._ctx.inference_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _headers(content_type: str) -> Headers:
-    return Headers([("Content-Type", content_type), ("Cache-Control", "no-store")])
+def _headers(content_type: str, length: int | None = None) -> Headers:
+    headers = Headers([("Content-Type", content_type), ("Cache-Control", "no-store")])
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    return headers
+
+
+def _webrtc_handler(ctx: ServerContext, admission: Admission) -> WebRTCHandler | None:
+    try:
+        from .transport.webrtc import WebRTCHandler
+    except ImportError as exc:  # the webrtc extra is optional
+        log.warning("WebRTC disabled (%s): pip install 'hark[webrtc]'", exc)
+        return None
+    return WebRTCHandler(ctx, admission)
 
 
 async def _serve_forever(config: ServerConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -53,15 +54,20 @@ class ServerConfig:
     llm_idle_timeout_s: float = 10.0
     llm_breaker_failures: int = 3
     llm_breaker_reset_s: float = 10.0
+    # STUN/TURN for browsers behind NAT, e.g. [{urls = "turn:turn.example:3478", username = "u", credential = "p"}];
+    # none by default (aiortc would otherwise add a public STUN server)
+    webrtc_ice_servers: list[dict[str, Any]] = field(default_factory=list)
     session_defaults: SessionConfig = field(default_factory=SessionConfig)
     limits: SessionLimits = field(default_factory=SessionLimits)
 
 
-_LIST_FIELDS = {"api_keys", "allowed_origins"}
+_LIST_FIELDS = {"api_keys", "allowed_origins", "webrtc_ice_servers"}
 _NESTED = {"session_defaults": SessionConfig, "limits": SessionLimits}
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
+    if name == "webrtc_ice_servers" and isinstance(value, str):
+        return json.loads(value)  # HARK_WEBRTC_ICE_SERVERS='[{"urls": "stun:stun.example:3478"}]'
     if name in _LIST_FIELDS:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]

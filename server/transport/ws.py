@@ -13,7 +13,7 @@ import hmac
 import logging
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -85,6 +85,28 @@ class Admission:
         self._is_ready = is_ready
         self.open_sessions = 0
 
+    @contextlib.asynccontextmanager
+    async def slot(self, conn: ServerConnection) -> AsyncIterator[bool]:
+        """Yields True with a session slot held, or refuses the connection (fatal error, close) and
+        yields False."""
+        refusal = self.refuse_reason(conn)
+        if refusal is not None:
+            code, message, close_code = refusal
+            self._ctx.metrics.errors.labels(code.value).inc()
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(encode(Error(code=code.value, message=message, fatal=True)))
+                await conn.close(close_code, code.value)
+            yield False
+            return
+        self.open_sessions += 1
+        self._ctx.metrics.sessions_open.inc()
+        self._ctx.metrics.sessions_total.inc()
+        try:
+            yield True
+        finally:
+            self.open_sessions -= 1
+            self._ctx.metrics.sessions_open.dec()
+
     def refuse_reason(self, conn: ServerConnection) -> tuple[ErrorCode, str, CloseCode] | None:
         cfg = self._ctx.config
         request = conn.request
@@ -117,31 +139,28 @@ class Admission:
         return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in self._ctx.config.api_keys)
 
 
+def session_created(ctx: ServerContext, session: Session) -> SessionCreated:
+    return SessionCreated(
+        session_id=session.id,
+        protocol=PROTOCOL_VERSION,
+        config=session.config.to_dict(),
+        limits=ctx.config.limits.to_dict(),
+        engines={"asr": ctx.asr.name, "llm": ctx.llm.name, "tts": ctx.tts.name},
+    )
+
+
 class StreamHandler:
     """Serves `/v1/stream`: one Session per accepted connection."""
 
-    def __init__(self, ctx: ServerContext, is_ready: Callable[[], bool]) -> None:
+    def __init__(self, ctx: ServerContext, admission: Admission) -> None:
         self._ctx = ctx
-        self.admission = Admission(ctx, is_ready)
+        self.admission = admission
         self.sessions: set[Session] = set()
 
     async def __call__(self, conn: ServerConnection) -> None:
-        refusal = self.admission.refuse_reason(conn)
-        if refusal is not None:
-            code, message, close_code = refusal
-            self._ctx.metrics.errors.labels(code.value).inc()
-            with contextlib.suppress(ConnectionClosed):
-                await conn.send(encode(Error(code=code.value, message=message, fatal=True)))
-                await conn.close(close_code, code.value)
-            return
-        self.admission.open_sessions += 1
-        self._ctx.metrics.sessions_open.inc()
-        self._ctx.metrics.sessions_total.inc()
-        try:
-            await self._serve(conn)
-        finally:
-            self.admission.open_sessions -= 1
-            self._ctx.metrics.sessions_open.dec()
+        async with self.admission.slot(conn) as admitted:
+            if admitted:
+                await self._serve(conn)
 
     async def _serve(self, conn: ServerConnection) -> None:
         session_id = uuid.uuid4().hex
@@ -152,16 +171,7 @@ class StreamHandler:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._ctx.config.send_buffer_bytes)
         session = Session(self._ctx, outbox, session_id)
         self.sessions.add(session)
-        engines = {"asr": self._ctx.asr.name, "llm": self._ctx.llm.name, "tts": self._ctx.tts.name}
-        outbox.send_event(
-            SessionCreated(
-                session_id=session_id,
-                protocol=PROTOCOL_VERSION,
-                config=session.config.to_dict(),
-                limits=self._ctx.config.limits.to_dict(),
-                engines=engines,
-            )
-        )
+        outbox.send_event(session_created(self._ctx, session))
         writer = asyncio.create_task(outbox.run_writer(), name=f"{session_id}-writer")
         worker = asyncio.create_task(session.run(), name=f"{session_id}-input")
         reader = asyncio.create_task(self._read(conn, session), name=f"{session_id}-reader")
