@@ -90,9 +90,11 @@ async def test_webrtc_turn_with_aiortc_peer(server: RunningServer, loopback_ice:
             reply_frames += 1
             reply_energy += float(np.abs(frame.to_ndarray()).mean())
 
+    readers: list[asyncio.Task[None]] = []
+
     @pc.on("track")  # type: ignore[misc]
     def on_track(track: MediaStreamTrack) -> None:
-        asyncio.ensure_future(count_reply(track))
+        readers.append(asyncio.ensure_future(count_reply(track)))
 
     ws_url = server.url.replace("/v1/stream", "/v1/webrtc")
     async with connect(ws_url) as signalling:
@@ -103,6 +105,8 @@ async def test_webrtc_turn_with_aiortc_peer(server: RunningServer, loopback_ice:
         await asyncio.wait_for(got_final.wait(), 60)
         await asyncio.wait_for(got_done.wait(), 60)
         await pc.close()
+    for reader in readers:
+        reader.cancel()
 
     types = [e["type"] for e in events]
     assert types[0] == "session.created"
