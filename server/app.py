@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -118,6 +119,9 @@ class HarkServer:
         path = request.path.split("?", 1)[0]
         if path in (STREAM_PATH, WEBRTC_PATH):
             return None  # go on with the WebSocket handshake
+        if path == WEBRTC_PATH + "/config":  # what the page needs before it makes its offer
+            body = json.dumps({"ice_servers": self.config.webrtc_ice_servers}).encode()
+            return Response(200, "OK", _headers("application/json", len(body)), body)
         static = web_file(path)
         if static is not None:
             body, content_type = static
