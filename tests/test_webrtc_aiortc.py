@@ -51,6 +51,13 @@ class WavTrack(MediaStreamTrack):
         return frame
 
 
+def _sessions_open(server: RunningServer) -> float:
+    import urllib.request
+
+    body = urllib.request.urlopen(f"{server.http}/metrics", timeout=10).read().decode()
+    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith("hark_sessions_open "))
+
+
 async def _offer(pc: RTCPeerConnection) -> str:
     await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers all candidates here
     return pc.localDescription.sdp
@@ -107,6 +114,13 @@ async def test_webrtc_turn_with_aiortc_peer(server: RunningServer, loopback_ice:
         await pc.close()
     for reader in readers:
         reader.cancel()
+
+    # closing the peer connection ended the session on the server and freed its slot
+    for _ in range(100):
+        if _sessions_open(server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert _sessions_open(server) == 0
 
     types = [e["type"] for e in events]
     assert types[0] == "session.created"
