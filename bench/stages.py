@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from loadtest.latency import percentiles
 from server.asr.pocketsphinx import DEFAULT_OPTIONS
 from server.audio import pcm16_to_float
 from server.tts.espeak import DEFAULT_VOICE, EspeakEngine
@@ -63,15 +62,6 @@ class StageResult:
     @property
     def streams_per_core(self) -> float:
         return self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99/max of `values` (linear interpolation); empty input gives an empty dict."""
-    if not values:
-        return {}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"n": float(len(arr)), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(arr.max())}
 
 
 def load_clip(name: str) -> bytes:
