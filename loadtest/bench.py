@@ -239,13 +239,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"({p['server_cpu_per_audio_s']:.3f} CPU s / audio s, {p['server_cores_busy']:.2f} cores busy), "
             f"loop lag {p['loop_lag']}"
         )
+
+    print("\n== the browser page (headless Chromium, WebRTC and WebSocket) ==")
+    from bench import browser
+
+    browser_result = browser.main([])
     machine["loadavg_after"] = os.getloadavg()
     elapsed = time.monotonic() - started
     print(f"\nbench took {elapsed:.0f} s")
     if args.write:
         path = Path(args.write)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_report(machine, date, elapsed, stages, lat, args) + speculation_section(spec_rows))
+        path.write_text(
+            render_report(machine, date, elapsed, stages, lat, args)
+            + speculation_section(spec_rows)
+            + browser.browser_section(browser_result)
+        )
         print(f"wrote {path}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "date": date, "stages": stages, "latency": lat}))
