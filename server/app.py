@@ -176,7 +176,9 @@ async def _serve_forever(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    # tests and scripts read the port from this first line: keep its shape
     print(f"hark-server ready on ws://{config.host}:{server.port}{STREAM_PATH}", flush=True)
+    print(f"  talk to it in a browser: http://{config.host}:{server.port}/  (Ctrl-C stops)", flush=True)
     await stop.wait()
     log.info("shutting down")
     await server.stop()
