@@ -1,6 +1,8 @@
 // Web Audio helpers: gapless playback of reply PCM16 and decoding a file to 16 kHz mono PCM16.
 
-const START_CUSHION_S = 0.08; // delay before the first frame (and after an underrun): absorbs jitter
+// Delay before the first frame (and after an underrun). Small on purpose: the server sends the first
+// 200 ms of a reply at once and stays ~200 ms ahead after that, which already absorbs network jitter.
+const START_CUSHION_S = 0.03;
 
 // Plays PCM16 mono frames back to back. Each frame becomes an AudioBufferSourceNode scheduled to
 // start exactly where the previous one ends, so there are no clicks between frames.
