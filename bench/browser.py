@@ -43,7 +43,16 @@ CLIP = "en_goforward_command"
 TRANSPORTS = ("webrtc", "websocket")
 SAMPLE_RATE = 16000
 PAGE_TIMEOUT_S = 60.0
-PLAYER_CUSHION_MS = 80.0  # client/web/audio.js START_CUSHION_S: the WebSocket player's delay before a first frame
+
+
+def _player_cushion_ms() -> float:
+    """The WebSocket player's delay before a first frame, read from the page so the two never disagree."""
+    source = (Path(__file__).resolve().parents[1] / "client" / "web" / "audio.js").read_text()
+    match = re.search(r"START_CUSHION_S\s*=\s*([0-9.]+)", source)
+    return float(match.group(1)) * 1000.0 if match else float("nan")
+
+
+PLAYER_CUSHION_MS = _player_cushion_ms()
 MISSING_CHROMIUM = "Chromium is missing: apt-get install chromium (make browser does it)"
 
 # Headless Chromium with a WAV as the microphone (see shared notes on WebRTC). No --user-data-dir:
