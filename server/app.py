@@ -144,9 +144,9 @@ class HarkServer:
         if self._server is not None:
             # close code 1001 tells clients the server is going away, not that they did wrong
             self._server.close(close_connections=False)
-            for conn in list(self._server.connections):
-                with contextlib.suppress(Exception):
-                    await conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            # all at once: each close may wait for a dead client's handshake
+            closes = [conn.close(CloseCode.GOING_AWAY, "server shutting down") for conn in self._server.connections]
+            await asyncio.gather(*closes, return_exceptions=True)
             await self._server.wait_closed()
         if self._ctx is not None:
             await asyncio.gather(self._ctx.asr.aclose(), self._ctx.llm.aclose(), self._ctx.tts.aclose())

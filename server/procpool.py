@@ -2,8 +2,9 @@
 
 Each worker is a spawned process running a handler over a duplex pipe. Requests that belong to one
 stream stay on one worker (the decoder state lives there). A bounded number of requests may be in
-flight per worker, which also keeps every pipe write below the OS pipe buffer, so `send` never
-blocks the event loop. A reader thread per worker turns replies into resolved asyncio futures.
+flight per worker; with callers keeping each request small (the ASR sends at most 16 KB), that
+keeps everything unread below the socket buffer, so `send` does not block the event loop. A reader
+thread per worker turns replies into resolved asyncio futures.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ only what the user heard stays in the history.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -89,6 +88,7 @@ class Session:
         self._ring: deque[tuple[int, np.ndarray[Any, Any]]] = deque()  # (start sample, int16 audio)
         self._stability = LocalAgreement()
         self._turn_id = 0
+        self._utterance_turn = 0
         self._utterance_open = False
         self._utterance_start = 0
         self._asr_cursor = 0
@@ -186,8 +186,8 @@ class Session:
                 if isinstance(event, SessionUpdate) and "input_sample_rate" in event.config:
                     # frames after this message are at the new rate: size them by it from now on
                     self._receipt_rate = event.config["input_sample_rate"]
-                # applied in order with the audio before it
-                await self._inbox.put(("event", event))
+                # applied in order with the audio before it; timed from its arrival, not its turn in line
+                await self._inbox.put(("event", (event, time.monotonic())))
 
     # ------------------------------------------------------------------ the input task
 
@@ -200,7 +200,7 @@ class Session:
                     frame, arrival = item
                     await self._process_audio(frame, arrival)
                 elif kind == "event":
-                    await self._process_event(item)
+                    await self._process_event(*item)
                 elif kind == "close":
                     if self._utterance_open:
                         await self._end_utterance(self._samples_in, time.monotonic(), "close")
@@ -211,18 +211,20 @@ class Session:
         finally:
             await self._shutdown()
 
-    async def _process_event(self, event: ClientEvent) -> None:
+    async def _process_event(self, event: ClientEvent, arrival: float) -> None:
         if isinstance(event, SessionUpdate):
             self._apply_update(event.config)
         elif isinstance(event, AudioCommit):
             if not self._utterance_open:
                 self.report(ErrorCode.NOTHING_TO_COMMIT, "audio.commit while no speech is in progress")
                 return
-            await self._end_utterance(self._samples_in, time.monotonic(), "commit")
+            await self._end_utterance(self._samples_in, arrival, "commit")
             self._vad.force_stop()
         elif isinstance(event, InputText):
             self._turn_id += 1
-            await self._respond(self._turn_id, event.text, time.monotonic(), final_ms=0.0)
+            if self._speculator is not None:
+                self._speculator.begin_turn()  # a typed turn had no speculation of its own
+            await self._respond(self._turn_id, event.text, arrival, final_ms=None)
 
     def _apply_update(self, patch: dict[str, Any]) -> None:
         new = self.config.updated(patch)
@@ -275,6 +277,7 @@ class Session:
         oldest = self._ring[0][0] if self._ring else 0
         start = max(speech_sample - pad, oldest, 0)
         self._turn_id += 1
+        self._utterance_turn = self._turn_id
         self._utterance_open = True
         self._utterance_start = start
         self._asr_cursor = start
@@ -283,7 +286,7 @@ class Session:
         self._asr_failed = False
         if self._speculator is not None:
             self._speculator.begin_turn()
-        self.emit(SpeechStarted(turn_id=self._turn_id, audio_ms=start * 1000 // SAMPLE_RATE))
+        self.emit(SpeechStarted(turn_id=self._utterance_turn, audio_ms=start * 1000 // SAMPLE_RATE))
         try:
             await self._asr.begin()
         except ASRError as exc:
@@ -304,7 +307,7 @@ class Session:
         if self._asr_cursor - self._last_partial_at >= PARTIAL_EVERY_SAMPLES and hypothesis:
             self._last_partial_at = self._asr_cursor
             stable = self._stability.update(hypothesis)
-            self.emit(TranscriptPartial(turn_id=self._turn_id, text=hypothesis, stable_text=stable))
+            self.emit(TranscriptPartial(turn_id=self._utterance_turn, text=hypothesis, stable_text=stable))
             # not while a reply plays: its end changes the conversation the prefix starts with
             if self._speculator is not None and stable and self._response is None:
                 self._speculator.offer(self._conversation(), self._user_text(stable))
@@ -317,13 +320,13 @@ class Session:
     def _maybe_barge_in(self) -> None:
         if self._response is None:
             return
-        heard_ms = (self._asr_cursor - self._utterance_start) * 1000 / SAMPLE_RATE
+        heard_ms = (self._samples_in - self._utterance_start) * 1000 / SAMPLE_RATE
         if heard_ms >= self.config.min_interrupt_ms + self.config.speech_pad_ms:
             self._cancel_response("barge-in")
 
     async def _end_utterance(self, end_sample: int, speech_end_wall: float, source: str) -> None:
         self._utterance_open = False
-        turn = self._turn_id
+        turn = self._utterance_turn
         self.emit(SpeechStopped(turn_id=turn, audio_ms=end_sample * 1000 // SAMPLE_RATE))
         self._vad.reset_model_state()
         started = time.monotonic()
@@ -337,12 +340,14 @@ class Session:
         self.ctx.metrics.turns.labels(source).inc()
         now = time.monotonic()
         self.emit(TranscriptFinal(turn_id=turn, text=text))
+        if not text and self._speculator is not None:
+            self._speculator.settle("")  # nothing to answer: drop any speculation still running
         if text:
             await self._respond(turn, text, speech_end_wall, final_ms=(now - speech_end_wall) * 1000.0)
 
     # ------------------------------------------------------------------ responses
 
-    async def _respond(self, turn_id: int, user_text: str, speech_end: float, final_ms: float) -> None:
+    async def _respond(self, turn_id: int, user_text: str, speech_end: float, final_ms: float | None) -> None:
         self._cancel_response("new turn")
         if self._response_task is not None:
             await asyncio.wait({self._response_task})
@@ -358,7 +363,7 @@ class Session:
         run = ResponseRun(
             self.ctx,
             self._outbox,
-            LLMRequest(messages=messages, request_id=request_id(self.id, self._turn_id), session_id=self.id),
+            LLMRequest(messages=messages, request_id=request_id(self.id, self._response_seq), session_id=self.id),
             response_id,
             self.config.output_sample_rate,
             self.config.voice,
@@ -380,7 +385,7 @@ class Session:
     def _user_text(self, text: str) -> str:
         return f"{self._pending_user_text} {text}".strip()
 
-    async def _run_response(self, run: ResponseRun, user_text: str, speech_end: float, final_ms: float) -> None:
+    async def _run_response(self, run: ResponseRun, user_text: str, speech_end: float, final_ms: float | None) -> None:
         status = ResponseStatus.COMPLETED
         try:
             await run.run()
@@ -397,7 +402,7 @@ class Session:
             self._finish_response(run, status, user_text, speech_end, final_ms)
 
     def _finish_response(
-        self, run: ResponseRun, status: ResponseStatus, user_text: str, speech_end: float, final_ms: float
+        self, run: ResponseRun, status: ResponseStatus, user_text: str, speech_end: float, final_ms: float | None
     ) -> None:
         heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
         if status == ResponseStatus.FAILED:
@@ -412,7 +417,7 @@ class Session:
             return None if t is None else round((t - speech_end) * 1000.0)
 
         metrics = {
-            "final_ms": round(final_ms),
+            "final_ms": None if final_ms is None else round(final_ms),
             "first_token_ms": since_speech_end(tl.first_token),
             "first_audio_ms": since_speech_end(tl.first_audio),
             "prompt_tokens": run.usage.prompt_tokens,
@@ -422,7 +427,8 @@ class Session:
             "audio_ms": round(tl.audio_sent_ms),
         }
         observe = self.ctx.metrics.observe
-        observe("final", final_ms / 1000.0)
+        if final_ms is not None:  # typed turns have no transcript to wait for
+            observe("final", final_ms / 1000.0)
         for stage, value in (("first_token", metrics["first_token_ms"]), ("first_audio", metrics["first_audio_ms"])):
             if isinstance(value, int):
                 observe(stage, value / 1000.0)
@@ -435,10 +441,12 @@ class Session:
             self._response_task = None
 
     def _cancel_response(self, reason: str) -> bool:
-        if self._response_task is None or self._response_task.done():
+        task = self._response_task
+        # once is enough: cancelling again would cut the reply's own clean-up (its abort on the LLM)
+        if task is None or task.done() or task.cancelling():
             return False
         log.info("session %s: cancelling %s (%s)", self.id, self._response and self._response.response_id, reason)
-        self._response_task.cancel()
+        task.cancel()
         return True
 
     def _cancel_from_client(self, response_id: str | None) -> None:
@@ -456,6 +464,6 @@ class Session:
             await self._speculator.close()
         if self._response_task is not None:
             self._response_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._response_task
+            # wait without awaiting the task itself: a second cancel of *this* task must not be eaten
+            await asyncio.wait({self._response_task})
         await self._asr.close()

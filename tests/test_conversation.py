@@ -135,6 +135,7 @@ async def test_typed_turn_and_history(server: RunningServer) -> None:
     assert done["text"] == "You said: hello there."
     assert peer.audio_bytes == 0 and not peer.of("response.audio.started")
     assert done["metrics"]["first_audio_ms"] is None
+    assert done["metrics"]["final_ms"] is None  # no transcript to wait for
 
 
 async def test_output_and_input_sample_rates(server: RunningServer) -> None:
@@ -165,3 +166,17 @@ async def test_frames_right_after_a_rate_change_are_sized_by_the_new_rate(server
     await peer.wait_for(lambda e: e["type"] == "pong")
     await peer.close()
     assert peer.errors() == []
+
+
+async def test_typed_turn_during_speech_keeps_turn_ids_consistent(server: RunningServer) -> None:
+    peer = await Peer.open(server.url)
+    pcm = load_pcm("en_goforward_command")
+    await peer.send_pcm(pcm[: 16000 * 2 * 2])  # two seconds in: the user is speaking
+    await peer.wait_for(lambda e: e["type"] == "speech.started")
+    await peer.send_json({"type": "input.text", "text": "typed while talking"})
+    await peer.send_pcm(pcm[16000 * 2 * 2 :] + silence(1000))
+    await peer.wait_for(lambda e: e["type"] == "transcript.final")
+    await peer.close()
+    spoken = peer.of("speech.started")[0]["turn_id"]
+    assert peer.of("speech.stopped")[0]["turn_id"] == spoken
+    assert peer.of("transcript.final")[0]["turn_id"] == spoken

@@ -9,6 +9,7 @@ sessions starts from the right one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,7 @@ class _HostFactory:
 # Only the first (fwdtree) search pass: the fwdflat second pass and bestpath lattice rescoring
 # run at end_utt, i.e. while the user waits for the reply (135-485 ms per utterance here), and on
 # the corpus clips they did not lower the word error rate (docs/performance.md, "ASR settings").
+MAX_REQUEST_BYTES = 16 * 1024
 DEFAULT_OPTIONS: dict[str, Any] = {"bestpath": False, "fwdflat": False}
 
 
@@ -108,20 +110,28 @@ class _PocketsphinxStream(ASRStream):
         self._cmn: str | None = None
 
     async def _call(self, op: str, payload: Any = None) -> Any:
-        if self._worker is None:
-            self._worker = await self._pool.acquire()
         try:
+            if self._worker is None:
+                self._worker = await self._pool.acquire()
             return await self._worker.call(op, self._id, payload)
         except Exception as exc:
             worker, self._worker = self._worker, None
-            self._pool.release(worker)
+            if worker is not None:
+                if worker.alive:  # the worker lives on: free this stream's decoder there
+                    with contextlib.suppress(Exception):
+                        await worker.call("close", self._id)
+                self._pool.release(worker)
             raise ASRError(f"pocketsphinx {op} failed: {exc}") from exc
 
     async def begin(self) -> None:
         await self._call("begin", self._cmn)
 
     async def accept(self, pcm: bytes) -> str:
-        result: str = await self._call("accept", pcm)
+        # pieces of at most 16 KB, so the requests in flight to a worker stay far below the
+        # socket buffer and the pipe write never blocks the event loop (see procpool)
+        result = ""
+        for start in range(0, len(pcm), MAX_REQUEST_BYTES):
+            result = await self._call("accept", pcm[start : start + MAX_REQUEST_BYTES])
         return result
 
     async def finalize(self) -> str:

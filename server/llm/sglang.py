@@ -80,8 +80,9 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
         finally:
             await events.aclose()
             if not finished:
-                # closing the stream aborts it too; the explicit abort also covers a queued request
-                await self.abort(request.request_id)
+                # closing the stream aborts it too (after a grace period on SGLang); the explicit
+                # abort is immediate and covers a queued request. Nobody waits for it.
+                self._http.fire_and_forget("abort_request", {"rid": request.request_id})
 
     def partial_prompt(self, history: list[Message], partial_user_text: str) -> str:
         return self.prompt.partial_user_prompt(history, partial_user_text)
@@ -97,14 +98,9 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
             "sampling_params": {"max_new_tokens": 0},
             "stream": False,
         }
-        self._http.breaker.check()
         result = await self._http.post_json("generate", body, session_id)
         meta = result.get("meta_info", {}) if isinstance(result, dict) else {}
         return PrefillResult(int(meta.get("prompt_tokens", 0)), int(meta.get("cached_tokens", 0)))
 
     async def abort(self, request_id: str) -> None:
-        try:
-            async with self._http.session.post("abort_request", json={"rid": request_id}) as resp:
-                await resp.read()
-        except Exception as exc:  # best effort: the request may be gone, or the server down
-            log.debug("abort of %s failed: %s", request_id, exc)
+        self._http.fire_and_forget("abort_request", {"rid": request_id})

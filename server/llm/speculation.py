@@ -10,7 +10,6 @@ the server does not spend the GPU on a prompt nobody will ask for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ class Speculator:
         self._min_new_words = max(1, min_new_words)
         self._metrics = metrics
         self._inflight: _Inflight | None = None
+        self._aborts: set[asyncio.Task[None]] = set()
         self._next: tuple[str, int] | None = None  # (prompt, words) waiting for the in-flight one
         self._words_sent = 0
         self._turn = 0
@@ -80,7 +80,7 @@ class Speculator:
         except LLMUnavailable as exc:
             self._metrics.speculation.labels("failed").inc()
             log.info("session %s: speculative prefill failed: %s", self._session_id, exc)
-            return
+        # the buffer is free again (done or failed): the newest waiting prefix goes next
         if self._inflight is not None and self._inflight.request_id == rid:
             self._inflight = None
             if self._next is not None:
@@ -93,8 +93,10 @@ class Speculator:
         inflight.task.cancel()
         self.turn_aborted += 1
         self._metrics.speculation.labels("aborted").inc()
-        # the HTTP request may already be queued on the server: abort it there by rid
-        asyncio.get_running_loop().create_task(self._engine.abort(inflight.request_id))
+        # the HTTP request may already be queued on the server: abort it there by rid (the engine
+        # sends that in the background and keeps the task)
+        self._aborts.add(asyncio.get_running_loop().create_task(self._engine.abort(inflight.request_id)))
+        self._aborts = {t for t in self._aborts if not t.done()}
         if self._inflight is inflight:
             self._inflight = None
 
@@ -110,5 +112,6 @@ class Speculator:
         current = self._inflight
         if current is not None and not current.task.done():
             self._abort(current, "session closed")
-            with contextlib.suppress(asyncio.CancelledError):
-                await current.task
+            await asyncio.wait({current.task})
+        if self._aborts:
+            await asyncio.wait(self._aborts, timeout=3.0)

@@ -31,7 +31,17 @@ from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from protocol import CloseCode, Error, ErrorCode, ServerEvent, SessionUpdate, decode_client, encode
+from protocol import (
+    CloseCode,
+    Error,
+    ErrorCode,
+    ResponseDone,
+    ResponseStatus,
+    ServerEvent,
+    SessionUpdate,
+    decode_client,
+    encode,
+)
 
 from ..audio import resample_pcm16
 from ..context import ServerContext
@@ -82,6 +92,9 @@ class ReplyAudioTrack(MediaStreamTrack):
     def clear(self) -> None:
         self._pcm.clear()
 
+    def buffered_ms(self) -> float:
+        return len(self._pcm) / 2 * 1000.0 / TRACK_RATE
+
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
@@ -123,7 +136,18 @@ class WebRTCOutbox:
         while self._pending:
             channel.send(self._pending.popleft())
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) until queued events and reply audio have left."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            channel_empty = self._channel is None or self._channel.bufferedAmount == 0
+            if channel_empty and not self._pending and self._track.buffered_ms() == 0:
+                return
+            await asyncio.sleep(0.02)
+
     def send_event(self, event: ServerEvent) -> None:
+        if isinstance(event, ResponseDone) and event.status == ResponseStatus.CANCELLED.value:
+            self._track.clear()  # the user talked over it: drop what the track has not played
         text = encode(event)
         if self._channel is not None and self._channel.readyState == "open":
             if self._channel.bufferedAmount > MAX_CHANNEL_BUFFER:
@@ -181,7 +205,9 @@ class WebRTCHandler:
         outbox.session = session
         self.sessions.add(session)
         ended = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
+        # client text from the data channel, in order, bounded: one consumer, never a task per message
+        inbound: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        tasks: list[asyncio.Task[Any]] = []
 
         @pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
@@ -189,8 +215,12 @@ class WebRTCHandler:
                 return
 
             def on_message(message: Any) -> None:
-                if isinstance(message, str):
-                    tasks.append(asyncio.create_task(self._on_client_text(session, message)))
+                if not isinstance(message, str):
+                    return
+                try:
+                    inbound.put_nowait(message)
+                except asyncio.QueueFull:
+                    session.report(ErrorCode.RATE_LIMITED, "too many data-channel messages at once; message dropped")
 
             channel.add_listener("message", on_message)
             outbox.attach(channel)
@@ -208,36 +238,50 @@ class WebRTCHandler:
             if pc.connectionState in ("failed", "closed"):
                 ended.set()
 
+        close_code, close_reason = CloseCode.NORMAL, "session closed"
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            pc.addTrack(track)  # before the answer, so it rides the browser's send-receive transceiver
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as exc:  # a malformed SDP, no common codec
-            log.info("bad WebRTC offer: %s", exc)
-            await self._refuse(conn, ErrorCode.INVALID_FIELD, f"webrtc.offer: the SDP was refused: {exc}")
-            await pc.close()
-            self.sessions.discard(session)
-            return
-        await conn.send(json.dumps({"type": "webrtc.answer", "sdp": pc.localDescription.sdp}))
-        outbox.send_event(session_created(self._ctx, session))
-        worker = asyncio.create_task(session.run(), name=f"{session.id}-input")
-        reader = asyncio.create_task(self._read_signalling(conn, session), name=f"{session.id}-signalling")
-        watchers = [asyncio.create_task(ended.wait()), asyncio.create_task(outbox.failed.wait())]
-        log.info("session %s opened over WebRTC from %s", session.id, conn.remote_address)
-        try:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+                pc.addTrack(track)  # before the answer, so it rides the browser's send-receive transceiver
+                await pc.setLocalDescription(await pc.createAnswer())
+            except Exception as exc:  # a malformed SDP, no common codec
+                log.info("bad WebRTC offer: %s", exc)
+                await self._refuse(conn, ErrorCode.INVALID_FIELD, f"webrtc.offer: the SDP was refused: {exc}")
+                return
+            await conn.send(json.dumps({"type": "webrtc.answer", "sdp": pc.localDescription.sdp}))
+            outbox.send_event(session_created(self._ctx, session))
+            tasks.append(asyncio.create_task(self._consume(inbound, session), name=f"{session.id}-channel"))
+            worker = asyncio.create_task(session.run(), name=f"{session.id}-input")
+            reader = asyncio.create_task(self._read_signalling(conn, session), name=f"{session.id}-signalling")
+            watchers = [asyncio.create_task(ended.wait()), asyncio.create_task(outbox.failed.wait())]
+            tasks += [worker, reader, *watchers]
+            log.info("session %s opened over WebRTC from %s", session.id, conn.remote_address)
             await asyncio.wait({worker, reader, *watchers}, return_when=asyncio.FIRST_COMPLETED)
             if worker.done() and not worker.cancelled() and worker.exception() is not None:
                 log.error("session %s crashed", session.id, exc_info=worker.exception())
+                outbox.send_event(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error", fatal=True))
+                close_code, close_reason = CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR.value
+            elif outbox.failed.is_set():
+                close_code = CloseCode.POLICY_VIOLATION
+                close_reason = f"{ErrorCode.SLOW_CONSUMER.value}: client is not reading the data channel"
+            elif worker.done():  # session.close: let the last events and reply audio leave first
+                await outbox.drain(timeout_s=2.0)
+        except ConnectionClosed:
+            pass  # the client left mid-signalling
         finally:
-            for task in (worker, reader, *watchers, *tasks):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(worker, reader, *watchers, *tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             track.stop()
             await pc.close()
             with contextlib.suppress(ConnectionClosed):
-                await conn.close(CloseCode.NORMAL, "session closed")
+                await conn.close(close_code, close_reason)
             self.sessions.discard(session)
             log.info("session %s closed (WebRTC)", session.id)
+
+    async def _consume(self, inbound: asyncio.Queue[str], session: Session) -> None:
+        while True:
+            await self._on_client_text(session, await inbound.get())
 
     async def _read_offer(self, conn: ServerConnection) -> str | None:
         try:
@@ -273,9 +317,12 @@ class WebRTCHandler:
         except Exception:  # the session reports it with the right code
             await session.on_text(message)
             return
-        if isinstance(event, SessionUpdate) and event.config.get("input_sample_rate", 16000) != 16000:
-            session.report(ErrorCode.INVALID_FIELD, "config.input_sample_rate is fixed at 16000 over WebRTC")
-            return
+        if isinstance(event, SessionUpdate):
+            fixed = {"input_sample_rate": 16000, "output_sample_rate": TRACK_RATE}
+            for name, rate in fixed.items():
+                if event.config.get(name, rate) != rate:
+                    session.report(ErrorCode.INVALID_FIELD, f"config.{name} is fixed at {rate} over WebRTC")
+                    return
         await session.on_text(message)
 
     async def _read_signalling(self, conn: ServerConnection, session: Session) -> None:

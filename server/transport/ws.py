@@ -33,6 +33,7 @@ class WebSocketOutbox:
         self._ctx = ctx
         self._queue: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue(maxsize=ctx.config.send_queue_limit)
         self.failed = False
+        self._closing: asyncio.Task[None] | None = None
 
     def send_event(self, event: ServerEvent) -> None:
         self._put(encode(event))
@@ -59,7 +60,7 @@ class WebSocketOutbox:
         self._ctx.metrics.errors.labels(ErrorCode.SLOW_CONSUMER.value).inc()
         log.warning("closing a slow consumer: %s", detail)
         # it is not reading, so an error event would never arrive: say it in the close frame
-        asyncio.get_running_loop().create_task(
+        self._closing = asyncio.get_running_loop().create_task(
             self._conn.close(CloseCode.POLICY_VIOLATION, f"{ErrorCode.SLOW_CONSUMER.value}: client is not reading")
         )
 
