@@ -971,6 +971,14 @@ class SGLangSimulator:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"JSON decode error: {exc}", kind="validation") from exc
 
+    async def _read_object(self, request: web.Request, not_an_object: str) -> dict[str, Any] | web.StreamResponse:
+        """The JSON object body, or the 400 response to send instead."""
+        try:
+            body = await self._read_json(request)
+        except BadRequest as exc:
+            return _error_response(exc.message)
+        return body if isinstance(body, dict) else _error_response(not_an_object)
+
     def _headers_of_interest(self, request: web.Request) -> dict[str, str]:
         return {name: request.headers[name] for name in _ROUTING_HEADERS if name in request.headers}
 
@@ -1243,12 +1251,9 @@ class SGLangSimulator:
         return response
 
     async def _abort_request(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await self._read_json(request)
-        except BadRequest as exc:
-            return _error_response(exc.message)
-        if not isinstance(body, dict):
-            return _error_response("Input should be a valid dictionary or instance of AbortReq")
+        body = await self._read_object(request, "Input should be a valid dictionary or instance of AbortReq")
+        if isinstance(body, web.StreamResponse):
+            return body
         rid = body.get("rid", "")
         abort_all = body.get("abort_all", False)
         if rid is None:
@@ -1528,12 +1533,9 @@ class SGLangSimulator:
         return _json(self.stats())
 
     async def _sim_faults(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await self._read_json(request)
-        except BadRequest as exc:
-            return _error_response(exc.message)
-        if not isinstance(body, dict):
-            return _error_response("body must be a JSON object")
+        body = await self._read_object(request, "body must be a JSON object")
+        if isinstance(body, web.StreamResponse):
+            return body
         mode = body.get("mode", "none")
         count = body.get("count")
         after_tokens = body.get("after_tokens", 3)
