@@ -57,8 +57,6 @@ def create_llm(config: ServerConfig) -> LLMEngine:
 
 
 def create_tts(config: ServerConfig) -> TTSEngine:
-    if config.tts == "espeak":
-        from .tts.espeak import EspeakEngine
+    from .tts import create_tts_engine  # the TTS package keeps its own registry
 
-        return EspeakEngine()
-    raise ValueError(f"unknown TTS engine {config.tts!r} (known: espeak)")
+    return create_tts_engine(config.tts)

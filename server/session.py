@@ -445,7 +445,8 @@ class Session:
         # once is enough: cancelling again would cut the reply's own clean-up (its abort on the LLM)
         if task is None or task.done() or task.cancelling():
             return False
-        log.info("session %s: cancelling %s (%s)", self.id, self._response and self._response.response_id, reason)
+        response_id = self._response.response_id if self._response else None
+        log.info("session %s: cancelling %s while %s (%s)", self.id, response_id, self.state, reason)
         task.cancel()
         return True
 

@@ -181,7 +181,6 @@ class WebRTCHandler:
     def __init__(self, ctx: ServerContext, admission: Admission) -> None:
         self._ctx = ctx
         self.admission = admission
-        self.sessions: set[Session] = set()
         self._ice_servers = [RTCIceServer(**server) for server in ctx.config.webrtc_ice_servers]
         if ipaddress.ip_address(_resolve(ctx.config.host)).is_loopback:
             allow_loopback_candidates()
@@ -203,7 +202,6 @@ class WebRTCHandler:
         session = Session(self._ctx, outbox, uuid.uuid4().hex)
         session.config = session.config.updated({"output_sample_rate": TRACK_RATE})
         outbox.session = session
-        self.sessions.add(session)
         ended = asyncio.Event()
         # client text from the data channel, in order, bounded: one consumer, never a task per message
         inbound: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
@@ -276,7 +274,6 @@ class WebRTCHandler:
             await pc.close()
             with contextlib.suppress(ConnectionClosed):
                 await conn.close(close_code, close_reason)
-            self.sessions.discard(session)
             log.info("session %s closed (WebRTC)", session.id)
 
     async def _consume(self, inbound: asyncio.Queue[str], session: Session) -> None:

@@ -156,7 +156,6 @@ class StreamHandler:
     def __init__(self, ctx: ServerContext, admission: Admission) -> None:
         self._ctx = ctx
         self.admission = admission
-        self.sessions: set[Session] = set()
 
     async def __call__(self, conn: ServerConnection) -> None:
         async with self.admission.slot(conn) as admitted:
@@ -171,7 +170,6 @@ class StreamHandler:
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._ctx.config.send_buffer_bytes)
         session = Session(self._ctx, outbox, session_id)
-        self.sessions.add(session)
         outbox.send_event(session_created(self._ctx, session))
         writer = asyncio.create_task(outbox.run_writer(), name=f"{session_id}-writer")
         worker = asyncio.create_task(session.run(), name=f"{session_id}-input")
@@ -193,7 +191,6 @@ class StreamHandler:
             for task in (reader, worker, writer):
                 task.cancel()
             await asyncio.gather(reader, worker, writer, return_exceptions=True)
-            self.sessions.discard(session)
             log.info("session %s closed (%s)", session_id, conn.close_code)
 
     @staticmethod
