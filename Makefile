@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,webrtc]'
+	$(BIN)/pip install --quiet -e '.[dev,webrtc,funasr]'
 	touch $(STAMP)
 
 run: install

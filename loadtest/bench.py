@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.sections import write_section
+
 from . import latency
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,11 +251,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\nbench took {elapsed:.0f} s")
     if args.write:
         path = Path(args.write)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
+        write_section(
+            path,
+            "bench",
             render_report(machine, date, elapsed, stages, lat, args)
             + speculation_section(spec_rows)
-            + browser.browser_section(browser_result)
+            + browser.browser_section(browser_result),
         )
         print(f"wrote {path}")
     if args.json:
@@ -381,10 +384,10 @@ def render_report(
         for k in ("p50", "p90", "p99")
     )
     costliest = max(stages["stages"], key=lambda s: float(s["cpu_per_audio_s"]))["stage"].split()[0].upper()
-    return f"""# Performance
+    return f"""## Single sessions: stage costs, turn latency, speculation, browsers
 
 Measured by `make bench` (`python -m loadtest.bench --write docs/performance.md`), one run, on {date}.
-Every number below comes from that one run; rerun the command to refresh the whole page.
+Every number in this section comes from that one run; the command rewrites only this section.
 
 - Machine: {machine["nproc"]} CPUs ({machine["cpu_model"]}), Python {machine["python"]}, {machine["platform"]}
 - Load average before / after the run: {load} / {load_after} (other work on the machine skews the numbers)

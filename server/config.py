@@ -25,6 +25,16 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)  # empty: any Origin (or none) is accepted
     max_sessions: int = 100
     asr_workers: int = 0  # 0: one per CPU, at most 4 (pocketsphinx decodes on one core per process)
+    # FunASR engines: a local model directory or a ModelScope id (empty: the engine's default id)
+    asr_model: str = ""
+    asr_model_offline: str = ""  # funasr-paraformer-streaming's 2-pass model
+    punc_model: str = ""  # punctuation for the 2-pass final
+    asr_2pass: bool = True
+    asr_language: str = "auto"  # funasr-window with SenseVoice: auto, zh, en, yue, ja, ko
+    # server processes sharing the port (SO_REUSEPORT); metrics are merged across them
+    workers: int = 1
+    # one onnxruntime call per tick for every session with a VAD window ready (false: one per session)
+    vad_batching: bool = True
     inference_threads: int = 2
     log_level: str = "INFO"
     # outbound queue per session; a client that stops reading for this long is disconnected
@@ -109,7 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--config", help="TOML file with any of the settings below")
-    p.add_argument("--asr", choices=["pocketsphinx"], help="speech recognizer (default pocketsphinx)")
+    p.add_argument(
+        "--asr",
+        choices=["pocketsphinx", "funasr-paraformer-streaming", "funasr-window", "none"],
+        help="speech recognizer (default pocketsphinx; none: VAD events only, the ingest path)",
+    )
+    p.add_argument("--asr-model", help="FunASR model: a local directory or a ModelScope id")
+    p.add_argument("--asr-model-offline", help="FunASR offline paraformer for the 2-pass final")
+    p.add_argument("--punc-model", help="FunASR punctuation model (ct-punc) for the 2-pass final")
+    p.add_argument(
+        "--2pass",
+        dest="asr_2pass",
+        action=argparse.BooleanOptionalAction,
+        help="funasr-paraformer-streaming: re-decode each utterance offline at the endpoint (default on)",
+    )
+    p.add_argument("--asr-language", help="funasr-window with SenseVoice: auto, zh, en, yue, ja, ko")
     p.add_argument(
         "--llm", choices=["echo", "sglang", "openai"], help="language model (default echo: offline demo mode)"
     )
@@ -128,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
     p.add_argument("--max-sessions", type=int, help="concurrent sessions before refusing with server_busy")
     p.add_argument("--asr-workers", type=int, help="ASR worker processes (default 0: one per CPU, at most 4)")
+    p.add_argument("--workers", type=int, help="server processes sharing the port with SO_REUSEPORT (default 1)")
+    p.add_argument(
+        "--vad-batching",
+        action=argparse.BooleanOptionalAction,
+        help="run every session's VAD window in one model call per tick (default on)",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     return p
 
