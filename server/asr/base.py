@@ -39,5 +39,10 @@ class ASREngine(ABC):
     @abstractmethod
     def open_stream(self, session_id: str) -> ASRStream: ...
 
+    def overload_reason(self) -> str | None:
+        """Why a new session would push the engine past real time (it is then refused with
+        server_busy, so the sessions already running keep their latency), or None to admit it."""
+        return None
+
     async def aclose(self) -> None:
         """Stop workers."""

@@ -129,6 +129,9 @@ class Admission:
                 f"server is at its limit of {cfg.max_sessions} sessions; retry later",
                 CloseCode.TRY_AGAIN_LATER,
             )
+        overload = self._ctx.asr.overload_reason()
+        if overload is not None:
+            return ErrorCode.SERVER_BUSY, f"{overload}; retry later", CloseCode.TRY_AGAIN_LATER
         return None
 
     def _authorized(self, authorization: str | None, path: str) -> bool:
