@@ -29,6 +29,7 @@ from .web import WEBRTC_PATH, web_file
 if TYPE_CHECKING:
     from .transport.webrtc import WebRTCHandler
 from .vad import SileroVad
+from .vad_batch import VadBatcher
 
 log = logging.getLogger("hark")
 
@@ -68,13 +69,17 @@ class HarkServer:
             process_request=self._route,
             max_size=HARD_MAX_MESSAGE_BYTES,
             compression=None,  # PCM does not deflate; compression would cost CPU for nothing
+            reuse_port=cfg.reuse_port,  # --workers: several processes accept on one port
             server_header="hark",
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         log.info("listening on ws://%s:%d%s (loading models)", cfg.host, self.port, STREAM_PATH)
         vad = await loop.run_in_executor(pool, SileroVad)
         await asyncio.gather(asr.start(), llm.start(), tts.start())
-        self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool)
+        batcher = VadBatcher(vad, pool, self.metrics) if cfg.vad_batching else None
+        if batcher is not None:
+            batcher.start()
+        self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool, batcher)
         admission = Admission(self._ctx, lambda: self._ready)
         self.handler = StreamHandler(self._ctx, admission)
         self.webrtc = _webrtc_handler(self._ctx, admission)
@@ -82,11 +87,19 @@ class HarkServer:
         log.info("ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name)
 
     async def _watch_loop_lag(self, interval: float = 0.05) -> None:
-        """Time a short sleep: anything beyond it is time the loop was blocked by other work."""
+        """Time a short sleep: anything beyond it is time the loop was blocked by other work.
+        Also samples the process tree's CPU and memory once a second (each worker its own)."""
+        ticks = 0
         while True:
             before = time.monotonic()
             await asyncio.sleep(interval)
-            self.metrics.loop_lag.observe(max(0.0, time.monotonic() - before - interval))
+            lag = max(0.0, time.monotonic() - before - interval)
+            self.metrics.loop_lag.observe(lag)
+            if self._ctx is not None:  # ~2 s memory at 20 samples a second
+                self._ctx.loop_lag_s += (lag - self._ctx.loop_lag_s) / 40.0
+            ticks += 1
+            if ticks % 20 == 0:
+                self.metrics.sample_process_tree()
 
     async def _handle(self, conn: ServerConnection) -> None:
         if self.handler is None:  # not ready: admission in the handler needs the context
@@ -149,6 +162,8 @@ class HarkServer:
             await asyncio.gather(*closes, return_exceptions=True)
             await self._server.wait_closed()
         if self._ctx is not None:
+            if self._ctx.vad_batcher is not None:
+                await self._ctx.vad_batcher.stop()
             await asyncio.gather(self._ctx.asr.aclose(), self._ctx.llm.aclose(), self._ctx.tts.aclose())
             self._ctx.inference_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -193,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if config.workers > 1:
+        from .workers import serve_workers
+
+        raise SystemExit(serve_workers(config, list(sys.argv[1:] if argv is None else argv)))
     try:
         import uvloop
 

@@ -14,6 +14,7 @@ from .llm.base import LLMEngine
 from .metrics import Metrics
 from .tts.base import TTSEngine
 from .vad import SileroVad
+from .vad_batch import VadBatcher
 
 
 @dataclass(slots=True)
@@ -27,6 +28,8 @@ class ServerContext:
     # onnxruntime releases the GIL, so VAD runs in threads; sessions await one call at a time,
     # so the pool's queue is bounded by the number of sessions
     inference_pool: ThreadPoolExecutor
+    vad_batcher: VadBatcher | None = None  # None: each session runs its own VAD calls in the pool
+    loop_lag_s: float = 0.0  # smoothed event-loop lag, for admission
 
 
 class Outbox(Protocol):

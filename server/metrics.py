@@ -1,53 +1,108 @@
-"""Prometheus metrics, one registry per server instance (tests run several servers in one process)."""
+"""Prometheus metrics, one registry per server instance (tests run several servers in one process).
+
+With `--workers N` every worker process writes its values to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode, chosen when the library is imported) and /metrics on any
+worker renders the merged view: counters and histograms summed, live gauges summed over the
+workers still running.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .proctree import tree_usage
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # speech end to first audio lands in 0.3-3 s on CPU; stages in ms to a few s
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.sessions_open = Gauge("hark_sessions_open", "Open sessions", registry=self.registry)
-        self.sessions_total = Counter("hark_sessions_total", "Sessions accepted", registry=self.registry)
-        self.audio_frames = Counter("hark_audio_frames_total", "Audio frames received", registry=self.registry)
-        self.audio_seconds = Counter("hark_audio_seconds_total", "Audio received, seconds", registry=self.registry)
-        self.turns = Counter("hark_turns_total", "User turns ended", ["source"], registry=self.registry)
-        self.responses = Counter("hark_responses_total", "Responses by status", ["status"], registry=self.registry)
-        self.errors = Counter("hark_errors_total", "Error events sent, by code", ["code"], registry=self.registry)
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        r = self.registry
+        self.sessions_open = Gauge("hark_sessions_open", "Open sessions", registry=r, multiprocess_mode="livesum")
+        self.sessions_total = Counter("hark_sessions_total", "Sessions accepted", registry=r)
+        self.audio_frames = Counter(
+            "hark_audio_frames_total", "Binary audio frames received (processed + dropped + still queued)", registry=r
+        )
+        self.audio_frames_processed = Counter(
+            "hark_audio_frames_processed_total", "Audio frames that went through the VAD", registry=r
+        )
+        self.audio_frames_dropped = Counter(
+            "hark_audio_frames_dropped_total",
+            "Audio frames received but never processed: invalid, flood, closing, session_ended",
+            ["reason"],
+            registry=r,
+        )
+        self.audio_seconds = Counter("hark_audio_seconds_total", "Audio received, seconds", registry=r)
+        self.turns = Counter("hark_turns_total", "User turns ended", ["source"], registry=r)
+        self.responses = Counter("hark_responses_total", "Responses by status", ["status"], registry=r)
+        self.errors = Counter("hark_errors_total", "Error events sent, by code", ["code"], registry=r)
         self.stage_latency = Histogram(
             "hark_stage_latency_seconds",
             "Latency per stage: vad/asr per frame, asr_final, llm_first_token, tts_chunk; "
             "final, first_token, first_audio from the end of user speech",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=r,
         )
-
         self.speculation = Counter(
             "hark_speculative_prefills_total",
             "Prefill-only LLM requests sent while the user spoke, by outcome",
             ["outcome"],
-            registry=self.registry,
+            registry=r,
         )
         self.llm_tokens = Counter(
             "hark_llm_tokens_total",
             "LLM prompt tokens: prompt / cached of replies, speculative_prompt / speculative_cached of prefills",
             ["kind"],
-            registry=self.registry,
+            registry=r,
         )
         self.loop_lag = Histogram(
             "hark_event_loop_lag_seconds",
             "How late the event loop ran a timer: time other work held the loop",
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
-            registry=self.registry,
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.vad_batch = Histogram(
+            "hark_vad_batch_windows",
+            "Sessions whose VAD windows shared one model call (batched VAD)",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.cpu_seconds = Gauge(
+            "hark_server_cpu_seconds_total",
+            "CPU time of the server process and its children (ASR workers), summed over server workers",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.resident_bytes = Gauge(
+            "hark_server_resident_memory_bytes",
+            "Resident memory of the server process and its children, summed over server workers",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)
 
+    def sample_process_tree(self) -> None:
+        usage = tree_usage()
+        self.cpu_seconds.set(usage.cpu_seconds)
+        self.resident_bytes.set(usage.resident_bytes)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self.sample_process_tree()
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -60,7 +60,7 @@ class VadStream:
         self.reset()
 
     def reset(self) -> None:
-        self._state: Float32Array = np.zeros((2, 1, 128), dtype=np.float32)
+        self.state: Float32Array = np.zeros((2, 1, 128), dtype=np.float32)  # the model's recurrent state
         self._context: Float32Array = np.zeros(CONTEXT, dtype=np.float32)
         self._pending: Float32Array = np.zeros(0, dtype=np.float32)
         self._position = 0  # samples consumed by the model so far
@@ -70,20 +70,38 @@ class VadStream:
 
     def reset_model_state(self) -> None:
         """Forget the recurrent state after an utterance (keeps the clock and hysteresis)."""
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self.state = np.zeros((2, 1, 128), dtype=np.float32)
 
     def process(self, audio: Float32Array) -> list[VadEvent]:
         """Run the model on every full window in `audio` (plus leftovers); blocking, call off the loop."""
+        windows = self.take_windows(audio)
+        probs = np.empty(len(windows), dtype=np.float32)
+        for i, window in enumerate(windows):
+            prob, self.state = self._model.run(window[None, :], self.state)
+            probs[i] = prob[0]
+        return self.apply(probs)
+
+    def take_windows(self, audio: Float32Array) -> Float32Array:
+        """Cut `audio` (after the leftovers) into model inputs [n, CONTEXT + WINDOW], each with the
+        context it needs; the caller scores them in order with `state` and passes the
+        probabilities to `apply`."""
         samples = np.concatenate([self._pending, audio]) if len(self._pending) else audio
         n_windows = len(samples) // WINDOW
         self._pending = samples[n_windows * WINDOW :].copy()
+        if n_windows == 0:
+            return np.zeros((0, CONTEXT + WINDOW), dtype=np.float32)
+        full = np.concatenate([self._context, samples[: n_windows * WINDOW]])
+        # window i is samples [i*WINDOW - CONTEXT, (i+1)*WINDOW) of `full` shifted by CONTEXT
+        index = np.arange(CONTEXT + WINDOW)[None, :] + WINDOW * np.arange(n_windows)[:, None]
+        self._context = full[-CONTEXT:].copy()
+        windows: Float32Array = full[index]
+        return windows
+
+    def apply(self, probabilities: Float32Array) -> list[VadEvent]:
+        """The hysteresis over the windows' speech probabilities, in order."""
         events: list[VadEvent] = []
-        for i in range(n_windows):
-            window = samples[i * WINDOW : (i + 1) * WINDOW]
-            batch = np.concatenate([self._context, window])[None, :]
-            prob, self._state = self._model.run(batch, self._state)
-            self._context = window[-CONTEXT:]
-            event = self._step(float(prob[0]))
+        for prob in probabilities:
+            event = self._step(float(prob))
             self._position += WINDOW
             if event is not None:
                 events.append(event)

@@ -129,6 +129,13 @@ class Admission:
                 f"server is at its limit of {cfg.max_sessions} sessions; retry later",
                 CloseCode.TRY_AGAIN_LATER,
             )
+        lag_limit_ms = cfg.overload_loop_lag_ms
+        if lag_limit_ms > 0 and self._ctx.loop_lag_s * 1000.0 > lag_limit_ms:
+            return (
+                ErrorCode.SERVER_BUSY,
+                f"server is overloaded (event loop {self._ctx.loop_lag_s * 1000.0:.0f} ms late); retry later",
+                CloseCode.TRY_AGAIN_LATER,
+            )
         overload = self._ctx.asr.overload_reason()
         if overload is not None:
             return ErrorCode.SERVER_BUSY, f"{overload}; retry later", CloseCode.TRY_AGAIN_LATER
