@@ -16,12 +16,17 @@ class TokenBucket:
 
     def try_take(self, amount: float) -> bool:
         now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        refilled = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._tokens = max(self._tokens, refilled)  # granted tokens above capacity stay until used
         self._last = now
         if amount > self._tokens:
             return False
         self._tokens -= amount
         return True
+
+    def grant(self, amount: float) -> None:
+        """Allow `amount` more, past the capacity: for input that piled up while *we* stopped reading."""
+        self._tokens += amount
 
 
 class ErrorThrottle:

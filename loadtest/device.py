@@ -1,0 +1,443 @@
+"""One virtual device: a live microphone on one hark.v1 session, talking in turns.
+
+It streams scenario clips at real-time pace in 100 ms frames, then silence (a live mic never
+stops sending), waits until the turn has settled and the reply has been "played" at real time
+(or barges in, as the scenario says), pauses, and talks again until told to stop. Then it sends
+`session.close` and waits for the server's close.
+
+Latency reference ("speech end"): the moment this device sent the frame carrying the audio
+position of the server's `speech.stopped` for the turn's last utterance with words: the same
+instant the server's own `response.done.metrics` count from, seen from the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from protocol import (
+    Error,
+    ProtocolError,
+    ResponseAudioStarted,
+    ResponseDone,
+    ResponseStarted,
+    ResponseTextDelta,
+    SessionClose,
+    SessionCreated,
+    SessionUpdate,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    decode_server,
+    encode,
+)
+
+from .recorder import Recorder, TurnRecord
+from .scenario import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Scenario
+from .stats import Playback, playback
+
+log = logging.getLogger(__name__)
+
+# silence streamed after a clip before its turn may count as settled: above the default
+# min_silence_ms, so the server's VAD ends the turn, not us
+MIN_TAIL_MS = 1000
+SENT_RING = 1200  # send times of the last 2 min of audio: speech.stopped refers to recent audio
+RESYNC_LAG_S = 1.0  # a harness stall longer than this restarts the pacing clock instead of bursting
+CONNECT_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 30.0  # after session.close the server finishes the reply in progress first
+
+
+@dataclass(slots=True)
+class Reply:
+    response_id: str
+    first_delta_at: float | None = None
+    first_audio_at: float | None = None
+    sample_rate: int = SAMPLE_RATE
+    arrivals: list[tuple[float, float]] = field(default_factory=list)  # (arrival, seconds of audio)
+    done: ResponseDone | None = None
+    done_at: float | None = None
+
+
+@dataclass(slots=True)
+class Utterance:
+    turn_id: int
+    start_sample: int  # the VAD's detected start on the input clock
+    stopped_audio_ms: int | None = None
+    active_at_stop: int = 0
+    final_at: float | None = None
+    text: str | None = None
+    reply: Reply | None = None
+
+
+@dataclass(slots=True)
+class TurnState:
+    index: int
+    clip: str
+    start_sample: int
+    started_at: float
+    barge_in: bool
+    utterances: list[Utterance] = field(default_factory=list)
+    closed_for_input: bool = False  # the device moved on: no new utterance can belong to this turn
+    interrupted_by: TurnState | None = None
+    finalized: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def main(self) -> Utterance | None:
+        """The utterance whose reply is measured: the last one with words, else the last one."""
+        with_text = [u for u in self.utterances if u.text]
+        if with_text:
+            return with_text[-1]
+        return self.utterances[-1] if self.utterances else None
+
+    def settled(self, reply_expected: bool) -> bool:
+        if not self.utterances or any(u.final_at is None for u in self.utterances):
+            return False
+        main = self.main()
+        if not reply_expected or main is None or not main.text:
+            return True
+        return main.reply is not None and main.reply.done is not None
+
+
+class Device:
+    def __init__(
+        self, index: int, url: str, scenario: Scenario, clips: dict[str, bytes], recorder: Recorder, stop: asyncio.Event
+    ) -> None:
+        self.index = index
+        self.url = url
+        self.scenario = scenario
+        self.clips = clips
+        self.rec = recorder
+        self.stop = stop
+        self.rng = random.Random(scenario.seed * 1_000_003 + index)
+        self.reply_expected = True
+        self.speech_pad_ms = 200
+        self.turns: list[TurnState] = []
+        self.utterances: dict[int, Utterance] = {}
+        self.replies: dict[str, Reply] = {}
+        self.audio_reply: Reply | None = None
+        self.frames_sent = 0
+        # flat arrays, not tuples: a few KB per device, so thousands of devices stay cheap
+        self._sent_idx = array("q", [-1]) * SENT_RING
+        self._sent_at = array("d", [0.0]) * SENT_RING
+        self._due = 0.0
+        self.closed = asyncio.Event()
+        self.updated = asyncio.Event()
+        self.close_sent = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        self.rec.sessions_started += 1
+        try:
+            conn = await connect(
+                self.url, open_timeout=CONNECT_TIMEOUT_S, close_timeout=10, max_size=16 << 20, compression=None
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.rec.error(self.index, "connect_failed", True, repr(exc))
+            return
+        try:
+            if await self._handshake(conn):
+                self.rec.active += 1
+                opened = time.monotonic()
+                try:
+                    await self._converse(conn)
+                finally:
+                    self.rec.active -= 1
+                    self.rec.session_seconds += time.monotonic() - opened
+        except Exception as exc:  # a harness bug must show up in the report, not vanish in gather()
+            log.exception("device %d failed", self.index)
+            self.rec.error(self.index, "harness_exception", True, repr(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 10)
+            for turn in self.turns:  # whatever never settled
+                if not turn.finalized:
+                    self._finalize(turn, "incomplete")
+
+    async def _handshake(self, conn: ClientConnection) -> bool:
+        try:
+            first = decode_server(await asyncio.wait_for(conn.recv(), CONNECT_TIMEOUT_S))
+        except (ConnectionClosed, TimeoutError, ProtocolError) as exc:
+            self.rec.error(self.index, "no_session_created", True, repr(exc))
+            self._record_close(conn)
+            return False
+        if isinstance(first, Error):
+            self.rec.refused += 1
+            self.rec.error(self.index, first.code, first.fatal, first.message)
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(conn.wait_closed(), 10)
+            self._record_close(conn)
+            return False
+        if not isinstance(first, SessionCreated):
+            self.rec.error(self.index, "unexpected_first_event", True, repr(first)[:200])
+            return False
+        self.rec.engines = dict(first.engines)
+        self.reply_expected = first.engines.get("asr") != "none"
+        self._apply_config(first.config)
+        return True
+
+    def _apply_config(self, config: dict[str, Any]) -> None:
+        pad = config.get("speech_pad_ms")
+        if isinstance(pad, int):
+            self.speech_pad_ms = pad
+        self.rec.session_config = dict(config)
+
+    async def _converse(self, conn: ClientConnection) -> None:
+        reader = asyncio.create_task(self._read(conn), name=f"device-{self.index}-reader")
+        try:
+            self._due = time.monotonic()
+            if self.scenario.session:
+                await conn.send(encode(SessionUpdate(config=self.scenario.session)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.updated.wait(), 10)
+            turn_no = 0
+            limit = self.scenario.turns_per_session
+            while not self.stop.is_set() and not self.closed.is_set() and (limit == 0 or turn_no < limit):
+                clip = self.scenario.clips[(self.index + turn_no) % len(self.scenario.clips)]
+                last = limit != 0 and turn_no == limit - 1
+                if not await self._turn(conn, turn_no, clip, last):
+                    break
+                turn_no += 1
+            if not self.closed.is_set():
+                self.close_sent = True
+                await conn.send(encode(SessionClose()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader), CLOSE_TIMEOUT_S)
+        except ConnectionClosed:
+            pass  # the reader records how it closed
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self._record_close(conn)
+            for turn in self.turns:  # nothing more will be said: a reply that ended still counts
+                turn.closed_for_input = True
+            self._settle_pending()
+
+    def _record_close(self, conn: ClientConnection) -> None:
+        code = conn.close_code
+        if code == 1000 and self.close_sent:
+            self.rec.clean_closes += 1
+        elif code is not None or conn.state.name == "CLOSED":
+            self.rec.disconnect(f"{code} {conn.close_reason or ''}".strip())
+
+    # ------------------------------------------------------------ talking
+
+    async def _turn(self, conn: ClientConnection, index: int, clip: str, last: bool) -> bool:
+        """Speak one clip and wait for the turn to settle; False when the connection ended."""
+        if self.turns:
+            self.turns[-1].closed_for_input = True
+        turn = TurnState(
+            index=index,
+            clip=clip,
+            start_sample=self.frames_sent * FRAME_SAMPLES,
+            started_at=time.monotonic(),
+            barge_in=self.rng.random() < self.scenario.barge_in_probability,
+        )
+        if self.turns and not self.turns[-1].finalized:
+            self.turns[-1].interrupted_by = turn
+        self.turns.append(turn)
+        pcm = self.clips[clip]
+        for i in range(0, len(pcm), FRAME_BYTES):
+            if self.closed.is_set():
+                return False
+            await self._send(conn, pcm[i : i + FRAME_BYTES])
+        deadline = time.monotonic() + self.scenario.turn_timeout_s
+        pause_s = self.scenario.pause_s(self.rng)
+        tail_ms = 0
+        while not self.closed.is_set():
+            now = time.monotonic()
+            main = turn.main()
+            reply = main.reply if main is not None else None
+            if (
+                turn.barge_in
+                and not last
+                and not self.stop.is_set()  # no next clip will come to talk over the reply
+                and reply is not None
+                and reply.done is None
+                and reply.first_audio_at is not None
+                and now >= reply.first_audio_at + self.scenario.barge_in_after_ms / 1000.0
+            ):
+                return True  # the next clip talks over the reply; this turn settles when it is cancelled
+            if tail_ms >= MIN_TAIL_MS and turn.settled(self.reply_expected):
+                if now >= self._playback_end(turn) + pause_s:
+                    self._finalize(turn)
+                    return True
+            elif now > deadline:
+                self._finalize(turn, "timeout")
+                return True
+            await self._send(conn, SILENCE)
+            tail_ms += FRAME_MS
+        return False
+
+    async def _send(self, conn: ClientConnection, frame: bytes) -> None:
+        """Send one 100 ms frame at its real-time due time."""
+        now = time.monotonic()
+        if self._due > now:
+            await asyncio.sleep(self._due - now)
+        else:
+            lag = now - self._due
+            self.rec.max_send_lag_ms = max(self.rec.max_send_lag_ms, lag * 1000.0)
+            if lag > RESYNC_LAG_S:  # catching up in a burst would trip the server's audio_flood bucket
+                self._due = now
+        idx = self.frames_sent
+        self._sent_idx[idx % SENT_RING] = idx
+        self._sent_at[idx % SENT_RING] = time.monotonic()
+        await conn.send(frame)
+        self.frames_sent += 1
+        self.rec.frames_sent += 1
+        self._due += FRAME_MS / 1000.0
+
+    def _sent_time(self, sample: int) -> float | None:
+        """When the frame carrying input sample position `sample` was sent."""
+        idx = max(0, (sample - 1) // FRAME_SAMPLES)
+        slot = idx % SENT_RING
+        return self._sent_at[slot] if self._sent_idx[slot] == idx else None
+
+    def _playback_end(self, turn: TurnState) -> float:
+        main = turn.main()
+        if main is None or main.reply is None:
+            return 0.0
+        return _played(main.reply).end_at
+
+    # ------------------------------------------------------------ receiving
+
+    async def _read(self, conn: ClientConnection) -> None:
+        try:
+            async for message in conn:
+                now = time.monotonic()
+                if isinstance(message, bytes):
+                    reply = self.audio_reply
+                    if reply is not None and reply.done is None:
+                        if reply.first_audio_at is None:
+                            reply.first_audio_at = now
+                        reply.arrivals.append((now, len(message) / 2 / reply.sample_rate))
+                    continue
+                try:
+                    event = decode_server(message)
+                except ProtocolError:
+                    continue  # unknown event types from a newer server are skipped, as the protocol says
+                self._on_event(event, now)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+
+    def _on_event(self, event: object, now: float) -> None:
+        if isinstance(event, SpeechStarted):
+            start = (event.audio_ms + self.speech_pad_ms) * SAMPLE_RATE // 1000
+            owner = self._owner(start)
+            utt = Utterance(event.turn_id, start)
+            self.utterances[event.turn_id] = utt
+            if owner is not None:
+                owner.utterances.append(utt)
+        elif isinstance(event, SpeechStopped):
+            if (u := self.utterances.get(event.turn_id)) is not None:
+                u.stopped_audio_ms = event.audio_ms
+                u.active_at_stop = self.rec.active
+        elif isinstance(event, TranscriptFinal):
+            if (u := self.utterances.get(event.turn_id)) is not None:
+                u.final_at, u.text = now, event.text
+            self._settle_pending()
+        elif isinstance(event, ResponseStarted):
+            reply = Reply(event.response_id)
+            self.replies[event.response_id] = reply
+            if (u := self.utterances.get(event.turn_id)) is not None:
+                u.reply = reply
+        elif isinstance(event, ResponseTextDelta):
+            if (r := self.replies.get(event.response_id)) is not None and r.first_delta_at is None:
+                r.first_delta_at = now
+        elif isinstance(event, ResponseAudioStarted):
+            self.audio_reply = self.replies.get(event.response_id)
+            if self.audio_reply is not None:
+                self.audio_reply.sample_rate = event.sample_rate
+        elif isinstance(event, ResponseDone):
+            if (r := self.replies.get(event.response_id)) is not None:
+                r.done, r.done_at = event, now
+            self._settle_pending()
+        elif isinstance(event, Error):
+            self.rec.error(self.index, event.code, event.fatal, event.message)
+            if self.turns:
+                self.turns[-1].errors.append(event.code)
+        elif isinstance(event, SessionUpdated):
+            self._apply_config(event.config)
+            self.updated.set()
+
+    def _owner(self, sample: int) -> TurnState | None:
+        for turn in reversed(self.turns):
+            if turn.start_sample <= sample:
+                return turn
+        return self.turns[0] if self.turns else None
+
+    def _settle_pending(self) -> None:
+        """Turns the device left early (barge-in) are recorded once their reply has ended."""
+        for turn in self.turns:
+            if turn.closed_for_input and not turn.finalized and turn.settled(self.reply_expected):
+                self._finalize(turn)
+
+    # ------------------------------------------------------------ the record
+
+    def _finalize(self, turn: TurnState, status: str | None = None) -> None:
+        turn.finalized = True
+        main = turn.main()
+        reply = main.reply if main is not None else None
+        end_at: float | None = None
+        if main is not None and main.stopped_audio_ms is not None:
+            end_at = self._sent_time(main.stopped_audio_ms * SAMPLE_RATE // 1000)
+
+        def since(t: float | None) -> float | None:
+            return None if t is None or end_at is None else (t - end_at) * 1000.0
+
+        if status is None:
+            if not self.reply_expected:
+                status = "ingest"
+            elif main is None or not main.text or reply is None or reply.done is None:
+                status = "no_reply"
+            else:
+                status = reply.done.status
+        played = _played(reply) if reply is not None else None
+        stop_ms: float | None = None
+        nxt = turn.interrupted_by
+        if turn.barge_in and reply is not None and reply.done_at is not None and nxt is not None and nxt.utterances:
+            heard = self._sent_time(nxt.utterances[0].start_sample)
+            stop_ms = None if heard is None else (reply.done_at - heard) * 1000.0
+        self.rec.turn_done(
+            TurnRecord(
+                session=self.index,
+                turn=turn.index,
+                clip=turn.clip,
+                status=status,
+                started_at=self.rec.rel(turn.started_at),
+                speech_end_at=None if end_at is None else self.rec.rel(end_at),
+                active_sessions=main.active_at_stop if main is not None else self.rec.active,
+                utterances=len(turn.utterances),
+                transcript=(main.text or "") if main is not None else "",
+                final_ms=since(main.final_at if main is not None else None),
+                first_token_ms=since(reply.first_delta_at if reply is not None else None),
+                first_audio_ms=since(reply.first_audio_at if reply is not None else None),
+                reply_audio_ms=sum(d for _, d in reply.arrivals) * 1000.0 if reply is not None else 0.0,
+                underruns=played.underruns if played is not None else 0,
+                underrun_ms=played.underrun_ms if played is not None else 0.0,
+                barge_in=turn.barge_in and turn.interrupted_by is not None,
+                barge_in_stop_ms=stop_ms,
+                server_metrics=dict(reply.done.metrics) if reply is not None and reply.done is not None else {},
+                errors=list(turn.errors),
+            )
+        )
+
+
+def _played(reply: Reply) -> Playback:
+    """Playback of a reply's audio; a cancelled reply is cut where the client flushes it."""
+    arrivals = reply.arrivals
+    if reply.done is not None and reply.done.status == "cancelled" and reply.done_at is not None:
+        arrivals = [a for a in arrivals if a[0] <= reply.done_at]
+    return playback(arrivals)
