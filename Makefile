@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test lint bench bench-speculation sglang-check clean
+.PHONY: install browser run test lint bench bench-speculation sglang-check loadtest loadtest-suite bench-funasr clean
 
 install: $(STAMP)
 
@@ -37,6 +37,25 @@ lint: install
 
 bench: install
 	$(BIN)/python -m loadtest.bench --write docs/performance.md
+
+# virtual devices against a server this starts (8 hold the SLO on a 2-core box); report in $(LOADTEST_REPORT)/report.html.
+# e.g. make loadtest SESSIONS=40 LOADTEST_ARGS="--find-capacity --server-cpus 0 --client-cpus 1"
+SESSIONS        ?= 8
+LOADTEST_REPORT ?= loadtest-report
+SERVER_ARGS     ?= --max-sessions 200
+LOADTEST_ARGS   ?=
+loadtest: install
+	$(BIN)/hark-loadtest --spawn-server "$(SERVER_ARGS)" --sessions $(SESSIONS) --ramp 10 --duration 60 \
+	  --scenario loadtest/scenarios/default.toml --report $(LOADTEST_REPORT) $(LOADTEST_ARGS); \
+	  rc=$$?; echo "load-test report: $(LOADTEST_REPORT)/report.html"; exit $$rc
+
+# the capacity measurements of docs/performance.md ("Many sessions"): ~20 min, several server configurations
+loadtest-suite: install
+	$(BIN)/python -m loadtest.suite --write docs/performance.md
+
+# FunASR engines on the full-size architectures (random weights, built once into .cache/funasr-full)
+bench-funasr: install
+	$(BIN)/python -m bench.funasr --models .cache/funasr-full --write docs/performance.md
 
 # speech end -> first token with and without speculative prefill, on the SGLang simulator
 bench-speculation: install

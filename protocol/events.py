@@ -107,6 +107,8 @@ class TranscriptPartial:
     turn_id: int
     text: str
     stable_text: str
+    # what the recognizer learned besides the words, e.g. SenseVoice's {"language", "emotion", "event"}
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class TranscriptFinal:
     TYPE: ClassVar[str] = "transcript.final"
     turn_id: int
     text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

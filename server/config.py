@@ -31,10 +31,18 @@ class ServerConfig:
     punc_model: str = ""  # punctuation for the 2-pass final
     asr_2pass: bool = True
     asr_language: str = "auto"  # funasr-window with SenseVoice: auto, zh, en, yue, ja, ko
+    asr_window_s: float = 4.0  # funasr-window: longest audio re-decoded; text before it is committed
+    asr_step_ms: int = 500  # funasr-window: new audio between re-decodes
+    asr_worker_kind: str = "process"  # FunASR inference workers: process or thread (docs/performance.md)
+    asr_threads: int = 1  # FunASR: torch threads per worker (FunASR's ncpu)
     # server processes sharing the port (SO_REUSEPORT); metrics are merged across them
     workers: int = 1
+    reuse_port: bool = False  # set by the --workers supervisor on the processes it starts
     # one onnxruntime call per tick for every session with a VAD window ready (false: one per session)
     vad_batching: bool = True
+    # refuse new sessions (server_busy) while the event loop runs this late on average (smoothed over
+    # ~2 s): past it, every session's frames and replies are late. 0 turns the guard off
+    overload_loop_lag_ms: float = 250.0
     inference_threads: int = 2
     log_level: str = "INFO"
     # outbound queue per session; a client that stops reading for this long is disconnected
@@ -134,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="funasr-paraformer-streaming: re-decode each utterance offline at the endpoint (default on)",
     )
     p.add_argument("--asr-language", help="funasr-window with SenseVoice: auto, zh, en, yue, ja, ko")
+    p.add_argument("--asr-window-s", type=float, help="funasr-window: longest window re-decoded (default 4)")
+    p.add_argument("--asr-step-ms", type=int, help="funasr-window: new audio between re-decodes (default 500)")
+    p.add_argument(
+        "--asr-worker-kind", choices=["process", "thread"], help="FunASR inference workers (default process)"
+    )
+    p.add_argument("--asr-threads", type=int, help="FunASR: torch threads per inference worker (default 1)")
     p.add_argument(
         "--llm", choices=["echo", "sglang", "openai"], help="language model (default echo: offline demo mode)"
     )
@@ -151,13 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
     p.add_argument("--max-sessions", type=int, help="concurrent sessions before refusing with server_busy")
-    p.add_argument("--asr-workers", type=int, help="ASR worker processes (default 0: one per CPU, at most 4)")
+    p.add_argument(
+        "--asr-workers",
+        type=int,
+        help="ASR inference workers (default 0: one per CPU; at most 4 for pocketsphinx)",
+    )
     p.add_argument("--workers", type=int, help="server processes sharing the port with SO_REUSEPORT (default 1)")
     p.add_argument(
         "--vad-batching",
         action=argparse.BooleanOptionalAction,
         help="run every session's VAD window in one model call per tick (default on)",
     )
+    p.add_argument(
+        "--overload-loop-lag-ms",
+        type=float,
+        help="refuse new sessions while the smoothed event-loop lag is above this (default 250; 0: off)",
+    )
+    p.add_argument("--reuse-port", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     return p
 

@@ -11,12 +11,42 @@ from .tts.base import TTSEngine
 
 
 def create_asr(config: ServerConfig) -> ASREngine:
+    if config.asr == "none":
+        from .asr.none import NoASREngine
+
+        return NoASREngine()
     if config.asr == "pocketsphinx":
         from .asr.pocketsphinx import PocketsphinxEngine
 
         workers = config.asr_workers or min(4, os.cpu_count() or 1)
         return PocketsphinxEngine(workers=workers)
-    raise ValueError(f"unknown ASR engine {config.asr!r} (known: pocketsphinx)")
+    if config.asr == "funasr-paraformer-streaming":
+        from .asr.funasr import paraformer_streaming_engine
+
+        return paraformer_streaming_engine(
+            config.asr_model,
+            config.asr_model_offline,
+            config.punc_model,
+            config.asr_2pass,
+            config.asr_workers,
+            config.asr_worker_kind,
+            config.asr_threads,
+        )
+    if config.asr == "funasr-window":
+        from .asr.funasr import window_engine
+
+        return window_engine(
+            config.asr_model,
+            config.asr_language,
+            config.asr_window_s,
+            config.asr_step_ms,
+            config.asr_workers,
+            config.asr_worker_kind,
+            config.asr_threads,
+        )
+    raise ValueError(
+        f"unknown ASR engine {config.asr!r} (known: pocketsphinx, funasr-paraformer-streaming, funasr-window)"
+    )
 
 
 def create_llm(config: ServerConfig) -> LLMEngine:

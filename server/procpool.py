@@ -34,7 +34,11 @@ def _worker_main(conn: Connection, factory: Callable[[], Handler]) -> None:
     # when workers stop (it sends None, or its end of the pipe closes when it exits)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    handler = factory()
+    try:
+        handler = factory()
+    except Exception as exc:  # say why (a model that does not load), instead of only dying
+        conn.send(("ready", False, f"{type(exc).__name__}: {exc}"))
+        return
     conn.send(("ready", True, None))
     while True:
         try:
@@ -109,7 +113,10 @@ class ProcessWorker:
     def _resolve(self, req_id: Any, ok: bool, result: Any) -> None:
         if req_id == "ready":
             if self._ready is not None and not self._ready.done():
-                self._ready.set_result(True)
+                if ok:
+                    self._ready.set_result(True)
+                else:
+                    self._ready.set_exception(WorkerDied(f"{self.name} failed to start: {result}"))
             return
         fut = self._pending.get(req_id)
         if fut is None or fut.done():

@@ -103,6 +103,7 @@ class Session:
         self._speculator: Speculator | None = None
         if isinstance(ctx.llm, SpeculativeLLM) and ctx.config.llm_speculation:
             self._speculator = Speculator(ctx.llm, session_id, ctx.config.llm_speculation_min_words, ctx.metrics)
+        self._frame_in_hand = False  # taken from the inbox, not yet through the VAD
         self.closed = asyncio.Event()  # set when a graceful session.close has finished
 
     # ------------------------------------------------------------------ state
@@ -131,15 +132,20 @@ class Session:
     # ------------------------------------------------------------------ input from the transport
 
     async def on_binary(self, frame: bytes) -> None:
+        metrics = self.ctx.metrics
+        metrics.audio_frames.inc()
         if self._closing:
+            metrics.audio_frames_dropped.labels("closing").inc()
             self.report(ErrorCode.SESSION_CLOSED, "audio after session.close is ignored")
             return
         try:
             duration_ms = validate_audio_frame(frame, self._receipt_rate, self.ctx.config.limits)
         except ProtocolError as exc:
+            metrics.audio_frames_dropped.labels("invalid").inc()
             self.report(exc.code, exc.message)
             return
         if not self._audio_bucket.try_take(duration_ms):
+            metrics.audio_frames_dropped.labels("flood").inc()
             limits = self.ctx.config.limits
             self.report(
                 ErrorCode.AUDIO_FLOOD,
@@ -147,9 +153,18 @@ class Session:
                 f"(after a {limits.audio_burst_ms} ms burst); frame dropped: pace frames at real time",
             )
             return
-        self.ctx.metrics.audio_frames.inc()
-        self.ctx.metrics.audio_seconds.inc(duration_ms / 1000.0)
-        await self._inbox.put(("audio", (frame, time.monotonic())))
+        metrics.audio_seconds.inc(duration_ms / 1000.0)
+        queued_at = time.monotonic()
+        try:
+            await self._inbox.put(("audio", (frame, queued_at)))
+        except asyncio.CancelledError:  # the connection ended while the inbox was full
+            metrics.audio_frames_dropped.labels("session_ended").inc()
+            raise
+        # While the inbox was full the transport stopped reading, and the client's real-time audio
+        # piled up in the socket: it arrives as a burst that is our doing, not a flood
+        blocked_ms = (time.monotonic() - queued_at) * 1000.0
+        if blocked_ms > 1.0:
+            self._audio_bucket.grant(blocked_ms)
 
     async def on_text(self, data: str) -> None:
         if not self._text_bucket.try_take(1):
@@ -198,6 +213,7 @@ class Session:
                 kind, item = await self._inbox.get()
                 if kind == "audio":
                     frame, arrival = item
+                    self._frame_in_hand = True
                     await self._process_audio(frame, arrival)
                 elif kind == "event":
                     await self._process_event(*item)
@@ -237,10 +253,19 @@ class Session:
         self.emit(SessionUpdated(config=new.to_dict()))
 
     async def _process_audio(self, frame: bytes, arrival: float) -> None:
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        audio, events = await loop.run_in_executor(self.ctx.inference_pool, self._vad_step, frame)
+        batcher = self.ctx.vad_batcher
+        if batcher is not None:
+            # resampling a 100 ms frame costs tens of microseconds: not worth a thread hop
+            audio = self._resampler.process(pcm16_to_float(frame))
+            probabilities, self._vad.state = await batcher.score(self._vad.take_windows(audio), self._vad.state)
+            events = self._vad.apply(probabilities)
+        else:
+            loop = asyncio.get_running_loop()
+            audio, events = await loop.run_in_executor(self.ctx.inference_pool, self._vad_step, frame)
         self.ctx.metrics.observe("vad", time.monotonic() - started)
+        self.ctx.metrics.audio_frames_processed.inc()
+        self._frame_in_hand = False
         frame_start = self._samples_in
         self._samples_in += len(audio)
         self._clock.add(self._samples_in, arrival)
@@ -306,8 +331,11 @@ class Session:
         self.ctx.metrics.observe("asr", time.monotonic() - started)
         if self._asr_cursor - self._last_partial_at >= PARTIAL_EVERY_SAMPLES and hypothesis:
             self._last_partial_at = self._asr_cursor
-            stable = self._stability.update(hypothesis)
-            self.emit(TranscriptPartial(turn_id=self._utterance_turn, text=hypothesis, stable_text=stable))
+            stable = self._asr.stable_text  # engines that know their stable prefix say so
+            if stable is None:
+                stable = self._stability.update(hypothesis)
+            partial = TranscriptPartial(self._utterance_turn, hypothesis, stable, self._asr.metadata)
+            self.emit(partial)
             # not while a reply plays: its end changes the conversation the prefix starts with
             if self._speculator is not None and stable and self._response is None:
                 self._speculator.offer(self._conversation(), self._user_text(stable))
@@ -339,7 +367,7 @@ class Session:
         self.ctx.metrics.observe("asr_final", time.monotonic() - started)
         self.ctx.metrics.turns.labels(source).inc()
         now = time.monotonic()
-        self.emit(TranscriptFinal(turn_id=turn, text=text))
+        self.emit(TranscriptFinal(turn_id=turn, text=text, metadata=self._asr.metadata))
         if not text and self._speculator is not None:
             self._speculator.settle("")  # nothing to answer: drop any speculation still running
         if text:
@@ -460,7 +488,17 @@ class Session:
 
     # ------------------------------------------------------------------ teardown
 
+    def _drain_inbox(self) -> list[tuple[str, Any]]:
+        items = []
+        while not self._inbox.empty():
+            items.append(self._inbox.get_nowait())
+        return items
+
     async def _shutdown(self) -> None:
+        # frames still queued when the session ends (a disconnect mid-stream) are counted, not lost
+        unprocessed = sum(1 for kind, _ in self._drain_inbox() if kind == "audio") + self._frame_in_hand
+        if unprocessed:
+            self.ctx.metrics.audio_frames_dropped.labels("session_ended").inc(unprocessed)
         if self._speculator is not None:
             await self._speculator.close()
         if self._response_task is not None:

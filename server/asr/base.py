@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 
 class ASRError(RuntimeError):
@@ -19,6 +20,18 @@ class ASRStream(ABC):
     @abstractmethod
     async def accept(self, pcm: bytes) -> str:
         """Feed PCM16 mono at the engine's rate; return the current (partial) hypothesis."""
+
+    @property
+    def stable_text(self) -> str | None:
+        """The engine's own stable prefix of the last hypothesis (it knows best: streaming
+        paraformer never revises a token), or None to let the session run LocalAgreement on it."""
+        return None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the engine learned besides the words (SenseVoice: language, emotion, event) for the
+        last hypothesis or final; goes into the transcript events' `metadata`."""
+        return {}
 
     @abstractmethod
     async def finalize(self) -> str:

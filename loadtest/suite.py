@@ -1,0 +1,243 @@
+"""The capacity measurements of docs/performance.md ("Many sessions"), in one command.
+
+Runs `hark-loadtest` several times against servers it spawns, reads each report.json and writes
+the "loadtest" section of docs/performance.md with every command line used. On a 2-core machine
+the server is pinned to CPU 0 and the harness (and the SGLang simulator, standing in for a GPU
+host) to CPU 1, so "sessions per core" is measured, not inferred. `--quick` shrinks every run (to
+check the suite itself, not to measure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.sections import write_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    what: str
+    server_args: str
+    args: tuple[str, ...]
+    pinned: bool = True
+
+
+def plan(quick: bool, sim_url: str) -> list[Run]:
+    hold = "4" if quick else "15"
+    long_hold = "6" if quick else "30"
+    ingest_step = "20" if quick else "100"
+    ingest_max = "40" if quick else "900"
+    capacity = ("--find-capacity", "--step-ramp", "5")
+    ingest = "--asr none --max-sessions 5000"
+    embedded = "--asr-workers 1 --max-sessions 500"
+    return [
+        Run(
+            "ingest",
+            "ingest path (`--asr none`), batched VAD",
+            ingest,
+            (
+                *capacity,
+                "--sessions",
+                ingest_step,
+                "--step",
+                ingest_step,
+                "--step-hold",
+                hold,
+                "--max-sessions",
+                ingest_max,
+            ),
+        ),
+        Run(
+            "ingest-no-batch",
+            "ingest path, per-session VAD (`--no-vad-batching`)",
+            ingest + " --no-vad-batching",
+            (
+                *capacity,
+                "--sessions",
+                ingest_step,
+                "--step",
+                ingest_step,
+                "--step-hold",
+                hold,
+                "--max-sessions",
+                ingest_max,
+            ),
+        ),
+        Run("ingest-1", "ingest path, 1 session", ingest, ("--sessions", "1", "--ramp", "0", "--duration", hold)),
+        Run(
+            "embedded",
+            "embedded pipeline (pocketsphinx, echo, espeak-ng; 1 ASR process)",
+            embedded,
+            (*capacity, "--sessions", "2", "--step", "2", "--step-hold", long_hold, "--max-sessions", "24"),
+        ),
+        Run(
+            "embedded-1",
+            "embedded pipeline, 1 session",
+            embedded,
+            ("--sessions", "1", "--ramp", "0", "--duration", long_hold),
+        ),
+        Run(
+            "simulator",
+            "embedded pipeline with the SGLang simulator in place of echo",
+            f"{embedded} --llm sglang --llm-url {sim_url}",
+            (*capacity, "--sessions", "2", "--step", "2", "--step-hold", long_hold, "--max-sessions", "24"),
+        ),
+        Run(
+            "workers-1",
+            "ingest path, 1 worker process, unpinned (harness on the same 2 cores)",
+            ingest,
+            ("--sessions", "40" if quick else "400", "--ramp", "10", "--duration", "20" if quick else "40"),
+            pinned=False,
+        ),
+        Run(
+            "workers-2",
+            "ingest path, `--workers 2`, unpinned",
+            ingest + " --workers 2",
+            ("--sessions", "40" if quick else "400", "--ramp", "10", "--duration", "20" if quick else "40"),
+            pinned=False,
+        ),
+    ]
+
+
+@contextmanager
+def simulator() -> Iterator[str]:
+    """The SGLang simulator on CPU 1 (it stands in for the GPU host, not for the server)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.sglang_sim", "--host", "127.0.0.1", "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if (os.cpu_count() or 1) > 1 else None,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"ready on (http://\S+)", line)
+    try:
+        if match is None:
+            raise RuntimeError(f"the SGLang simulator did not start: {line!r}")
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def command(run: Run, report: Path) -> list[str]:
+    cmd = ["hark-loadtest", "--spawn-server", run.server_args, "--report", str(report), *run.args]
+    if run.pinned and (os.cpu_count() or 1) > 1:
+        cmd += ["--server-cpus", "0", "--client-cpus", "1"]
+    return cmd
+
+
+def execute(run: Run, out: Path) -> dict[str, Any]:
+    report = out / run.name
+    cmd = command(run, report)
+    print(f"\n== {run.name}: {shlex.join(cmd)}", flush=True)
+    started = time.monotonic()
+    rc = subprocess.run([sys.executable, "-m", "loadtest.cli", *cmd[1:]], cwd=REPO, check=False).returncode
+    result: dict[str, Any] = json.loads((report / "report.json").read_text())
+    result["_rc"], result["_cmd"], result["_wall_s"] = rc, shlex.join(cmd), time.monotonic() - started
+    return result
+
+
+def _f(v: Any, digits: int = 0, unit: str = "") -> str:
+    return "-" if v is None else f"{v:.{digits}f}{unit}"
+
+
+def render(results: dict[str, dict[str, Any]], runs: Sequence[Run], date: str, quick: bool) -> str:
+    load = os.getloadavg()
+    lines = [
+        "## Many sessions: capacity, cost per session, batched VAD, worker processes",
+        "",
+        f"Measured by `make loadtest-suite` (`python -m loadtest.suite --write docs/performance.md`), on {date};"
+        + (" **--quick: shortened runs, not measurements**" if quick else ""),
+        f"load average at the end {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} on {os.cpu_count()} CPUs."
+        " The server is pinned to CPU 0 and the harness (and the SGLang simulator) to CPU 1 unless a row"
+        " says otherwise, so a session count is per core. Every number comes from the harness's report.json"
+        " of the run named.",
+        "",
+        "Capacity: `--find-capacity` adds sessions step by step, each step held for the time in its command;",
+        "a step holds when p95 speech end → first reply audio ≤ min_silence_ms + 500 ms (1000 ms) with no",
+        "errors or dropped frames (ingest path: server event-loop lag p99 ≤ 20 ms, no dropped frames).",
+        "",
+        "| run | what | sessions held on one core | broke at | CPU s per session-second | memory per session"
+        " | loop lag p99 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        r = results.get(run.name)
+        if r is None:
+            continue
+        s = r["summary"]
+        cap = r.get("capacity") or {}
+        held = cap.get("held") if r["meta"]["find_capacity"] else f"({r['meta']['sessions']} run)"
+        mem = s.get("memory_per_session_mib")
+        lines.append(
+            f"| {run.name} | {run.what} | {held if held is not None else 0} | {cap.get('broke_at') or '-'} | "
+            f"{_f(s.get('cpu_per_session_second'), 4)} | {_f(mem, 1, ' MiB')} | "
+            f"{_f(s['server'].get('loop_lag_p99_ms'), 1, ' ms')} |"
+        )
+    lines += ["", "### Cost as sessions grow (each capacity step)", ""]
+    lines += [
+        "| run | sessions | p50 / p95 first audio | loop lag p99 | server CPU cores | CPU ms per session-second"
+        " | held |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        r = results.get(run.name)
+        if r is None or not r.get("capacity"):
+            continue
+        for step in r["capacity"]["steps"]:
+            seconds = step["end"] - step["start"]
+            cpu = step.get("cpu_seconds")
+            cores = None if cpu is None or seconds <= 0 else cpu / seconds
+            per = None if cores is None else cores / step["sessions"] * 1000.0
+            fa = f"{_f(step.get('p50_first_audio_ms'))} / {_f(step.get('p95_first_audio_ms'))} ms"
+            lines.append(
+                f"| {run.name} | {step['sessions']} | {fa if step.get('p95_first_audio_ms') is not None else '-'} | "
+                f"{_f(step.get('loop_lag_p99_ms'), 1, ' ms')} | {_f(cores, 2)} | {_f(per, 2)} | "
+                f"{'yes' if step['passed'] else 'no: ' + '; '.join(step['failures'])} |"
+            )
+    lines += ["", "### Commands", ""]
+    lines += [f"- {name}: `{r['_cmd']}` (exit {r['_rc']}, {r['_wall_s']:.0f} s)" for name, r in results.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m loadtest.suite", description=__doc__)
+    p.add_argument("--write", metavar="PATH", help="write the section into this page (docs/performance.md)")
+    p.add_argument("--out", type=Path, default=Path("loadtest-report/suite"), help="reports of every run")
+    p.add_argument("--only", nargs="*", help="run only these (names from the plan)")
+    p.add_argument("--quick", action="store_true", help="short runs: checks the suite, measures nothing")
+    args = p.parse_args(argv)
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results: dict[str, dict[str, Any]] = {}
+    with simulator() as sim_url:
+        runs = [r for r in plan(args.quick, sim_url) if not args.only or r.name in args.only]
+        for run in runs:
+            results[run.name] = execute(run, args.out)
+    markdown = render(results, runs, date, args.quick)
+    print("\n" + markdown)
+    if args.write:
+        write_section(args.write, "loadtest", markdown)
+        print(f"wrote {args.write}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""paraformer-zh-streaming inside one inference worker (thread or process): its models and streams.
+
+Each utterance has its own FunASR cache dict; audio goes in whole 600 ms chunks
+(`chunk_size=[0, 10, 5]`: 10 frames of 60 ms, 5 frames of look-ahead), each call returns only the new
+tokens, and `is_final=True` at the endpoint flushes the tail and resets the cache. With 2-pass, the
+utterance's audio is kept and re-decoded at the endpoint by the offline paraformer, then punctuated
+by ct-punc; that text is the final (FunASR's own 2pass runtime does the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .funasr_load import load_model
+
+CHUNK_SIZE = [0, 10, 5]
+CHUNK_SAMPLES = CHUNK_SIZE[1] * 960  # 600 ms at 16 kHz
+ENCODER_LOOK_BACK = 4
+DECODER_LOOK_BACK = 1
+
+
+def join_text(left: str, right: str) -> str:
+    """Concatenate token texts: a space only between two Latin-script words."""
+    if left and right and left[-1].isascii() and left[-1].isalnum() and right[0].isascii() and right[0].isalnum():
+        return f"{left} {right}"
+    return left + right
+
+
+@dataclass
+class _Utterance:
+    cache: dict[str, Any] = field(default_factory=dict)
+    pending: np.ndarray[Any, np.dtype[np.float32]] = field(default_factory=lambda: np.zeros(0, np.float32))
+    audio: list[np.ndarray[Any, np.dtype[np.float32]]] = field(default_factory=list)
+    text: str = ""
+    samples: int = 0
+
+
+class ParaformerStreamingHost:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        ncpu = settings["ncpu"]
+        self._online = load_model(settings["model"], "--asr-model", ncpu)
+        self._two_pass = bool(settings["two_pass"])
+        self._offline = load_model(settings["offline_model"], "--asr-model-offline", ncpu) if self._two_pass else None
+        self._punc = load_model(settings["punc_model"], "--punc-model", ncpu) if self._two_pass else None
+        self._streams: dict[str, _Utterance] = {}
+
+    def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
+        if op == "begin":
+            self._streams[stream_id] = _Utterance()
+            return None
+        if op == "close":
+            self._streams.pop(stream_id, None)
+            return None
+        utt = self._streams[stream_id]
+        if op == "accept":
+            audio = np.frombuffer(payload, np.int16).astype(np.float32) / 32768.0
+            utt.samples += len(audio)
+            if self._two_pass:
+                utt.audio.append(audio)
+            utt.pending = np.concatenate([utt.pending, audio])
+            while len(utt.pending) >= CHUNK_SAMPLES:
+                chunk, utt.pending = utt.pending[:CHUNK_SAMPLES], utt.pending[CHUNK_SAMPLES:]
+                utt.text = join_text(utt.text, self._decode(utt, chunk, is_final=False))
+            # online tokens are never revised: the whole hypothesis is stable
+            return utt.text, utt.text, {}
+        if op == "finalize":
+            del self._streams[stream_id]
+            if utt.samples == 0:
+                return "", {}  # no audio at all: FunASR would still decode its zero padding
+            utt.text = join_text(utt.text, self._decode(utt, utt.pending, is_final=True))
+            if self._two_pass and utt.audio:
+                return self._second_pass(np.concatenate(utt.audio)) or utt.text, {}
+            return utt.text, {}
+        raise ValueError(f"unknown op {op}")
+
+    def _decode(self, utt: _Utterance, chunk: np.ndarray[Any, np.dtype[np.float32]], is_final: bool) -> str:
+        result = self._online.generate(
+            input=chunk,
+            cache=utt.cache,
+            is_final=is_final,
+            chunk_size=CHUNK_SIZE,
+            encoder_chunk_look_back=ENCODER_LOOK_BACK,
+            decoder_chunk_look_back=DECODER_LOOK_BACK,
+        )
+        return str(result[0]["text"]) if result else ""
+
+    def _second_pass(self, audio: np.ndarray[Any, np.dtype[np.float32]]) -> str:
+        assert self._offline is not None and self._punc is not None
+        result = self._offline.generate(input=audio)
+        text = str(result[0]["text"]) if result else ""
+        if not text.strip():
+            return ""
+        punctuated = self._punc.generate(input=text)
+        return str(punctuated[0]["text"]) if punctuated else text
+
+
+class ParaformerHostFactory:
+    """Picklable, so a spawned worker process builds its own models."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+
+    def __call__(self) -> ParaformerStreamingHost:
+        return ParaformerStreamingHost(self.settings)
