@@ -87,6 +87,7 @@ async def find_capacity(
                     "turns": summary["turns"],
                     "p50_first_audio_ms": summary["client_ms"]["first_audio_ms"].get("p50"),
                     "p95_first_audio_ms": p95,
+                    "p95_final_ms": summary["client_ms"]["final_ms"].get("p95"),
                     "loop_lag_p99_ms": lag,
                     "cpu_seconds": summary["server"].get("cpu_seconds"),
                     "errors": summary["error_events"],

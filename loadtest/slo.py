@@ -1,7 +1,9 @@
 """The verdict: does a run (or one capacity step) meet the SLO?
 
 Reply mode (an ASR is running): p95 of speech end -> first reply audio byte <= slo_ms.
-Ingest mode (`--asr none`: VAD events only, no replies): event-loop lag p99 <= max_loop_lag_ms.
+Ingest mode (`--asr none`: VAD events only, no replies): event-loop lag p99 <= max_loop_lag_ms, and
+p95 speech end -> transcript.final <= slo_ms: with TCP backpressure a server that falls behind drops
+no frame, it processes them late, and the late endpoint is how that shows.
 Both: no bad turn, no error event, no unexpected disconnect, no dropped frame.
 """
 
@@ -105,6 +107,16 @@ def evaluate(
                 max_loop_lag_ms,
                 lag is not None and lag <= max_loop_lag_ms,
                 "" if lag is not None else "hark_event_loop_lag_seconds not reported",
+            )
+        )
+        final_p95 = summary["client_ms"]["final_ms"].get("p95")
+        checks.append(
+            Check(
+                "p95 speech end -> final (ms)",
+                final_p95,
+                slo_ms,
+                final_p95 is not None and final_p95 <= slo_ms,
+                "" if final_p95 is not None else "no transcript.final measured",
             )
         )
     turns = summary["turns"]

@@ -151,13 +151,43 @@ def execute(run: Run, out: Path) -> dict[str, Any]:
     print(f"\n== {run.name}: {shlex.join(cmd)}", flush=True)
     started = time.monotonic()
     rc = subprocess.run([sys.executable, "-m", "loadtest.cli", *cmd[1:]], cwd=REPO, check=False).returncode
+    (report / "suite.json").write_text(
+        json.dumps({"rc": rc, "cmd": shlex.join(cmd), "wall_s": time.monotonic() - started})
+    )
+    result = load_result(run, out)
+    if result is None:
+        raise RuntimeError(f"{run.name}: hark-loadtest wrote no report (exit {rc})")
+    return result
+
+
+def load_result(run: Run, out: Path) -> dict[str, Any] | None:
+    """A run's report.json with how it was run, or None if it has not run in `out`."""
+    report = out / run.name
+    if not (report / "report.json").exists():
+        return None
     result: dict[str, Any] = json.loads((report / "report.json").read_text())
-    result["_rc"], result["_cmd"], result["_wall_s"] = rc, shlex.join(cmd), time.monotonic() - started
+    how_path = report / "suite.json"
+    if how_path.exists():
+        how = json.loads(how_path.read_text())
+    else:  # a report written by hand with the same command
+        how = {"rc": 0 if result["verdict"]["passed"] else 1, "cmd": shlex.join(command(run, report))}
+        how["wall_s"] = result["meta"]["wall_s"]
+    result["_rc"], result["_cmd"], result["_wall_s"] = how["rc"], how["cmd"], how["wall_s"]
     return result
 
 
 def _f(v: Any, digits: int = 0, unit: str = "") -> str:
     return "-" if v is None else f"{v:.{digits}f}{unit}"
+
+
+def _p95_final(turns: Sequence[dict[str, Any]], start: float, end: float) -> float | None:
+    """Reports from before steps recorded it: from the turns whose speech ended in the step."""
+    values = sorted(
+        t["final_ms"]
+        for t in turns
+        if t.get("final_ms") is not None and t.get("speech_end_at") is not None and start <= t["speech_end_at"] <= end
+    )
+    return values[min(len(values) - 1, int(0.95 * len(values)))] if values else None
 
 
 def render(results: dict[str, dict[str, Any]], runs: Sequence[Run], date: str, quick: bool) -> str:
@@ -195,9 +225,9 @@ def render(results: dict[str, dict[str, Any]], runs: Sequence[Run], date: str, q
         )
     lines += ["", "### Cost as sessions grow (each capacity step)", ""]
     lines += [
-        "| run | sessions | p50 / p95 first audio | loop lag p99 | server CPU cores | CPU ms per session-second"
-        " | held |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| run | sessions | p50 / p95 first audio | p95 final | loop lag p99 | server CPU cores"
+        " | CPU ms per session-second | held |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         r = results.get(run.name)
@@ -209,10 +239,13 @@ def render(results: dict[str, dict[str, Any]], runs: Sequence[Run], date: str, q
             cores = None if cpu is None or seconds <= 0 else cpu / seconds
             per = None if cores is None else cores / step["sessions"] * 1000.0
             fa = f"{_f(step.get('p50_first_audio_ms'))} / {_f(step.get('p95_first_audio_ms'))} ms"
+            fa = fa if step.get("p95_first_audio_ms") is not None else "-"
+            final = step.get("p95_final_ms", _p95_final(r["turns"], step["start"], step["end"]))
+            lag = _f(step.get("loop_lag_p99_ms"), 1, " ms")
+            held = "yes" if step["passed"] else "no: " + "; ".join(step["failures"])
             lines.append(
-                f"| {run.name} | {step['sessions']} | {fa if step.get('p95_first_audio_ms') is not None else '-'} | "
-                f"{_f(step.get('loop_lag_p99_ms'), 1, ' ms')} | {_f(cores, 2)} | {_f(per, 2)} | "
-                f"{'yes' if step['passed'] else 'no: ' + '; '.join(step['failures'])} |"
+                f"| {run.name} | {step['sessions']} | {fa} | {_f(final, 0, ' ms')} | {lag} | {_f(cores, 2)} | "
+                f"{_f(per, 2)} | {held} |"
             )
     lines += ["", "### Commands", ""]
     lines += [f"- {name}: `{r['_cmd']}` (exit {r['_rc']}, {r['_wall_s']:.0f} s)" for name, r in results.items()]
@@ -229,9 +262,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, dict[str, Any]] = {}
     with simulator() as sim_url:
-        runs = [r for r in plan(args.quick, sim_url) if not args.only or r.name in args.only]
+        runs = plan(args.quick, sim_url)
         for run in runs:
+            if args.only and run.name not in args.only:
+                continue
             results[run.name] = execute(run, args.out)
+    for run in runs:  # with --only, the other runs' last reports in --out stay in the table
+        if run.name not in results and (earlier := load_result(run, args.out)) is not None:
+            results[run.name] = earlier
     markdown = render(results, runs, date, args.quick)
     print("\n" + markdown)
     if args.write:

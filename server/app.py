@@ -97,6 +97,8 @@ class HarkServer:
             self.metrics.loop_lag.observe(lag)
             if self._ctx is not None:  # ~2 s memory at 20 samples a second
                 self._ctx.loop_lag_s += (lag - self._ctx.loop_lag_s) / 40.0
+                if time.monotonic() - self._ctx.frame_wait_at > 1.0:  # no audio lately: nothing waits
+                    self._ctx.frame_wait_s = 0.0
             ticks += 1
             if ticks % 20 == 0:
                 self.metrics.sample_process_tree()

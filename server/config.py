@@ -43,6 +43,9 @@ class ServerConfig:
     # refuse new sessions (server_busy) while the event loop runs this late on average (smoothed over
     # ~2 s): past it, every session's frames and replies are late. 0 turns the guard off
     overload_loop_lag_ms: float = 250.0
+    # ... or while audio frames wait this long on average before the VAD takes them (the server
+    # is falling behind real time). 0 turns this guard off
+    overload_frame_wait_ms: float = 500.0
     inference_threads: int = 2
     log_level: str = "INFO"
     # outbound queue per session; a client that stops reading for this long is disconnected
@@ -180,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--overload-loop-lag-ms",
         type=float,
         help="refuse new sessions while the smoothed event-loop lag is above this (default 250; 0: off)",
+    )
+    p.add_argument(
+        "--overload-frame-wait-ms",
+        type=float,
+        help="refuse new sessions while audio frames wait this long before processing (default 500; 0: off)",
     )
     p.add_argument("--reuse-port", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")

@@ -30,6 +30,14 @@ class ServerContext:
     inference_pool: ThreadPoolExecutor
     vad_batcher: VadBatcher | None = None  # None: each session runs its own VAD calls in the pool
     loop_lag_s: float = 0.0  # smoothed event-loop lag, for admission
+    # smoothed time audio frames waited in sessions' inboxes before the VAD took them: grows when
+    # the server falls behind even while the loop itself stays punctual (inference is elsewhere)
+    frame_wait_s: float = 0.0
+    frame_wait_at: float = 0.0  # when it was last updated; stale values are reset
+
+    def note_frame_wait(self, seconds: float, now: float) -> None:
+        self.frame_wait_s += (seconds - self.frame_wait_s) * 0.05
+        self.frame_wait_at = now
 
 
 class Outbox(Protocol):

@@ -254,6 +254,8 @@ class Session:
 
     async def _process_audio(self, frame: bytes, arrival: float) -> None:
         started = time.monotonic()
+        self.ctx.note_frame_wait(started - arrival, started)
+        self.ctx.metrics.observe("frame_wait", started - arrival)
         batcher = self.ctx.vad_batcher
         if batcher is not None:
             # resampling a 100 ms frame costs tens of microseconds: not worth a thread hop

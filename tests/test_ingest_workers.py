@@ -115,3 +115,18 @@ async def test_an_overloaded_loop_refuses_new_sessions(server_factory) -> None:
     assert peer.errors() == ["server_busy"]
     await peer.wait_closed()
     assert peer.conn.close_code == 1013
+
+
+async def test_a_server_behind_real_time_refuses_new_sessions(server_factory) -> None:
+    """Frames that wait in the inbox mean the server is behind: with the limit at (almost) zero,
+    any wait at all counts, so the next session is refused while the first one keeps streaming."""
+    server = server_factory("--asr", "none", "--overload-frame-wait-ms", "0.000001")
+    first = await Peer.open(server.url)
+    assert first.of("session.created")
+    await first.send_pcm(silence(1000))
+    second = await Peer.open(server.url)
+    assert second.errors() == ["server_busy"]
+    assert "behind real time" in second.of("error")[0]["message"]
+    await first.send_pcm(silence(300))  # the running session is not touched
+    assert not first.errors() and not first.closed.is_set()
+    await first.close()

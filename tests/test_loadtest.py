@@ -174,8 +174,11 @@ def test_slo_verdict() -> None:
     unreported = _summary([_turn(500.0)], frames_received=None, frames_processed=None, frames_dropped=None)
     assert evaluate(unreported, True, 1000).passed  # cannot be checked: reported as such, not failed
     # ingest mode: the loop lag decides, replies are not expected
-    ingest = _summary([_turn(None, "ingest")], loop_lag_p99_ms=5.0)
+    ingest = _summary([_turn(None, "ingest", final_ms=520.0)], loop_lag_p99_ms=5.0)
     assert evaluate(ingest, reply_mode=False, slo_ms=1000, max_loop_lag_ms=20).passed
+    # a server that falls behind drops no frame (TCP backpressure): its endpoints come late
+    late = _summary([_turn(None, "ingest", final_ms=2500.0)], loop_lag_p99_ms=5.0)
+    assert not evaluate(late, reply_mode=False, slo_ms=1000, max_loop_lag_ms=20).passed
     ingest["server"]["loop_lag_p99_ms"] = 30.0
     assert not evaluate(ingest, reply_mode=False, slo_ms=1000, max_loop_lag_ms=20).passed
     ingest["server"]["loop_lag_p99_ms"] = None

@@ -136,6 +136,13 @@ class Admission:
                 f"server is overloaded (event loop {self._ctx.loop_lag_s * 1000.0:.0f} ms late); retry later",
                 CloseCode.TRY_AGAIN_LATER,
             )
+        wait_limit_ms = cfg.overload_frame_wait_ms
+        if wait_limit_ms > 0 and self._ctx.frame_wait_s * 1000.0 > wait_limit_ms:
+            return (
+                ErrorCode.SERVER_BUSY,
+                f"server is behind real time (audio waits {self._ctx.frame_wait_s * 1000.0:.0f} ms); retry later",
+                CloseCode.TRY_AGAIN_LATER,
+            )
         overload = self._ctx.asr.overload_reason()
         if overload is not None:
             return ErrorCode.SERVER_BUSY, f"{overload}; retry later", CloseCode.TRY_AGAIN_LATER
