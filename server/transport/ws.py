@@ -123,30 +123,22 @@ class Admission:
                 "missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'",
                 CloseCode.POLICY_VIOLATION,
             )
-        if self.open_sessions >= cfg.max_sessions:
-            return (
-                ErrorCode.SERVER_BUSY,
-                f"server is at its limit of {cfg.max_sessions} sessions; retry later",
-                CloseCode.TRY_AGAIN_LATER,
-            )
-        lag_limit_ms = cfg.overload_loop_lag_ms
-        if lag_limit_ms > 0 and self._ctx.loop_lag_s * 1000.0 > lag_limit_ms:
-            return (
-                ErrorCode.SERVER_BUSY,
-                f"server is overloaded (event loop {self._ctx.loop_lag_s * 1000.0:.0f} ms late); retry later",
-                CloseCode.TRY_AGAIN_LATER,
-            )
-        wait_limit_ms = cfg.overload_frame_wait_ms
-        if wait_limit_ms > 0 and self._ctx.frame_wait_s * 1000.0 > wait_limit_ms:
-            return (
-                ErrorCode.SERVER_BUSY,
-                f"server is behind real time (audio waits {self._ctx.frame_wait_s * 1000.0:.0f} ms); retry later",
-                CloseCode.TRY_AGAIN_LATER,
-            )
-        overload = self._ctx.asr.overload_reason()
-        if overload is not None:
-            return ErrorCode.SERVER_BUSY, f"{overload}; retry later", CloseCode.TRY_AGAIN_LATER
+        busy = self._busy_reason()
+        if busy is not None:
+            return ErrorCode.SERVER_BUSY, f"{busy}; retry later", CloseCode.TRY_AGAIN_LATER
         return None
+
+    def _busy_reason(self) -> str | None:
+        """Why one more session would hurt the running ones: capacity, a late loop, audio waiting
+        to be processed (the server is behind real time), or an ASR engine at its limit."""
+        cfg, ctx = self._ctx.config, self._ctx
+        if self.open_sessions >= cfg.max_sessions:
+            return f"server is at its limit of {cfg.max_sessions} sessions"
+        if 0 < cfg.overload_loop_lag_ms < ctx.loop_lag_s * 1000.0:
+            return f"server is overloaded (event loop {ctx.loop_lag_s * 1000.0:.0f} ms late)"
+        if 0 < cfg.overload_frame_wait_ms < ctx.frame_wait_s * 1000.0:
+            return f"server is behind real time (audio waits {ctx.frame_wait_s * 1000.0:.0f} ms)"
+        return ctx.asr.overload_reason()
 
     def _authorized(self, authorization: str | None, path: str) -> bool:
         offered: list[str] = []
