@@ -48,7 +48,7 @@ class Metrics:
         self.errors = Counter("hark_errors_total", "Error events sent, by code", ["code"], registry=r)
         self.stage_latency = Histogram(
             "hark_stage_latency_seconds",
-            "Latency per stage: vad/asr per frame, asr_final, llm_first_token, tts_chunk; "
+            "Latency per stage: frame_wait (inbox), vad/asr per frame, asr_final, llm_first_token, tts_chunk; "
             "final, first_token, first_audio from the end of user speech",
             ["stage"],
             buckets=_LATENCY_BUCKETS,

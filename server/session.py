@@ -490,15 +490,15 @@ class Session:
 
     # ------------------------------------------------------------------ teardown
 
-    def _drain_inbox(self) -> list[tuple[str, Any]]:
-        items = []
+    def _drop_queued_frames(self) -> int:
+        dropped = 0
         while not self._inbox.empty():
-            items.append(self._inbox.get_nowait())
-        return items
+            dropped += self._inbox.get_nowait()[0] == "audio"
+        return dropped
 
     async def _shutdown(self) -> None:
         # frames still queued when the session ends (a disconnect mid-stream) are counted, not lost
-        unprocessed = sum(1 for kind, _ in self._drain_inbox() if kind == "audio") + self._frame_in_hand
+        unprocessed = self._drop_queued_frames() + self._frame_in_hand
         if unprocessed:
             self.ctx.metrics.audio_frames_dropped.labels("session_ended").inc(unprocessed)
         if self._speculator is not None:
