@@ -44,39 +44,17 @@ def plan(quick: bool, sim_url: str) -> list[Run]:
     ingest_max = "40" if quick else "900"
     capacity = ("--find-capacity", "--step-ramp", "5")
     ingest = "--asr none --max-sessions 5000"
+    step, workers_max = ("20", "40") if quick else ("200", "1600")
+    ingest_capacity: tuple[str, ...] = (*capacity, "--sessions", ingest_step, "--step", ingest_step)
+    ingest_capacity += ("--step-hold", hold, "--max-sessions", ingest_max)
     embedded = "--asr-workers 1 --max-sessions 500"
     return [
-        Run(
-            "ingest",
-            "ingest path (`--asr none`), batched VAD",
-            ingest,
-            (
-                *capacity,
-                "--sessions",
-                ingest_step,
-                "--step",
-                ingest_step,
-                "--step-hold",
-                hold,
-                "--max-sessions",
-                ingest_max,
-            ),
-        ),
+        Run("ingest", "ingest path (`--asr none`), batched VAD", ingest, ingest_capacity),
         Run(
             "ingest-no-batch",
             "ingest path, per-session VAD (`--no-vad-batching`)",
-            ingest + " --no-vad-batching",
-            (
-                *capacity,
-                "--sessions",
-                ingest_step,
-                "--step",
-                ingest_step,
-                "--step-hold",
-                hold,
-                "--max-sessions",
-                ingest_max,
-            ),
+            f"{ingest} --no-vad-batching",
+            ingest_capacity,
         ),
         Run("ingest-1", "ingest path, 1 session", ingest, ("--sessions", "1", "--ramp", "0", "--duration", hold)),
         Run(
@@ -99,39 +77,15 @@ def plan(quick: bool, sim_url: str) -> list[Run]:
         ),
         # on 2 cores the harness cannot have a core of its own here: both runs share the machine
         # with it alike, so they compare with each other, not with the pinned rows
-        Run(
-            "workers-1",
-            "ingest path, 1 server process, unpinned (harness on the same 2 cores)",
-            ingest,
-            (
-                *capacity,
-                "--sessions",
-                "200" if not quick else "20",
-                "--step",
-                "200" if not quick else "20",
-                "--step-hold",
-                hold,
-                "--max-sessions",
-                "1600" if not quick else "40",
-            ),
-            pinned=False,
-        ),
-        Run(
-            "workers-2",
-            "ingest path, `--workers 2`, unpinned (harness on the same 2 cores)",
-            ingest + " --workers 2",
-            (
-                *capacity,
-                "--sessions",
-                "200" if not quick else "20",
-                "--step",
-                "200" if not quick else "20",
-                "--step-hold",
-                hold,
-                "--max-sessions",
-                "1600" if not quick else "40",
-            ),
-            pinned=False,
+        *(
+            Run(
+                f"workers-{n}",
+                f"ingest path, {n} server process{'es' if n > 1 else ''}, unpinned (harness on the same 2 cores)",
+                f"{ingest} --workers {n}",
+                (*capacity, "--sessions", step, "--step", step, "--step-hold", hold, "--max-sessions", workers_max),
+                pinned=False,
+            )
+            for n in (1, 2)
         ),
     ]
 
