@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .funasr_load import load_model
+from .utterance_host import Float32Array, UtteranceHost
 
 CHUNK_SIZE = [0, 10, 5]
 CHUNK_SAMPLES = CHUNK_SIZE[1] * 960  # 600 ms at 16 kHz
@@ -38,43 +39,36 @@ class _Utterance:
     samples: int = 0
 
 
-class ParaformerStreamingHost:
+class ParaformerStreamingHost(UtteranceHost[_Utterance]):
     def __init__(self, settings: dict[str, Any]) -> None:
+        super().__init__()
         ncpu = settings["ncpu"]
         self._online = load_model(settings["model"], "--asr-model", ncpu)
         self._two_pass = bool(settings["two_pass"])
         self._offline = load_model(settings["offline_model"], "--asr-model-offline", ncpu) if self._two_pass else None
         self._punc = load_model(settings["punc_model"], "--punc-model", ncpu) if self._two_pass else None
-        self._streams: dict[str, _Utterance] = {}
 
-    def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
-        if op == "begin":
-            self._streams[stream_id] = _Utterance()
-            return None
-        if op == "close":
-            self._streams.pop(stream_id, None)
-            return None
-        utt = self._streams[stream_id]
-        if op == "accept":
-            audio = np.frombuffer(payload, np.int16).astype(np.float32) / 32768.0
-            utt.samples += len(audio)
-            if self._two_pass:
-                utt.audio.append(audio)
-            utt.pending = np.concatenate([utt.pending, audio])
-            while len(utt.pending) >= CHUNK_SAMPLES:
-                chunk, utt.pending = utt.pending[:CHUNK_SAMPLES], utt.pending[CHUNK_SAMPLES:]
-                utt.text = join_text(utt.text, self._decode(utt, chunk, is_final=False))
-            # online tokens are never revised: the whole hypothesis is stable
-            return utt.text, utt.text, {}
-        if op == "finalize":
-            del self._streams[stream_id]
-            if utt.samples == 0:
-                return "", {}  # no audio at all: FunASR would still decode its zero padding
-            utt.text = join_text(utt.text, self._decode(utt, utt.pending, is_final=True))
-            if self._two_pass and utt.audio:
-                return self._second_pass(np.concatenate(utt.audio)) or utt.text, {}
-            return utt.text, {}
-        raise ValueError(f"unknown op {op}")
+    def new_utterance(self) -> _Utterance:
+        return _Utterance()
+
+    def accept(self, utt: _Utterance, audio: Float32Array) -> tuple[str, str | None, dict[str, Any]]:
+        utt.samples += len(audio)
+        if self._two_pass:
+            utt.audio.append(audio)
+        utt.pending = np.concatenate([utt.pending, audio])
+        while len(utt.pending) >= CHUNK_SAMPLES:
+            chunk, utt.pending = utt.pending[:CHUNK_SAMPLES], utt.pending[CHUNK_SAMPLES:]
+            utt.text = join_text(utt.text, self._decode(utt, chunk, is_final=False))
+        # online tokens are never revised: the whole hypothesis is stable
+        return utt.text, utt.text, {}
+
+    def finalize(self, utt: _Utterance) -> tuple[str, dict[str, Any]]:
+        if utt.samples == 0:
+            return "", {}  # no audio at all: FunASR would still decode its zero padding
+        utt.text = join_text(utt.text, self._decode(utt, utt.pending, is_final=True))
+        if self._two_pass and utt.audio:
+            return self._second_pass(np.concatenate(utt.audio)) or utt.text, {}
+        return utt.text, {}
 
     def _decode(self, utt: _Utterance, chunk: np.ndarray[Any, np.dtype[np.float32]], is_final: bool) -> str:
         result = self._online.generate(

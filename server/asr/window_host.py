@@ -23,6 +23,7 @@ import numpy as np
 from .funasr_load import load_model
 from .paraformer_host import join_text
 from .stability import LocalAgreement, unit_prefix
+from .utterance_host import Float32Array, UtteranceHost
 
 RATE = 16000
 _TAG = re.compile(r"<\|([^|<>]*)\|>")
@@ -62,8 +63,9 @@ class _Utterance:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-class WindowHost:
+class WindowHost(UtteranceHost[_Utterance]):
     def __init__(self, settings: dict[str, Any]) -> None:
+        super().__init__()
         self._model = load_model(settings["model"], "--asr-model", settings["ncpu"])
         self._window = int(settings["window_s"] * RATE)
         self._step = int(settings["step_ms"] * RATE // 1000)
@@ -71,28 +73,20 @@ class WindowHost:
         self._options: dict[str, Any] = {}
         if type(self._model.model).__name__.startswith("SenseVoice"):
             self._options = {"language": settings["language"], "use_itn": False}
-        self._streams: dict[str, _Utterance] = {}
 
-    def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
-        if op == "begin":
-            self._streams[stream_id] = _Utterance()
-            return None
-        if op == "close":
-            self._streams.pop(stream_id, None)
-            return None
-        utt = self._streams[stream_id]
-        if op == "accept":
-            audio = np.frombuffer(payload, np.int16).astype(np.float32) / 32768.0
-            utt.audio = np.concatenate([utt.audio, audio])
-            if len(utt.audio) - utt.decoded_len >= max(self._step, utt.step):
-                self._advance(utt)
-            return join_text(utt.committed, utt.window_text), utt.stable, dict(utt.meta)
-        if op == "finalize":
-            del self._streams[stream_id]
-            if len(utt.audio) > utt.decoded_len or utt.decoded_len == 0:
-                self._advance(utt)
-            return join_text(utt.committed, utt.window_text), dict(utt.meta)
-        raise ValueError(f"unknown op {op}")
+    def new_utterance(self) -> _Utterance:
+        return _Utterance()
+
+    def accept(self, utt: _Utterance, audio: Float32Array) -> tuple[str, str | None, dict[str, Any]]:
+        utt.audio = np.concatenate([utt.audio, audio])
+        if len(utt.audio) - utt.decoded_len >= max(self._step, utt.step):
+            self._advance(utt)
+        return join_text(utt.committed, utt.window_text), utt.stable, dict(utt.meta)
+
+    def finalize(self, utt: _Utterance) -> tuple[str, dict[str, Any]]:
+        if len(utt.audio) > utt.decoded_len or utt.decoded_len == 0:
+            self._advance(utt)
+        return join_text(utt.committed, utt.window_text), dict(utt.meta)
 
     def _advance(self, utt: _Utterance) -> None:
         if len(utt.audio) > self._window:
