@@ -78,6 +78,11 @@ def dropped_frames(summary: dict[str, Any], balance: bool) -> tuple[float | None
     return max(dropped or 0.0, lost or 0.0), note
 
 
+def _at_most(name: str, value: float | None, limit: float, missing: str) -> Check:
+    """A measured value within its limit; not measured at all is a failure, saying what is missing."""
+    return Check(name, value, limit, value is not None and value <= limit, "" if value is not None else missing)
+
+
 def evaluate(
     summary: dict[str, Any],
     reply_mode: bool,
@@ -87,38 +92,15 @@ def evaluate(
 ) -> Verdict:
     verdict = Verdict("reply" if reply_mode else "ingest")
     checks = verdict.checks
+    client, server = summary["client_ms"], summary.get("server", {})
     if reply_mode:
-        p95 = summary["client_ms"]["first_audio_ms"].get("p95")
-        checks.append(
-            Check(
-                "p95 speech end -> first audio (ms)",
-                p95,
-                slo_ms,
-                p95 is not None and p95 <= slo_ms,
-                "" if p95 is not None else "no reply audio measured",
-            )
-        )
+        p95 = client["first_audio_ms"].get("p95")
+        checks.append(_at_most("p95 speech end -> first audio (ms)", p95, slo_ms, "no reply audio measured"))
     else:
-        lag = summary.get("server", {}).get("loop_lag_p99_ms")
-        checks.append(
-            Check(
-                "loop lag p99 (ms)",
-                lag,
-                max_loop_lag_ms,
-                lag is not None and lag <= max_loop_lag_ms,
-                "" if lag is not None else "hark_event_loop_lag_seconds not reported",
-            )
-        )
-        final_p95 = summary["client_ms"]["final_ms"].get("p95")
-        checks.append(
-            Check(
-                "p95 speech end -> final (ms)",
-                final_p95,
-                slo_ms,
-                final_p95 is not None and final_p95 <= slo_ms,
-                "" if final_p95 is not None else "no transcript.final measured",
-            )
-        )
+        lag = server.get("loop_lag_p99_ms")
+        checks.append(_at_most("loop lag p99 (ms)", lag, max_loop_lag_ms, "hark_event_loop_lag_seconds not reported"))
+        final_p95 = client["final_ms"].get("p95")
+        checks.append(_at_most("p95 speech end -> final (ms)", final_p95, slo_ms, "no transcript.final measured"))
     turns = summary["turns"]
     checks.append(Check("turns completed", float(turns), 1, turns > 0, "no turn completed" if not turns else ""))
     checks.append(Check("bad turns", float(summary["bad_turns"]), 0, summary["bad_turns"] == 0))
