@@ -36,7 +36,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python -m loadtest.bench --write docs/performance.md
+	$(BIN)/python -m bench.run --write docs/performance.md
 
 # virtual devices against a server this starts (8 hold the SLO on a 2-core box); report in $(LOADTEST_REPORT)/report.html.
 # e.g. make loadtest SESSIONS=40 LOADTEST_ARGS="--find-capacity --server-cpus 0 --client-cpus 1"
@@ -51,7 +51,7 @@ loadtest: install
 
 # the capacity measurements of docs/performance.md ("Many sessions"): ~20 min, several server configurations
 loadtest-suite: install
-	$(BIN)/python -m loadtest.suite --write docs/performance.md
+	$(BIN)/python -m bench.capacity_suite --write docs/performance.md
 
 # FunASR engines on the full-size architectures (random weights, built once into .cache/funasr-full)
 bench-funasr: install

@@ -1,1 +1,1 @@
-"""In-process benchmarks of the server's stages (imports `server`); `make bench` runs them via `loadtest.bench`."""
+"""In-process benchmarks of the server's stages (imports `server`); `make bench` runs them via `bench.run`."""

@@ -482,13 +482,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if chromium is None:
         print(f"browser bench skipped: {MISSING_CHROMIUM}")
         return {"skipped": MISSING_CHROMIUM}
-    from loadtest.latency import load_clip
+    from bench.latency import load_clip
 
     pcm = load_clip(CLIP)
     if args.url:
         result = asyncio.run(run_browser_bench(args.url, chromium, args.runs, pcm))
     else:
-        from loadtest.bench import running_server
+        from bench.run import running_server
 
         with tempfile.TemporaryDirectory(prefix="hark-bench-") as tmp, running_server(Path(tmp)) as server:
             try:

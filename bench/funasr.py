@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.sections import write_section
-from server.asr.funasr import FunASREngine, paraformer_streaming_engine, window_engine
+from hark.server.asr.funasr import FunASREngine, paraformer_streaming_engine, window_engine
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -140,7 +140,7 @@ def encoder_batching(models: Path) -> list[tuple[int, float]]:
     the most that sharing a forward pass between streams could save."""
     import torch
 
-    from server.asr.funasr_load import load_model
+    from hark.server.asr.funasr_load import load_model
 
     model = load_model(str(models / "paraformer"), "--asr-model", 1).model
     torch.set_num_threads(1)

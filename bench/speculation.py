@@ -24,12 +24,12 @@ from typing import Any
 
 import aiohttp
 
-from server.llm.base import LLMRequest, LLMUsage, Message, request_id
-from server.llm.http import LLMSettings
-from server.llm.prompt import ChatMLPrompt, estimate_tokens
-from server.llm.sglang import SGLangEngine
-from server.llm.speculation import Speculator
-from server.metrics import Metrics
+from hark.server.llm.base import LLMRequest, LLMUsage, Message, request_id
+from hark.server.llm.http import LLMSettings
+from hark.server.llm.prompt import ChatMLPrompt, estimate_tokens
+from hark.server.llm.sglang import SGLangEngine
+from hark.server.llm.speculation import Speculator
+from hark.server.metrics import Metrics
 
 UTTERANCE = "could you tell me how long it takes to drive from the old harbour to the airport on a friday"
 FILLER_TURN = (
@@ -188,7 +188,7 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.url:
         results = await run_benchmark(args.url, sizes, args.repeats, args.word_ms)
     else:
-        from loadtest.sglang_sim import SGLangSimulator, SimConfig
+        from standins.sglang_sim import SGLangSimulator, SimConfig
 
         async with SGLangSimulator(SimConfig()) as sim:
             results = await run_benchmark(sim.url, sizes, args.repeats, args.word_ms)

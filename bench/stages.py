@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.latency import percentiles
-from server.asr.pocketsphinx import DEFAULT_OPTIONS
-from server.audio import pcm16_to_float
-from server.tts.espeak import DEFAULT_VOICE, EspeakEngine
-from server.vad import SAMPLE_RATE, SileroVad, VadStream
+from bench.latency import percentiles
+from hark.server.asr.pocketsphinx import DEFAULT_OPTIONS
+from hark.server.audio import pcm16_to_float
+from hark.server.tts.espeak import DEFAULT_VOICE, EspeakEngine
+from hark.server.vad import SAMPLE_RATE, SileroVad, VadStream
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (
+from hark.protocol import (
     Error,
     ProtocolError,
     ResponseDone,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus, InvalidURI
 
-from protocol import (
+from hark.protocol import (
     BYTES_PER_SAMPLE,
     AudioCommit,
     ClientEvent,

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spawn-server",
         metavar="ARGS",
-        help='run "python -m server.app --host 127.0.0.1 --port 0 ARGS" for the test, stop it after ("": defaults)',
+        help='run "python -m hark.server.app --host 127.0.0.1 --port 0 ARGS" for the test, stop it after ("": defaults)',
     )
     p.add_argument("--server-cpus", help="pin the spawned server (and its workers) to these CPUs, e.g. 0 or 0-1")
     p.add_argument("--client-cpus", help="pin this harness to these CPUs, e.g. 1")

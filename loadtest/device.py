@@ -24,7 +24,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from protocol import (
+from hark.protocol import (
     Error,
     ProtocolError,
     ResponseAudioStarted,

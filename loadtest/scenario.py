@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import ProtocolError, validate_config_patch
+from hark.protocol import ProtocolError, validate_config_patch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "default.toml"

@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(r"hark-server ready on (ws://(\S+?):(\d+)/v1/stream)")
 START_TIMEOUT_S = 180.0  # model loading on a busy 2-core box
 STOP_TIMEOUT_S = 30.0
@@ -53,13 +52,12 @@ class SpawnedServer:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "server.app",
+                "hark.server.app",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 "0",
                 *shlex.split(args),
-                cwd=REPO,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log_file,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

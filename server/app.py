@@ -17,7 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from protocol import STREAM_PATH, CloseCode, Error, ErrorCode, encode
+from hark.protocol import STREAM_PATH, CloseCode, Error, ErrorCode, encode
 
 from .config import ServerConfig, load_config
 from .context import ServerContext

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import SessionConfig, SessionLimits
+from hark.protocol import SessionConfig, SessionLimits
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol import ServerEvent
+from hark.protocol import ServerEvent
 
 from .asr.base import ASREngine
 from .config import ServerConfig

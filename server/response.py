@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocol import ResponseAudioDone, ResponseAudioStarted, ResponseTextDelta
+from hark.protocol import ResponseAudioDone, ResponseAudioStarted, ResponseTextDelta
 
 from .audio import resample_pcm16
 from .context import Outbox, ServerContext

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import (
+from hark.protocol import (
     AudioCommit,
     ClientEvent,
     Error,

@@ -67,7 +67,7 @@ class _Worker:
     def start(self) -> None:
         self.ready.clear()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.app", *self._args],
+            [sys.executable, "-m", "hark.server.app", *self._args],
             stdout=subprocess.PIPE,
             text=True,
             env=self._env,

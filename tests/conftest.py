@@ -67,7 +67,7 @@ def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None) -
     log_path = tmp_dir / f"server-{time.monotonic_ns()}.log"
     log_file = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0", *args],
+        [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=log_file,

@@ -60,7 +60,7 @@ class SimProcess:
 @contextmanager
 def sglang_simulator(*args: str) -> Iterator[SimProcess]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.sglang_sim", "--port", "0", *args],
+        [sys.executable, "-m", "standins.sglang_sim", "--port", "0", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -76,7 +76,7 @@ async def test_max_sessions_and_origin(server_factory: Any) -> None:
 
 
 def test_config_file_env_and_cli_precedence(tmp_path: Any) -> None:
-    from server.config import load_config
+    from hark.server.config import load_config
 
     cfg_file = tmp_path / "hark.toml"
     cfg_file.write_text("port = 9000\nmax_sessions = 5\n[session_defaults]\nmin_silence_ms = 800\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import load_pcm, manifest
 
 from bench.wer import edit_distance, normalize
-from server.asr.pocketsphinx import PocketsphinxEngine
+from hark.server.asr.pocketsphinx import PocketsphinxEngine
 
 CLIPS = ("en_librivox_sense_0870", "en_librivox_sense_0920")
 # measured 0.220 over both clips (9 errors / 41 words) with pocketsphinx 5.1.1, its en-us model

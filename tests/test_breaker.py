@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from server.llm.base import LLMUnavailable
-from server.llm.http import CircuitBreaker, LLMRefused
+from hark.server.llm.base import LLMUnavailable
+from hark.server.llm.http import CircuitBreaker, LLMRefused
 
 
 def _fail(breaker: CircuitBreaker, exc: BaseException) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from client import (
+from hark.client import (
     AudioChunk,
     Conversation,
     HarkClient,
@@ -38,8 +38,8 @@ from client import (
     stream_pcm,
     write_wav,
 )
-from client.cli import main as cli_main
-from protocol import (
+from hark.client.cli import main as cli_main
+from hark.protocol import (
     AudioCommit,
     ClientEvent,
     Error,
@@ -581,7 +581,7 @@ def test_cli_connection_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_cli_exit_status_of_the_process(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--wav", str(tmp_path / "missing.wav")],
+        [sys.executable, "-m", "hark.client.cli", "--wav", str(tmp_path / "missing.wav")],
         cwd=REPO,
         capture_output=True,
         text=True,

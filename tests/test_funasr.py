@@ -189,7 +189,7 @@ async def test_window_takes_offline_paraformer_too(server_factory: Any, tiny_mod
 def _start_failure(*args: str) -> str:
     """Run hark-server that must refuse to start; return its stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0", *args],
+        [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -225,7 +225,7 @@ def test_healthz_is_503_until_the_models_loaded(tmp_path: Path, tiny_models: Tin
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0", *window_args(tiny_models)],
+            [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *window_args(tiny_models)],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -268,6 +268,6 @@ def test_healthz_is_503_until_the_models_loaded(tmp_path: Path, tiny_models: Tin
     ],
 )  # fmt: skip
 def test_sensevoice_tags_are_split_off(text: str, clean: str, meta: dict[str, str]) -> None:
-    from server.asr.window_host import split_tags
+    from hark.server.asr.window_host import split_tags
 
     assert split_tags(text) == (clean, meta)

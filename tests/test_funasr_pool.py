@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.asr.inference_pool import MAX_BUSY_FRACTION, InferencePool
+from hark.server.asr.inference_pool import MAX_BUSY_FRACTION, InferencePool
 
 
 class _Sleepy:

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from conftest import REPO, RunningServer
 
-from loadtest.analysis import in_window, run_summary, turn_summary
-from loadtest.recorder import Recorder, TurnRecord
-from loadtest.report import render_html
-from loadtest.scenario import DEFAULT_SCENARIO, Scenario, load_scenario, parse_scenario
-from loadtest.scrape import metrics_url, parse_metrics
-from loadtest.slo import default_slo_ms, evaluate
-from loadtest.spawn import parse_cpus
-from loadtest.stats import bucket_delta, histogram_quantile, percentile, playback, summary
+from hark.loadtest.analysis import in_window, run_summary, turn_summary
+from hark.loadtest.recorder import Recorder, TurnRecord
+from hark.loadtest.report import render_html
+from hark.loadtest.scenario import DEFAULT_SCENARIO, Scenario, load_scenario, parse_scenario
+from hark.loadtest.scrape import metrics_url, parse_metrics
+from hark.loadtest.slo import default_slo_ms, evaluate
+from hark.loadtest.spawn import parse_cpus
+from hark.loadtest.stats import bucket_delta, histogram_quantile, percentile, playback, summary
 
 # ---------------------------------------------------------------- pure parts
 
@@ -221,7 +221,7 @@ def test_short_load_run_is_correct(server_factory: Any, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "loadtest.cli",
+            "hark.loadtest.cli",
             "--url",
             server.url,
             "--sessions",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.llm.base import Message
-from server.llm.prompt import EMPTY_THINK, ChatMLPrompt, clean_transcript, estimate_tokens
+from hark.server.llm.base import Message
+from hark.server.llm.prompt import EMPTY_THINK, ChatMLPrompt, clean_transcript, estimate_tokens
 
 HISTORY = [
     Message("system", "Be brief."),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import protocol as p
+import hark.protocol as p
 
 CLIENT_SAMPLES: list[p.ClientEvent] = [
     p.SessionUpdate(config={"input_sample_rate": 48000, "min_silence_ms": 700, "voice": "en-gb"}),

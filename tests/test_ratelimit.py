@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.ratelimit import TokenBucket
+from hark.server.ratelimit import TokenBucket
 
 
 class FakeClock:

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from loadtest.sglang_sim import SGLangSimulator, SimConfig
-from server.llm.base import LLMRequest, LLMUsage, Message, request_id
-from server.llm.http import LLMSettings
-from server.llm.prompt import ChatMLPrompt
-from server.llm.sglang import SGLangEngine
-from server.llm.speculation import Speculator
-from server.metrics import Metrics
+from hark.server.llm.base import LLMRequest, LLMUsage, Message, request_id
+from hark.server.llm.http import LLMSettings
+from hark.server.llm.prompt import ChatMLPrompt
+from hark.server.llm.sglang import SGLangEngine
+from hark.server.llm.speculation import Speculator
+from hark.server.metrics import Metrics
+from standins.sglang_sim import SGLangSimulator, SimConfig
 
 HISTORY = [Message("user", "hello"), Message("assistant", "Hi, how can I help?")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.asr.stability import LocalAgreement
+from hark.server.asr.stability import LocalAgreement
 
 # the partials pocketsphinx gave for en_goforward_command, 100 ms apart
 GOFORWARD_PARTIALS = [

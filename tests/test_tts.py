@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from server.tts import SentenceChunker, create_tts_engine
-from server.tts.base import Pcm16
-from server.tts.espeak import EspeakEngine
+from hark.server.tts import SentenceChunker, create_tts_engine
+from hark.server.tts.base import Pcm16
+from hark.server.tts.espeak import EspeakEngine
 
 HELLO = "Hello world. This is Hark."
 

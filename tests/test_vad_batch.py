@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from conftest import load_pcm
 
-from server.metrics import Metrics
-from server.vad import SileroVad, VadEvent, VadStream
-from server.vad_batch import VadBatcher
+from hark.server.metrics import Metrics
+from hark.server.vad import SileroVad, VadEvent, VadStream
+from hark.server.vad_batch import VadBatcher
 
 CLIPS = ("en_goforward_command", "en_vosk_digits", "zh_funasr_asr_example", "en_librivox_sense_0920")
 

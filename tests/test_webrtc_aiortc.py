@@ -65,7 +65,7 @@ async def _offer(pc: RTCPeerConnection) -> str:
 
 @pytest.fixture
 def loopback_ice() -> None:
-    from server.transport.webrtc import allow_loopback_candidates
+    from hark.server.transport.webrtc import allow_loopback_candidates
 
     allow_loopback_candidates()  # our aiortc peer is on loopback too
 

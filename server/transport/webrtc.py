@@ -31,7 +31,7 @@ from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (
+from hark.protocol import (
     CloseCode,
     Error,
     ErrorCode,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.tts.base import Pcm16, TTSEngine
-from server.tts.chunker import SentenceChunker
+from hark.server.tts.base import Pcm16, TTSEngine
+from hark.server.tts.chunker import SentenceChunker
 
 __all__ = ["Pcm16", "SentenceChunker", "TTSEngine", "create_tts_engine"]
 
 
 def _espeak() -> TTSEngine:
     # Imported lazily so that merely importing the package does not need the espeak-ng wheel.
-    from server.tts.espeak import EspeakEngine
+    from hark.server.tts.espeak import EspeakEngine
 
     return EspeakEngine()
 

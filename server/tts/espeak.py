@@ -18,7 +18,7 @@ from typing import Any
 import espeakng_loader
 import numpy as np
 
-from server.tts.base import Pcm16, TTSEngine
+from hark.server.tts.base import Pcm16, TTSEngine
 
 log = logging.getLogger(__name__)
 

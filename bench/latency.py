@@ -32,7 +32,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (
+from hark.protocol import (
     Error,
     ProtocolError,
     ResponseAudioStarted,

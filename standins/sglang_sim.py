@@ -37,7 +37,7 @@ Behaviours copied from real SGLang that may surprise a client:
   `{"error": {"message": ...}}`. Type errors get 400 `{"object": "error", ...}` either way.
 - `usage.prompt_tokens_details` is null when nothing was cached (and needs `--enable-cache-report`).
 
-Run it: `python -m loadtest.sglang_sim --host 127.0.0.1 --port 30000`. In-process:
+Run it: `python -m standins.sglang_sim --host 127.0.0.1 --port 30000`. In-process:
 `async with SGLangSimulator(SimConfig(port=0)) as sim: ... sim.url ...`.
 """
 
@@ -74,7 +74,7 @@ __all__ = [
     "render_chatml",
 ]
 
-log = logging.getLogger("loadtest.sglang_sim")
+log = logging.getLogger("standins.sglang_sim")
 
 SIMULATOR_NAME: Final = "hark-sglang-simulator"
 SERVER_HEADER: Final = "hark-sglang-simulator/0.1 (SGLang simulator, not SGLang)"
@@ -1568,7 +1568,7 @@ class SGLangSimulator:
 def _parse_args(argv: Sequence[str] | None) -> SimConfig:
     defaults = SimConfig(port=30000)
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.sglang_sim",
+        prog="python -m standins.sglang_sim",
         description="SGLang simulator: SGLang's HTTP API with a radix cache and a latency model, no GPU.",
     )
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default: loopback)")

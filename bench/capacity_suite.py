@@ -94,7 +94,7 @@ def plan(quick: bool, sim_url: str) -> list[Run]:
 def simulator() -> Iterator[str]:
     """The SGLang simulator on CPU 1 (it stands in for the GPU host, not for the server)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.sglang_sim", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "standins.sglang_sim", "--host", "127.0.0.1", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -125,7 +125,7 @@ def execute(run: Run, out: Path) -> dict[str, Any]:
     cmd = command(run, report)
     print(f"\n== {run.name}: {shlex.join(cmd)}", flush=True)
     started = time.monotonic()
-    rc = subprocess.run([sys.executable, "-m", "loadtest.cli", *cmd[1:]], cwd=REPO, check=False).returncode
+    rc = subprocess.run([sys.executable, "-m", "hark.loadtest.cli", *cmd[1:]], cwd=REPO, check=False).returncode
     (report / "suite.json").write_text(
         json.dumps({"rc": rc, "cmd": shlex.join(cmd), "wall_s": time.monotonic() - started})
     )
@@ -171,7 +171,7 @@ def render(results: dict[str, dict[str, Any]], runs: Sequence[Run], quick: bool)
     lines = [
         "## Many sessions: capacity, cost per session, batched VAD, worker processes",
         "",
-        f"Measured by `make loadtest-suite` (`python -m loadtest.suite --write docs/performance.md`), {when},"
+        f"Measured by `make loadtest-suite` (`python -m bench.capacity_suite --write docs/performance.md`), {when},"
         f" on {os.cpu_count()} CPUs shared with other work (noisy: a step near the limit can go either way)."
         + (" **--quick: shortened runs, not measurements.**" if quick else "")
         + " The server is pinned to CPU 0 and the harness (and the SGLang simulator) to CPU 1 unless a row"
@@ -292,7 +292,7 @@ def reading(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m loadtest.suite", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.capacity_suite", description=__doc__)
     p.add_argument("--write", metavar="PATH", help="write the section into this page (docs/performance.md)")
     p.add_argument("--out", type=Path, default=Path("loadtest-report/suite"), help="reports of every run")
     p.add_argument("--only", nargs="*", help="run only these (names from the plan)")

@@ -1,6 +1,6 @@
 """`make bench`: stage CPU costs in-process, then turn latency against a real hark-server process.
 
-The server runs as its own process (`python -m server.app` on a free loopback port), exactly as a
+The server runs as its own process (`python -m hark.server.app` on a free loopback port), exactly as a
 user starts it, so the latency numbers include the event loop, the ASR worker process and the
 WebSocket transport. Its CPU time (with its worker processes) is read from /proc around each
 phase, and its event-loop lag from its own /metrics, so the load numbers can be checked against the
@@ -55,11 +55,11 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(log_dir: Path, args: Sequence[str] = ()) -> Iterator[Server]:
-    """Start `python -m server.app` on port 0, wait for its ready line, and always stop it."""
+    """Start `python -m hark.server.app` on port 0, wait for its ready line, and always stop it."""
     log_path = log_dir / "server.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=log_file,
@@ -284,7 +284,7 @@ def speculation_section(rows: Sequence[dict[str, Any]]) -> str:
 ## Speculative prefill: speech end to first token
 
 `python -m bench.speculation` (also `make bench-speculation`): Hark's SGLang engine, prompt builder and
-speculator against **the SGLang simulator** (`loadtest/sglang_sim.py`), whose latency model is cited
+speculator against **the SGLang simulator** (`standins/sglang_sim.py`), whose latency model is cited
 there (Qwen3-8B on one H100: 18 ms + 0.04 ms per uncached prompt token, 7.2 ms per output token). These
 are the simulator's numbers, not a GPU's: they show the mechanism, and `make sglang-check` measures the
 same on a real SGLang. The user speaks a 19-word sentence, one word every 250 ms; the stable transcript
@@ -386,14 +386,14 @@ def render_report(
     costliest = max(stages["stages"], key=lambda s: float(s["cpu_per_audio_s"]))["stage"].split()[0].upper()
     return f"""## Single sessions: stage costs, turn latency, speculation, browsers
 
-Measured by `make bench` (`python -m loadtest.bench --write docs/performance.md`), one run, on {date}.
+Measured by `make bench` (`python -m bench.run --write docs/performance.md`), one run, on {date}.
 Every number in this section comes from that one run; the command rewrites only this section.
 
 - Machine: {machine["nproc"]} CPUs ({machine["cpu_model"]}), Python {machine["python"]}, {machine["platform"]}
 - Load average before / after the run: {load} / {load_after} (other work on the machine skews the numbers)
 - Bench wall time: {elapsed:.0f} s
 - Engines: the embedded defaults (Silero VAD, pocketsphinx, echo LLM, espeak-ng), server started with
-  `python -m server.app --host 127.0.0.1 --port 0 --asr-workers {args.asr_workers}` and default settings
+  `python -m hark.server.app --host 127.0.0.1 --port 0 --asr-workers {args.asr_workers}` and default settings
   ({silence} ms endpointing silence; {asr_workers} ASR worker processes)
 
 ## Stage cost per second of audio
@@ -420,7 +420,7 @@ wall time of that end-of-utterance step:
 
 ## Turn latency, end to end
 
-`loadtest/latency.py` against the server process, over the WebSocket on loopback. Each session
+`bench/latency.py` against the server process, over the WebSocket on loopback. Each session
 streams clips ({", ".join(latency.CLIPS)}) in 100 ms frames at real-time pace, then streams silence as a live
 microphone would until every utterance has its `transcript.final` and every reply its `response.done`.
 Sequential: {seq["clips_sent"]} clips over {_sessions(seq["sessions"])}, one session after another. Concurrent:
