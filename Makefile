@@ -4,19 +4,33 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8765
-STAMP  := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install browser run test lint bench bench-speculation sglang-check loadtest loadtest-suite bench-funasr clean
+.PHONY: install install-dev models browser run test lint bench bench-speculation sglang-check loadtest loadtest-suite bench-funasr clean
 
-install: $(STAMP)
+# the base: what `make run` needs (no torch: the embedded default runs ONNX models only)
+install: $(BASE_STAMP) models
 
-# torch is pinned to the local CPU build first: an unpinned torch would pull GBs of CUDA packages.
-$(STAMP): pyproject.toml
+# the base plus tests, lint, WebRTC and FunASR (which brings torch)
+install-dev: $(DEV_STAMP) models
+
+$(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# torch is pinned to the local CPU build first: an unpinned torch would pull GBs of CUDA packages.
+$(DEV_STAMP): $(BASE_STAMP)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,webrtc,funasr]'
-	touch $(STAMP)
+	touch $@
+
+# Silero VAD and Smart Turn ONNX files out of their pinned wheels, sha256-checked (pins in
+# server/models.py); into $HARK_MODELS or .cache/models; does nothing when they are there and verify
+models: $(BASE_STAMP)
+	$(BIN)/python -m tools.fetch_models
 
 run: install
 	$(BIN)/hark-server --host $(HOST) --port $(PORT)
@@ -27,15 +41,15 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Chromium: sudo apt-get install chromium (they are skipped without it)"; fi; }
 
-test: install browser
+test: install-dev browser
 	$(BIN)/python -m pytest -q -ra
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
+bench: install-dev
 	$(BIN)/python -m bench.run --write docs/performance.md
 
 # virtual devices against a server this starts (8 hold the SLO on a 2-core box); report in $(LOADTEST_REPORT)/report.html.
@@ -44,25 +58,25 @@ SESSIONS        ?= 8
 LOADTEST_REPORT ?= loadtest-report
 SERVER_ARGS     ?= --max-sessions 200
 LOADTEST_ARGS   ?=
-loadtest: install
+loadtest: install-dev
 	$(BIN)/hark-loadtest --spawn-server "$(SERVER_ARGS)" --sessions $(SESSIONS) --ramp 10 --duration 60 \
 	  --scenario loadtest/scenarios/default.toml --report $(LOADTEST_REPORT) $(LOADTEST_ARGS); \
 	  rc=$$?; echo "load-test report: $(LOADTEST_REPORT)/report.html"; exit $$rc
 
 # the capacity measurements of docs/performance.md ("Many sessions"): ~20 min, several server configurations
-loadtest-suite: install
+loadtest-suite: install-dev
 	$(BIN)/python -m bench.capacity_suite --write docs/performance.md
 
 # FunASR engines on the full-size architectures (random weights, built once into .cache/funasr-full)
-bench-funasr: install
+bench-funasr: install-dev
 	$(BIN)/python -m bench.funasr --models .cache/funasr-full --write docs/performance.md
 
 # speech end -> first token with and without speculative prefill, on the SGLang simulator
-bench-speculation: install
+bench-speculation: install-dev
 	$(BIN)/python -m bench.speculation
 
 # on a GPU host with SGLang installed: the same benchmark against real SGLang (MODEL=... to choose)
-sglang-check: install
+sglang-check: install-dev
 	scripts/sglang_check.sh $(MODEL)
 
 clean:

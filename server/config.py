@@ -40,6 +40,8 @@ class ServerConfig:
     reuse_port: bool = False  # set by the --workers supervisor on the processes it starts
     # one onnxruntime call per tick for every session with a VAD window ready (false: one per session)
     vad_batching: bool = True
+    # Smart Turn ONNX file for semantic turn detection (empty: the one `make install` fetched)
+    turn_model: str = ""
     # refuse new sessions (server_busy) while the event loop runs this late on average (smoothed over
     # ~2 s): past it, every session's frames and replies are late. 0 turns the guard off
     overload_loop_lag_ms: float = 250.0
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="run every session's VAD window in one model call per tick (default on)",
     )
+    p.add_argument("--turn-model", help="Smart Turn ONNX file (default: the one `make install` fetched)")
     p.add_argument(
         "--overload-loop-lag-ms",
         type=float,
