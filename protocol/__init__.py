@@ -3,6 +3,7 @@
 from .audio import BYTES_PER_SAMPLE, frame_duration_ms, validate_audio_frame
 from .codec import MAX_MESSAGE_BYTES, decode_client, decode_server, encode
 from .config import SUPPORTED_SAMPLE_RATES, SessionConfig, SessionLimits, validate_config_patch
+from .conversation import ConversationError, ConversationTracker, TrackedResponse, Turn, Utterance, Violation
 from .errors import CloseCode, ErrorCode, ProtocolError
 from .events import (
     AudioCommit,
@@ -43,6 +44,8 @@ __all__ = [
     "AudioCommit",
     "ClientEvent",
     "CloseCode",
+    "ConversationError",
+    "ConversationTracker",
     "Error",
     "ErrorCode",
     "Event",
@@ -67,8 +70,12 @@ __all__ = [
     "SessionUpdated",
     "SpeechStarted",
     "SpeechStopped",
+    "TrackedResponse",
     "TranscriptFinal",
     "TranscriptPartial",
+    "Turn",
+    "Utterance",
+    "Violation",
     "decode_client",
     "decode_server",
     "encode",
