@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from hark.protocol import STREAM_PATH, CloseCode, Error, ErrorCode, encode
+from hark.protocol.ready import format_ready_line, stream_url
 
 from .config import ServerConfig, load_config
 from .context import ServerContext
@@ -193,8 +194,8 @@ async def _serve_forever(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    # tests and scripts read the port from this first line: keep its shape
-    print(f"hark-server ready on ws://{config.host}:{server.port}{STREAM_PATH}", flush=True)
+    # tests, benchmarks, the harness and the --workers supervisor wait for this line (hark.protocol.ready)
+    print(format_ready_line(stream_url(config.host, server.port)), flush=True)
     print(f"  talk to it in a browser: http://{config.host}:{server.port}/  (Ctrl-C stops)", flush=True)
     await stop.wait()
     log.info("shutting down")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,12 +26,13 @@ from collections.abc import Sequence
 
 from prometheus_client import multiprocess
 
+from hark.protocol.ready import format_ready_line, parse_ready_line, stream_url
+
 from .config import ServerConfig
 from .metrics import MULTIPROC_ENV
 
 log = logging.getLogger("hark.workers")
 
-READY = re.compile(r"ready on ws://[^:]+:(\d+)/")
 START_TIMEOUT_S = 300.0  # model loading (a large FunASR model) can take minutes
 MAX_RESTARTS_PER_MINUTE = 5
 
@@ -77,7 +77,7 @@ class _Worker:
     def _read_stdout(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:  # drained to the end so the worker never blocks on a full pipe
-            if READY.search(line):
+            if parse_ready_line(line) is not None:
                 self.ready.set()
 
 
@@ -101,7 +101,7 @@ def serve_workers(config: ServerConfig, argv: Sequence[str]) -> int:
                 if stopping.is_set() or worker.process.poll() is not None or time.monotonic() > deadline:
                     print(f"hark-server: worker {worker.index} did not start", file=sys.stderr)
                     return 1
-        print(f"hark-server ready on ws://{config.host}:{port}/v1/stream", flush=True)
+        print(format_ready_line(stream_url(config.host, port)), flush=True)
         print(f"  {config.workers} worker processes; the page: http://{config.host}:{port}/", flush=True)
         _supervise(workers, stopping)
         return 0
