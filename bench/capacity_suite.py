@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sections import write_section
+from standins.sglang.cli import parse_ready_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def plan(quick: bool, sim_url: str) -> list[Run]:
 def simulator() -> Iterator[str]:
     """The SGLang simulator on CPU 1 (it stands in for the GPU host, not for the server)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "standins.sglang_sim", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "standins.sglang", "--host", "127.0.0.1", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -103,11 +103,11 @@ def simulator() -> Iterator[str]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    match = re.search(r"ready on (http://\S+)", line)
+    url = parse_ready_line(line)
     try:
-        if match is None:
+        if url is None:
             raise RuntimeError(f"the SGLang simulator did not start: {line!r}")
-        yield match.group(1)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)

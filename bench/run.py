@@ -284,7 +284,7 @@ def speculation_section(rows: Sequence[dict[str, Any]]) -> str:
 ## Speculative prefill: speech end to first token
 
 `python -m bench.speculation` (also `make bench-speculation`): Hark's SGLang engine, prompt builder and
-speculator against **the SGLang simulator** (`standins/sglang_sim.py`), whose latency model is cited
+speculator against **the SGLang simulator** (`standins/sglang/`), whose latency model is cited
 there (Qwen3-8B on one H100: 18 ms + 0.04 ms per uncached prompt token, 7.2 ms per output token). These
 are the simulator's numbers, not a GPU's: they show the mechanism, and `make sglang-check` measures the
 same on a real SGLang. The user speaks a 19-word sentence, one word every 250 ms; the stable transcript

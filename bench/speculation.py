@@ -188,7 +188,7 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.url:
         results = await run_benchmark(args.url, sizes, args.repeats, args.word_ms)
     else:
-        from standins.sglang_sim import SGLangSimulator, SimConfig
+        from standins.sglang import SGLangSimulator, SimConfig
 
         async with SGLangSimulator(SimConfig()) as sim:
             results = await run_benchmark(sim.url, sizes, args.repeats, args.word_ms)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from standins.sglang.cli import parse_ready_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ class SimProcess:
 @contextmanager
 def sglang_simulator(*args: str) -> Iterator[SimProcess]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "standins.sglang_sim", "--port", "0", *args],
+        [sys.executable, "-m", "standins.sglang", "--port", "0", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -74,9 +75,9 @@ def sglang_simulator(*args: str) -> Iterator[SimProcess]:
             line = process.stdout.readline()
             if not line:
                 break
-            match = re.search(r"ready on (http://[\d.]+:\d+)", line)
-            if match:
-                yield SimProcess(process, match.group(1))
+            url = parse_ready_line(line)
+            if url is not None:
+                yield SimProcess(process, url)
                 return
         pytest.fail("the SGLang simulator did not start")
     finally:

@@ -1,4 +1,4 @@
-"""The SGLang simulator (standins/sglang_sim.py): SGLang's HTTP API, radix cache, scheduler, faults.
+"""The SGLang simulator (standins/sglang/): SGLang's HTTP API, radix cache, scheduler, faults.
 
 These run against the simulator, not SGLang (which needs a GPU), with small latencies so they are
 fast; every timing check is relative (an order of events, or a lower bound set by a sleep).
@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from standins.sglang_sim import (
+from standins.sglang import (
     IM_END_ID,
     SIMULATOR_NAME,
     SGLangSimulator,
@@ -590,7 +590,7 @@ async def test_cli_prints_ready_line_and_serves(http: aiohttp.ClientSession) -> 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "standins.sglang_sim",
+        "standins.sglang",
         "--host",
         "127.0.0.1",
         "--port",

@@ -13,7 +13,7 @@ from hark.server.llm.prompt import ChatMLPrompt
 from hark.server.llm.sglang import SGLangEngine
 from hark.server.llm.speculation import Speculator
 from hark.server.metrics import Metrics
-from standins.sglang_sim import SGLangSimulator, SimConfig
+from standins.sglang import SGLangSimulator, SimConfig
 
 HISTORY = [Message("user", "hello"), Message("assistant", "Hi, how can I help?")]
 
