@@ -54,7 +54,6 @@ class Violation(StrEnum):
     AUDIO_NOT_STARTED = "audio_not_started"  # response.audio.done without response.audio.started
     AUDIO_ALREADY_STARTED = "audio_already_started"  # a second response.audio.started
     AUDIO_ENDED = "audio_ended"  # a second response.audio.done
-    BAD_SAMPLE_RATE = "bad_sample_rate"  # response.audio.started with a sample rate <= 0
     UNKNOWN_TURN = "unknown_turn"  # a transcript or speech.stopped for a turn with no speech.started
     TURN_OUT_OF_ORDER = "turn_out_of_order"  # a new turn id not above every earlier one
     UTTERANCE_OPEN = "utterance_open"  # what needs speech.stopped (or transcript.final) came before it
@@ -148,7 +147,7 @@ class TrackedResponse:
 
     def chunk_seconds(self) -> list[tuple[float, float]]:
         """The audio frames as (arrival, seconds of audio), e.g. to simulate their playback."""
-        rate = self.sample_rate or 1  # never 0 once audio arrived: audio needs response.audio.started
+        rate = self.sample_rate or 1  # set once audio arrived (the codec refuses rates below 1)
         return [(at, n / BYTES_PER_SAMPLE / rate) for at, n in self.arrivals]
 
 
@@ -356,10 +355,6 @@ class ConversationTracker:
         if response.sample_rate is not None:
             raise ConversationError(
                 Violation.AUDIO_ALREADY_STARTED, f"a second response.audio.started for {event.response_id}"
-            )
-        if event.sample_rate <= 0:
-            raise ConversationError(
-                Violation.BAD_SAMPLE_RATE, f"response.audio.started for {event.response_id} at {event.sample_rate} Hz"
             )
         response.sample_rate, response.audio_started_at = event.sample_rate, at
         self.audio_owner = response
