@@ -178,9 +178,15 @@ class ConversationTracker:
     shape the conversation are counted and otherwise ignored) and returns the response it concerns,
     if any; `audio(n_bytes, at)` takes every reply-audio frame and returns the response it belongs to.
     `at` is the caller's clock (seconds, any epoch): the tracker only stores it.
+
+    With `history`, only the last `history` turns (and errors) are kept: older settled turns and their
+    responses are forgotten, so a long session holds bounded memory. The rules hold either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history: int | None = None) -> None:
+        if history is not None and history < 1:
+            raise ValueError(f"history must be at least 1 turn, got {history}")
+        self.history = history
         self.turns: dict[int, Turn] = {}  # by turn id, in the order they began
         self.responses: dict[str, TrackedResponse] = {}  # by response id, in the order they started
         self.errors: list[Error] = []
@@ -191,6 +197,7 @@ class ConversationTracker:
         self.event_count = 0
         self.audio_frames = 0
         self.audio_bytes = 0
+        self._forgotten: set[str] = set()  # ids of responses dropped by `history`: still used, still ended
 
     def turn(self, turn_id: int) -> Turn | None:
         return self.turns.get(turn_id)
@@ -212,6 +219,7 @@ class ConversationTracker:
                 self._speech_stopped(event, at)
             case TranscriptFinal():
                 self._final(event, at)
+                self._forget_old_turns()
             case ResponseStarted():
                 result = self._response_started(event, at)
             case ResponseTextDelta():
@@ -229,8 +237,11 @@ class ConversationTracker:
                 self.current = None  # the live response is the current one: there is one at a time
                 if self.audio_owner is result:
                     self.audio_owner = None
+                self._forget_old_turns()
             case Error():
                 self.errors.append(event)
+                if self.history is not None and len(self.errors) > self.history:
+                    del self.errors[0]
                 result = self.current
                 if result is not None:
                     result.errors.append(event)
@@ -313,7 +324,7 @@ class ConversationTracker:
 
     def _response_started(self, event: ResponseStarted, at: float) -> TrackedResponse:
         rid = event.response_id
-        if rid in self.responses:
+        if rid in self.responses or rid in self._forgotten:
             raise ConversationError(Violation.DUPLICATE_RESPONSE, f"response.started reuses the id {rid}")
         if self.current is not None:
             raise ConversationError(
@@ -344,9 +355,9 @@ class ConversationTracker:
     def _live(self, response_id: str, what: str) -> TrackedResponse:
         """The started, not yet done response `response_id` names, or the violation."""
         response = self.responses.get(response_id)
-        if response is None:
+        if response is None and response_id not in self._forgotten:
             raise ConversationError(Violation.UNKNOWN_RESPONSE, f"{what} for {response_id}, which never started")
-        if response.done is not None:
+        if response is None or response.done is not None:
             raise ConversationError(Violation.RESPONSE_ENDED, f"{what} for {response_id} after its response.done")
         return response
 
@@ -373,3 +384,18 @@ class ConversationTracker:
         if self.audio_owner is response:
             self.audio_owner = None
         return response
+
+    # ------------------------------------------------------------ memory
+
+    def _forget_old_turns(self) -> None:
+        """With `history`: drop the oldest settled turns beyond it (an unsettled one stays until it settles)."""
+        if self.history is None:
+            return
+        excess = len(self.turns) - self.history
+        for turn_id in list(self.turns)[:excess] if excess > 0 else ():
+            turn = self.turns[turn_id]
+            if turn.settled:
+                del self.turns[turn_id]
+                if turn.response is not None:
+                    del self.responses[turn.response.response_id]
+                    self._forgotten.add(turn.response.response_id)

@@ -342,3 +342,29 @@ def test_scripts_are_valid_server_events() -> None:
     # the fixtures above are real wire events: each survives the codec unchanged
     events: list[ServerEvent] = [e for e in ANSWERED if e is not AUDIO]
     assert [decode_server(encode(e)) for e in events] == events
+
+
+def test_history_bounds_what_a_long_session_keeps() -> None:
+    tracker = ConversationTracker(history=2)
+    script: list[Any] = []
+    for n in range(1, 6):
+        script += spoken_turn(n, f"resp_{n}")
+        script.append(Error("rate_limited", f"e{n}"))
+    script += [SpeechStarted(6, 9000), SpeechStopped(6, 9500)]  # transcribing: not settled, kept
+    play(tracker, script)
+    assert list(tracker.turns) == [4, 5, 6] and list(tracker.responses) == ["resp_4", "resp_5"]
+    assert [e.message for e in tracker.errors] == ["e4", "e5"]
+    # what was forgotten still counts for the rules
+    for late, violation in (
+        (ResponseTextDelta("resp_1", "x"), Violation.RESPONSE_ENDED),
+        (ResponseDone("resp_9", "completed", "", {}), Violation.UNKNOWN_RESPONSE),
+        (ResponseStarted(7, "resp_2"), Violation.DUPLICATE_RESPONSE),
+        (ResponseStarted(2, "resp_7"), Violation.TURN_OUT_OF_ORDER),
+    ):
+        with pytest.raises(ConversationError) as caught:
+            tracker.feed(late, 50.0)
+        assert caught.value.violation is violation
+    play(tracker, [TranscriptFinal(6, "")])  # settles turn 6: the oldest beyond the history goes
+    assert list(tracker.turns) == [5, 6] and tracker.audio_bytes == 5 * 3 * FRAME
+    with pytest.raises(ValueError):
+        ConversationTracker(history=0)
