@@ -18,20 +18,26 @@ def pcm16_to_float(pcm: bytes) -> Float32Array:
 
 
 def float_to_pcm16(audio: Float32Array) -> Int16Array:
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+    """The inverse of `pcm16_to_float`: x32768 and rounded, so PCM16 -> float -> PCM16 is lossless."""
+    pcm: Int16Array = np.clip(np.rint(audio * 32768.0), -32768.0, 32767.0).astype("<i2")
+    return pcm
 
 
 class InputResampler:
-    """Streams client audio at any supported rate to the 16 kHz the VAD and ASR run at."""
+    """Streams client audio at any supported rate to the 16 kHz the VAD and ASR run at.
+
+    Only for rates that need it: 16 kHz input goes around it, so the ASR gets the client's samples
+    unchanged (see `Listener`).
+    """
 
     def __init__(self, in_rate: int, out_rate: int = 16000) -> None:
+        if in_rate == out_rate:
+            raise ValueError(f"no resampling needed at {in_rate} Hz: pass the audio through")
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._stream = None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
+        self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
 
     def process(self, audio: Float32Array) -> Float32Array:
-        if self._stream is None:
-            return audio
         out: Float32Array = self._stream.resample_chunk(audio)
         return out
 

@@ -11,10 +11,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from hark.protocol import ResponseAudioDone, ResponseAudioStarted, ResponseTextDelta
+from hark.protocol import ResponseAudioDone, ResponseAudioStarted, ResponseStatus, ResponseTextDelta
 
 from .audio import resample_pcm16
 from .context import Outbox, ServerContext
@@ -48,6 +49,15 @@ class ResponseTimeline:
 
 
 class ResponseRun:
+    """One reply of the assistant, from the LLM request to the last audio frame.
+
+    The session creates one per answered turn, runs `run()` as the reply's task and cancels that
+    task on barge-in, `response.cancel` or a newer turn; it is the only owner. While it runs, the
+    session reads `timeline` (has audio started?) and sets `client_played_ms` from the client's
+    `playback.position`; afterwards `text`, `heard_text()` and `record_done()` are what
+    goes into `response.done` and the history. Used once: a new reply is a new run.
+    """
+
     def __init__(
         self,
         ctx: ServerContext,
@@ -168,6 +178,35 @@ class ResponseRun:
         if self.client_played_ms is not None:
             return min(self.client_played_ms, tl.audio_sent_ms)
         return estimate
+
+    def record_done(self, status: ResponseStatus, speech_end: float, final_ms: float | None) -> dict[str, Any]:
+        """Count the finished reply in the server's metrics; return `response.done.metrics` (times
+        from `speech_end`, the wall time the user stopped talking)."""
+        tl = self.timeline
+
+        def since_speech_end(t: float | None) -> int | None:
+            return None if t is None else round((t - speech_end) * 1000.0)
+
+        metrics: dict[str, Any] = {
+            "final_ms": None if final_ms is None else round(final_ms),
+            "first_token_ms": since_speech_end(tl.first_token),
+            "first_audio_ms": since_speech_end(tl.first_audio),
+            "prompt_tokens": self.usage.prompt_tokens,
+            "cached_tokens": self.usage.cached_tokens,
+            "speculative_prefills": self.usage.speculative_prefills,
+            "speculative_aborted": self.usage.extra.get("speculative_aborted", 0),
+            "audio_ms": round(tl.audio_sent_ms),
+        }
+        server = self._ctx.metrics
+        if final_ms is not None:  # typed turns have no transcript to wait for
+            server.observe("final", final_ms / 1000.0)
+        for stage, value in (("first_token", metrics["first_token_ms"]), ("first_audio", metrics["first_audio_ms"])):
+            if isinstance(value, int):
+                server.observe(stage, value / 1000.0)
+        server.responses.labels(status.value).inc()
+        server.llm_tokens.labels("prompt").inc(self.usage.prompt_tokens)
+        server.llm_tokens.labels("cached").inc(self.usage.cached_tokens)
+        return metrics
 
     def heard_text(self) -> str:
         """The reply text the user heard before an interruption (all of it without audio output)."""

@@ -1,9 +1,9 @@
 """One session per connection: the turn state machine, and the only place that orders the stages.
 
-Input side (one task, in arrival order): audio -> resample -> VAD -> ASR -> partials / endpoint ->
-final transcript -> response. Output side: a `ResponseRun` per reply. Barge-in: speech that lasts
-`min_interrupt_ms` during a reply (or a shorter utterance that still yields words) cancels it and
-only what the user heard stays in the history.
+Input side (one task, in arrival order): audio -> `Listener` (resample, VAD) -> `Transcriber`
+(ASR, partials) while the user speaks -> `Endpointer` (is the turn over?) -> final transcript ->
+response. Output side: a `ResponseRun` per reply. Barge-in: speech that lasts `min_interrupt_ms`
+during a reply cancels it and only what the user heard stays in the `History`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-
-import numpy as np
 
 from hark.protocol import (
     AudioCommit,
@@ -39,25 +37,50 @@ from hark.protocol import (
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
-    TranscriptPartial,
     decode_client,
     validate_audio_frame,
 )
 
 from .asr.base import ASRError
-from .asr.stability import LocalAgreement
-from .audio import ArrivalClock, InputResampler, float_to_pcm16, pcm16_to_float
 from .context import Outbox, ServerContext
+from .history import History
+from .listener import Listener
 from .llm.base import LLMRequest, Message, SpeculativeLLM, request_id
 from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
-from .vad import SAMPLE_RATE, VadStream
+from .transcriber import Transcriber
+from .turn.endpoint import TurnEnd, create_endpointer
+from .vad import SAMPLE_RATE, VadEventKind
 
 log = logging.getLogger(__name__)
 
-PARTIAL_EVERY_SAMPLES = SAMPLE_RATE * 300 // 1000
-PREROLL_SAMPLES = SAMPLE_RATE  # keeps enough audio before a VAD start for the largest speech_pad_ms
+
+# ---------------------------------------------------------------------- the input task's inbox
+
+
+@dataclass(frozen=True, slots=True)
+class AudioIn:
+    """A validated audio frame, and the wall time it arrived."""
+
+    frame: bytes
+    arrival: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEventIn:
+    """A client event applied in order with the audio before it, timed from its arrival."""
+
+    event: SessionUpdate | AudioCommit | InputText
+    arrival: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseIn:
+    """session.close: end the utterance, let the reply finish, then stop."""
+
+
+InboxMessage = AudioIn | ClientEventIn | CloseIn
 
 
 class TurnState(StrEnum):
@@ -67,7 +90,24 @@ class TurnState(StrEnum):
     SPEAKING = "speaking"
 
 
+@dataclass(frozen=True, slots=True)
+class _Utterance:
+    turn_id: int
+    start: int  # input-clock sample, pre-roll included
+
+
 class Session:
+    """One client's conversation, whatever the transport: the turn state machine.
+
+    A transport creates one per connection, calls `on_binary` / `on_text` from its reader (they
+    check, rate-limit and queue the input; the bounded inbox makes a slow session push back on the
+    socket), runs `run()` as the session's input task, and ends the session by cancelling that
+    task, or by a client's `session.close`, after which `run()` returns and `closed` is set. What
+    goes to the client goes through the transport's `Outbox`. The session owns its listener,
+    transcriber, endpointer, history, speculator and the current `ResponseRun`, and releases them
+    all when `run()` ends.
+    """
+
     def __init__(self, ctx: ServerContext, outbox: Outbox, session_id: str) -> None:
         self.id = session_id
         self.ctx = ctx
@@ -78,24 +118,14 @@ class Session:
         self._text_bucket = TokenBucket(limits.max_text_messages_per_s, limits.text_message_burst)
         self._throttle = ErrorThrottle()
         # bounded: when processing falls behind, the transport stops reading the socket (TCP backpressure)
-        self._inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
-        self._asr = ctx.asr.open_stream(session_id)
-        self._vad = VadStream(ctx.vad, self.config.vad_threshold, self.config.min_silence_ms)
-        self._resampler = InputResampler(self.config.input_sample_rate)
+        self._inbox: asyncio.Queue[InboxMessage] = asyncio.Queue(maxsize=64)
         self._receipt_rate = self.config.input_sample_rate
-        self._clock = ArrivalClock()
-        self._samples_in = 0  # 16 kHz samples received so far: the input audio clock
-        self._ring: deque[tuple[int, np.ndarray[Any, Any]]] = deque()  # (start sample, int16 audio)
-        self._stability = LocalAgreement()
+        self._endpointer = create_endpointer(self.config, limits)
+        self._listener = Listener(ctx, self.config, self._endpointer.pause_ms)
+        self._transcriber = Transcriber(ctx.asr.open_stream(session_id), self._listener, ctx.metrics, self._asr_failed)
+        self._history = History(ctx.config.max_history_messages, limits.max_carried_text_chars)
         self._turn_id = 0
-        self._utterance_turn = 0
-        self._utterance_open = False
-        self._utterance_start = 0
-        self._asr_cursor = 0
-        self._last_partial_at = 0
-        self._asr_failed = False
-        self._pending_user_text = ""  # user words whose reply was cut before any of it was heard
-        self._history: list[Message] = []
+        self._utterance: _Utterance | None = None
         self._response_seq = 0
         self._response: ResponseRun | None = None
         self._response_task: asyncio.Task[None] | None = None
@@ -103,18 +133,19 @@ class Session:
         self._speculator: Speculator | None = None
         if isinstance(ctx.llm, SpeculativeLLM) and ctx.config.llm_speculation:
             self._speculator = Speculator(ctx.llm, session_id, ctx.config.llm_speculation_min_words, ctx.metrics)
-        self._frame_in_hand = False  # taken from the inbox, not yet through the VAD
         self.closed = asyncio.Event()  # set when a graceful session.close has finished
-
-    # ------------------------------------------------------------------ state
 
     @property
     def state(self) -> TurnState:
-        if self._utterance_open:
+        if self._utterance is not None:
             return TurnState.USER_SPEAKING
         if self._response is not None:
             return TurnState.SPEAKING if self._response.timeline.first_audio else TurnState.THINKING
         return TurnState.LISTENING
+
+    @property
+    def history(self) -> History:
+        return self._history
 
     def emit(self, event: ServerEvent) -> None:
         self._outbox.send_event(event)
@@ -138,15 +169,15 @@ class Session:
             metrics.audio_frames_dropped.labels("closing").inc()
             self.report(ErrorCode.SESSION_CLOSED, "audio after session.close is ignored")
             return
+        limits = self.ctx.config.limits
         try:
-            duration_ms = validate_audio_frame(frame, self._receipt_rate, self.ctx.config.limits)
+            duration_ms = validate_audio_frame(frame, self._receipt_rate, limits)
         except ProtocolError as exc:
             metrics.audio_frames_dropped.labels("invalid").inc()
             self.report(exc.code, exc.message)
             return
         if not self._audio_bucket.try_take(duration_ms):
             metrics.audio_frames_dropped.labels("flood").inc()
-            limits = self.ctx.config.limits
             self.report(
                 ErrorCode.AUDIO_FLOOD,
                 f"audio is arriving faster than {limits.max_audio_rate:g}x real time "
@@ -156,7 +187,7 @@ class Session:
         metrics.audio_seconds.inc(duration_ms / 1000.0)
         queued_at = time.monotonic()
         try:
-            await self._inbox.put(("audio", (frame, queued_at)))
+            await self._inbox.put(AudioIn(frame, queued_at))
         except asyncio.CancelledError:  # the connection ended while the inbox was full
             metrics.audio_frames_dropped.labels("session_ended").inc()
             raise
@@ -193,7 +224,7 @@ class Session:
             case SessionClose():
                 if not self._closing:
                     self._closing = True
-                    await self._inbox.put(("close", None))
+                    await self._inbox.put(CloseIn())
             case SessionUpdate() | AudioCommit() | InputText():
                 if self._closing:
                     self.report(ErrorCode.SESSION_CLOSED, f"{event.TYPE} after session.close is ignored")
@@ -201,8 +232,7 @@ class Session:
                 if isinstance(event, SessionUpdate) and "input_sample_rate" in event.config:
                     # frames after this message are at the new rate: size them by it from now on
                     self._receipt_rate = event.config["input_sample_rate"]
-                # applied in order with the audio before it; timed from its arrival, not its turn in line
-                await self._inbox.put(("event", (event, time.monotonic())))
+                await self._inbox.put(ClientEventIn(event, time.monotonic()))
 
     # ------------------------------------------------------------------ the input task
 
@@ -210,166 +240,101 @@ class Session:
         """Process input in order until session.close (then finish the reply) or cancellation."""
         try:
             while True:
-                kind, item = await self._inbox.get()
-                if kind == "audio":
-                    frame, arrival = item
-                    self._frame_in_hand = True
-                    await self._process_audio(frame, arrival)
-                elif kind == "event":
-                    await self._process_event(*item)
-                elif kind == "close":
-                    if self._utterance_open:
-                        await self._end_utterance(self._samples_in, time.monotonic(), "close")
-                    if self._response_task is not None:
-                        await asyncio.wait({self._response_task})
-                    self.closed.set()
-                    return
+                match await self._inbox.get():
+                    case AudioIn(frame=frame, arrival=arrival):
+                        await self._on_audio(frame, arrival)
+                    case ClientEventIn(event=SessionUpdate(config=patch)):
+                        self._apply_update(patch)
+                    case ClientEventIn(event=AudioCommit(), arrival=arrival):
+                        if self._utterance is None:
+                            self.report(ErrorCode.NOTHING_TO_COMMIT, "audio.commit while no speech is in progress")
+                        else:
+                            await self._end_utterance(self._endpointer.commit(self._listener.samples_in), arrival)
+                    case ClientEventIn(event=InputText(text=text), arrival=arrival):
+                        self._turn_id += 1
+                        if self._speculator is not None:
+                            self._speculator.begin_turn()  # a typed turn had no speculation of its own
+                        await self._respond(self._turn_id, text, arrival, final_ms=None)
+                    case CloseIn():
+                        if self._utterance is not None:
+                            end = self._endpointer.close(self._listener.samples_in)
+                            await self._end_utterance(end, time.monotonic())
+                        if self._response_task is not None:
+                            await asyncio.wait({self._response_task})
+                        self.closed.set()
+                        return
         finally:
             await self._shutdown()
 
-    async def _process_event(self, event: ClientEvent, arrival: float) -> None:
-        if isinstance(event, SessionUpdate):
-            self._apply_update(event.config)
-        elif isinstance(event, AudioCommit):
-            if not self._utterance_open:
-                self.report(ErrorCode.NOTHING_TO_COMMIT, "audio.commit while no speech is in progress")
-                return
-            await self._end_utterance(self._samples_in, arrival, "commit")
-            self._vad.force_stop()
-        elif isinstance(event, InputText):
-            self._turn_id += 1
-            if self._speculator is not None:
-                self._speculator.begin_turn()  # a typed turn had no speculation of its own
-            await self._respond(self._turn_id, event.text, arrival, final_ms=None)
-
     def _apply_update(self, patch: dict[str, Any]) -> None:
         new = self.config.updated(patch)
-        if new.input_sample_rate != self.config.input_sample_rate:
-            # everything after the resampler runs at 16 kHz, so a change mid-utterance is safe
-            self._resampler = InputResampler(new.input_sample_rate)
-        self._vad.threshold = new.vad_threshold
-        self._vad.min_silence_samples = new.min_silence_ms * SAMPLE_RATE // 1000
+        self._endpointer.reconfigure(new)
+        self._listener.reconfigure(new, self._endpointer.pause_ms)
         self.config = new
         self.emit(SessionUpdated(config=new.to_dict()))
 
-    async def _process_audio(self, frame: bytes, arrival: float) -> None:
-        started = time.monotonic()
-        self.ctx.note_frame_wait(started - arrival, started)
-        self.ctx.metrics.observe("frame_wait", started - arrival)
-        batcher = self.ctx.vad_batcher
-        if batcher is not None:
-            # resampling a 100 ms frame costs tens of microseconds: not worth a thread hop
-            audio = self._resampler.process(pcm16_to_float(frame))
-            probabilities, self._vad.state = await batcher.score(self._vad.take_windows(audio), self._vad.state)
-            events = self._vad.apply(probabilities)
-        else:
-            loop = asyncio.get_running_loop()
-            audio, events = await loop.run_in_executor(self.ctx.inference_pool, self._vad_step, frame)
-        self.ctx.metrics.observe("vad", time.monotonic() - started)
-        self.ctx.metrics.audio_frames_processed.inc()
-        self._frame_in_hand = False
-        frame_start = self._samples_in
-        self._samples_in += len(audio)
-        self._clock.add(self._samples_in, arrival)
-        self._ring.append((frame_start, float_to_pcm16(audio)))
-        while self._ring and self._ring[0][0] + len(self._ring[0][1]) < self._samples_in - PREROLL_SAMPLES:
-            self._ring.popleft()
-        for event in events:
-            if event.kind == "start" and not self._utterance_open:
-                await self._begin_utterance(event.sample)
-            elif event.kind == "stop" and self._utterance_open:
-                detected_at = min(event.sample + self._vad.min_silence_samples, self._samples_in)
-                await self._feed_asr(detected_at)
-                wall = self._clock.wall_time_of(event.sample) or arrival
-                await self._end_utterance(event.sample, wall, "vad")
-        if self._utterance_open:
-            await self._feed_asr(self._samples_in)
-            self._maybe_barge_in()
-
-    def _vad_step(self, frame: bytes) -> tuple[Any, list[Any]]:
-        """Off the loop: resample to 16 kHz and run the VAD model."""
-        audio = self._resampler.process(pcm16_to_float(frame))
-        return audio, self._vad.process(audio)
-
-    def _audio_between(self, start: int, end: int) -> bytes:
-        parts = []
-        for first, chunk in self._ring:
-            lo, hi = max(start, first), min(end, first + len(chunk))
-            if lo < hi:
-                parts.append(chunk[lo - first : hi - first])
-        return np.concatenate(parts).tobytes() if parts else b""
+    async def _on_audio(self, frame: bytes, arrival: float) -> None:
+        listener = self._listener
+        for event in await listener.feed(frame, arrival):
+            if event.kind is VadEventKind.START:
+                if self._utterance is None:
+                    await self._begin_utterance(event.sample)
+                else:
+                    self._endpointer.on_speech(event.sample)
+            elif self._utterance is not None and (end := await self._endpointer.on_pause(event.sample)):
+                await self._end_utterance(end, listener.wall_time_of(end.speech_end) or arrival)
+        if self._utterance is None:
+            return
+        if end := await self._endpointer.on_progress(listener.samples_in):
+            await self._end_utterance(end, arrival)
+            return
+        await self._hear(listener.samples_in)
+        self._maybe_barge_in()
 
     async def _begin_utterance(self, speech_sample: int) -> None:
-        pad = self.config.speech_pad_ms * SAMPLE_RATE // 1000
-        oldest = self._ring[0][0] if self._ring else 0
-        start = max(speech_sample - pad, oldest, 0)
+        start = self._listener.utterance_start(speech_sample, self.config.speech_pad_ms)
         self._turn_id += 1
-        self._utterance_turn = self._turn_id
-        self._utterance_open = True
-        self._utterance_start = start
-        self._asr_cursor = start
-        self._last_partial_at = start
-        self._stability.reset()
-        self._asr_failed = False
+        self._utterance = _Utterance(self._turn_id, start)
+        self._endpointer.begin(start)
         if self._speculator is not None:
             self._speculator.begin_turn()
-        self.emit(SpeechStarted(turn_id=self._utterance_turn, audio_ms=start * 1000 // SAMPLE_RATE))
-        try:
-            await self._asr.begin()
-        except ASRError as exc:
-            self._asr_failure(exc)
+        self.emit(SpeechStarted(turn_id=self._turn_id, audio_ms=start * 1000 // SAMPLE_RATE))
+        await self._transcriber.begin(self._turn_id, start)
 
-    async def _feed_asr(self, until: int) -> None:
-        if self._asr_failed or until <= self._asr_cursor:
+    async def _hear(self, until: int) -> None:
+        partial = await self._transcriber.hear(until)
+        if partial is None:
             return
-        pcm = self._audio_between(self._asr_cursor, until)
-        self._asr_cursor = until
-        started = time.monotonic()
-        try:
-            hypothesis = await self._asr.accept(pcm)
-        except ASRError as exc:
-            self._asr_failure(exc)
-            return
-        self.ctx.metrics.observe("asr", time.monotonic() - started)
-        if self._asr_cursor - self._last_partial_at >= PARTIAL_EVERY_SAMPLES and hypothesis:
-            self._last_partial_at = self._asr_cursor
-            stable = self._asr.stable_text  # engines that know their stable prefix say so
-            if stable is None:
-                stable = self._stability.update(hypothesis)
-            partial = TranscriptPartial(self._utterance_turn, hypothesis, stable, self._asr.metadata)
-            self.emit(partial)
-            # not while a reply plays: its end changes the conversation the prefix starts with
-            if self._speculator is not None and stable and self._response is None:
-                self._speculator.offer(self._conversation(), self._user_text(stable))
+        self.emit(partial)
+        # not while a reply plays: its end changes the conversation the prefix starts with
+        if self._speculator is not None and partial.stable_text and self._response is None:
+            self._speculator.offer(
+                self._history.conversation(self.config.instructions), self._history.user_text(partial.stable_text)
+            )
 
-    def _asr_failure(self, exc: Exception) -> None:
+    def _asr_failed(self, exc: ASRError) -> None:
         log.error("session %s: ASR failed: %s", self.id, exc)
-        self._asr_failed = True
         self.report(ErrorCode.INTERNAL_ERROR, "speech recognition failed for this turn; keep talking to retry")
 
     def _maybe_barge_in(self) -> None:
-        if self._response is None:
+        if self._response is None or self._utterance is None:
             return
-        heard_ms = (self._samples_in - self._utterance_start) * 1000 / SAMPLE_RATE
+        heard_ms = (self._listener.samples_in - self._utterance.start) * 1000 / SAMPLE_RATE
         if heard_ms >= self.config.min_interrupt_ms + self.config.speech_pad_ms:
             self._cancel_response("barge-in")
 
-    async def _end_utterance(self, end_sample: int, speech_end_wall: float, source: str) -> None:
-        self._utterance_open = False
-        turn = self._utterance_turn
-        self.emit(SpeechStopped(turn_id=turn, audio_ms=end_sample * 1000 // SAMPLE_RATE))
-        self._vad.reset_model_state()
-        started = time.monotonic()
-        text = ""
-        if not self._asr_failed:
-            try:
-                text = (await self._asr.finalize()).strip()
-            except ASRError as exc:
-                self._asr_failure(exc)
-        self.ctx.metrics.observe("asr_final", time.monotonic() - started)
-        self.ctx.metrics.turns.labels(source).inc()
+    async def _end_utterance(self, end: TurnEnd, speech_end_wall: float) -> None:
+        """The endpointer said the turn is over: the rest of its audio to the ASR, final, reply."""
+        assert self._utterance is not None
+        turn = self._utterance.turn_id
+        await self._hear(end.audio_end)
+        self._utterance = None
+        self._listener.utterance_ended(end.audio_end)
+        self.emit(SpeechStopped(turn_id=turn, audio_ms=end.speech_end * 1000 // SAMPLE_RATE))
+        text = await self._transcriber.finalize()
+        self.ctx.metrics.turns.labels(end.reason.value).inc()
         now = time.monotonic()
-        self.emit(TranscriptFinal(turn_id=turn, text=text, metadata=self._asr.metadata))
+        self.emit(TranscriptFinal(turn_id=turn, text=text, metadata=self._transcriber.metadata))
         if not text and self._speculator is not None:
             self._speculator.settle("")  # nothing to answer: drop any speculation still running
         if text:
@@ -383,9 +348,8 @@ class Session:
             await asyncio.wait({self._response_task})
         self._response_seq += 1
         response_id = f"resp_{self._response_seq}"
-        user_text = self._user_text(user_text)
-        self._pending_user_text = ""
-        messages = [*self._conversation(), Message("user", user_text)]
+        user_text = self._history.take_user_text(user_text)
+        messages = [*self._history.conversation(self.config.instructions), Message("user", user_text)]
         prefills = aborted = 0
         if self._speculator is not None and isinstance(self.ctx.llm, SpeculativeLLM):
             self._speculator.settle(self.ctx.llm.final_prompt(messages))
@@ -407,14 +371,6 @@ class Session:
             self._run_response(run, user_text, speech_end, final_ms), name=f"{self.id}-{response_id}"
         )
 
-    def _conversation(self) -> list[Message]:
-        """System instructions and the finished turns, as the LLM sees them."""
-        messages = [Message("system", self.config.instructions)] if self.config.instructions else []
-        return messages + self._history[-self.ctx.config.max_history_messages :]
-
-    def _user_text(self, text: str) -> str:
-        return f"{self._pending_user_text} {text}".strip()
-
     async def _run_response(self, run: ResponseRun, user_text: str, speech_end: float, final_ms: float | None) -> None:
         status = ResponseStatus.COMPLETED
         try:
@@ -435,37 +391,12 @@ class Session:
         self, run: ResponseRun, status: ResponseStatus, user_text: str, speech_end: float, final_ms: float | None
     ) -> None:
         heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
-        if status == ResponseStatus.FAILED:
-            self._pending_user_text = user_text  # the model never heard it: ask again with the next turn
-        elif heard:
-            self._history += [Message("user", user_text), Message("assistant", heard)]
-        else:  # nothing was heard: fold the user's words into their next turn
-            self._pending_user_text = user_text
-        tl = run.timeline
-
-        def since_speech_end(t: float | None) -> int | None:
-            return None if t is None else round((t - speech_end) * 1000.0)
-
-        metrics = {
-            "final_ms": None if final_ms is None else round(final_ms),
-            "first_token_ms": since_speech_end(tl.first_token),
-            "first_audio_ms": since_speech_end(tl.first_audio),
-            "prompt_tokens": run.usage.prompt_tokens,
-            "cached_tokens": run.usage.cached_tokens,
-            "speculative_prefills": run.usage.speculative_prefills,
-            "speculative_aborted": run.usage.extra.get("speculative_aborted", 0),
-            "audio_ms": round(tl.audio_sent_ms),
-        }
-        observe = self.ctx.metrics.observe
-        if final_ms is not None:  # typed turns have no transcript to wait for
-            observe("final", final_ms / 1000.0)
-        for stage, value in (("first_token", metrics["first_token_ms"]), ("first_audio", metrics["first_audio_ms"])):
-            if isinstance(value, int):
-                observe(stage, value / 1000.0)
-        self.ctx.metrics.responses.labels(status.value).inc()
-        self.ctx.metrics.llm_tokens.labels("prompt").inc(run.usage.prompt_tokens)
-        self.ctx.metrics.llm_tokens.labels("cached").inc(run.usage.cached_tokens)
-        self.emit(ResponseDone(response_id=run.response_id, status=status.value, text=heard, metrics=metrics))
+        if status != ResponseStatus.FAILED and heard:
+            self._history.add_exchange(user_text, heard)
+        else:  # the model never answered, or nothing of it was heard: ask again with the next turn
+            self._history.carry(user_text)
+        metrics = run.record_done(status, speech_end, final_ms)
+        self.emit(ResponseDone(response_id=run.response_id, status=status, text=heard, metrics=metrics))
         if self._response is run:
             self._response = None
             self._response_task = None
@@ -493,12 +424,12 @@ class Session:
     def _drop_queued_frames(self) -> int:
         dropped = 0
         while not self._inbox.empty():
-            dropped += self._inbox.get_nowait()[0] == "audio"
+            dropped += isinstance(self._inbox.get_nowait(), AudioIn)
         return dropped
 
     async def _shutdown(self) -> None:
         # frames still queued when the session ends (a disconnect mid-stream) are counted, not lost
-        unprocessed = self._drop_queued_frames() + self._frame_in_hand
+        unprocessed = self._drop_queued_frames() + self._listener.frame_in_flight
         if unprocessed:
             self.ctx.metrics.audio_frames_dropped.labels("session_ended").inc(unprocessed)
         if self._speculator is not None:
@@ -507,4 +438,4 @@ class Session:
             self._response_task.cancel()
             # wait without awaiting the task itself: a second cancel of *this* task must not be eaten
             await asyncio.wait({self._response_task})
-        await self._asr.close()
+        await self._transcriber.close()

@@ -10,6 +10,7 @@ fill a window, and the start/stop hysteresis.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
@@ -47,9 +48,14 @@ class SileroVad:
         return prob[:, 0].astype(np.float32), new_state
 
 
+class VadEventKind(Enum):
+    START = "start"  # speech began
+    STOP = "stop"  # speech was followed by `min_silence_ms` of silence: a pause
+
+
 @dataclass(frozen=True, slots=True)
 class VadEvent:
-    kind: str  # "start" | "stop"
+    kind: VadEventKind
     sample: int  # on the 16 kHz input clock: first speech sample, or first sample of the silence that ended it
 
 
@@ -69,7 +75,6 @@ class VadStream:
         self._position = 0  # samples consumed by the model so far
         self.in_speech = False
         self._silence_start: int | None = None
-        self.last_probability = 0.0
 
     def reset_model_state(self) -> None:
         """Forget the recurrent state after an utterance (keeps the clock and hysteresis)."""
@@ -113,13 +118,12 @@ class VadStream:
     def _step(self, prob: float) -> VadEvent | None:
         # hysteresis as in Silero's own iterator: start above threshold, end after
         # min_silence below (threshold - 0.15)
-        self.last_probability = prob
         window_start = self._position
         if prob >= self.threshold:
             self._silence_start = None
             if not self.in_speech:
                 self.in_speech = True
-                return VadEvent("start", window_start)
+                return VadEvent(VadEventKind.START, window_start)
             return None
         if self.in_speech and prob < max(self.threshold - 0.15, 0.01):
             if self._silence_start is None:
@@ -128,7 +132,7 @@ class VadStream:
                 self.in_speech = False
                 stop = self._silence_start
                 self._silence_start = None
-                return VadEvent("stop", stop)
+                return VadEvent(VadEventKind.STOP, stop)
         return None
 
     def force_stop(self) -> None:

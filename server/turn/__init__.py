@@ -1,0 +1,1 @@
+"""Turn taking: when a user's turn is over (`endpoint`), and the turn-completion models that help decide it."""
