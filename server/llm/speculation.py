@@ -27,6 +27,15 @@ class _Inflight:
 
 
 class Speculator:
+    """Speculative prefill for one session, on an engine that can prefill without generating.
+
+    The session creates one when the LLM engine is a `SpeculativeLLM` and speculation is on, and
+    is its only user: `begin_turn` when a user turn starts, `offer` with each new stable prefix
+    while the user speaks, `settle` with the final prompt at the endpoint (its counters then go
+    into `response.done.metrics`), `close` when the session ends, which aborts what is in flight
+    and waits for the aborts to be sent.
+    """
+
     def __init__(self, engine: SpeculativeLLM, session_id: str, min_new_words: int, metrics: Metrics) -> None:
         self._engine = engine
         self._session_id = session_id
