@@ -1,0 +1,111 @@
+"""One turn-detector forward pass per round for every session with a check pending.
+
+Like the VAD batcher (server/vad_batch.py): sessions hand their audio to one batcher task; whatever
+has arrived while the previous batch ran goes into the next one, so batching adds no waiting of its
+own, and the batch runs in a thread off the event loop. The model's batch axis is dynamic, so a
+round is a single call however many sessions take part (up to `max_batch`; the rest wait for the
+next round). The queue is bounded: past `max_pending` checks waiting, `score` refuses at once with
+`TurnDetectorBusy` (the caller falls back to its silence rule) instead of letting the delay grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import N_SAMPLES, AudioArray, Float32Array
+
+log = logging.getLogger(__name__)
+
+# blocking: the last 8 s of each utterance -> P(turn complete) of each, in order
+Predict = Callable[[Sequence[AudioArray]], Float32Array]
+
+
+class TurnDetectorBusy(RuntimeError):
+    code = "turn_detector_busy"
+
+
+@dataclass(slots=True)
+class _Check:
+    audio: AudioArray
+    future: asyncio.Future[float]
+
+
+class TurnBatcher:
+    def __init__(self, predict: Predict, executor: Executor, max_batch: int = 32, max_pending: int = 1024) -> None:
+        if max_batch < 1 or max_pending < 1:
+            raise ValueError("max_batch and max_pending must be at least 1")
+        self._predict = predict
+        self._executor = executor
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Check] = asyncio.Queue(maxsize=max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: list[_Check] = []
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="turn-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        waiting = [*self._in_flight, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
+        for check in waiting:  # nobody will answer these now
+            check.future.cancel()
+        self._in_flight = []
+
+    async def score(self, audio: AudioArray) -> float:
+        """P(turn complete) from the last 8 s of 16 kHz mono `audio` (int16, or float in [-1, 1])."""
+        if not isinstance(audio, np.ndarray) or audio.ndim != 1:
+            raise ValueError("turn detector audio must be a 1-D numpy array of 16 kHz mono samples")
+        if audio.dtype not in (np.int16, np.float32, np.float64):
+            raise ValueError(f"turn detector audio must be int16 or float samples, not {audio.dtype}")
+        self.start()
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        try:
+            # a copy of the tail only: the caller's buffer may grow or be reused meanwhile
+            self._queue.put_nowait(_Check(audio[-N_SAMPLES:].copy(), future))
+        except asyncio.QueueFull:
+            raise TurnDetectorBusy(f"{self._queue.maxsize} turn checks already waiting") from None
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            checks = [await self._queue.get()]
+            while len(checks) < self._max_batch and not self._queue.empty():
+                checks.append(self._queue.get_nowait())
+            checks = [check for check in checks if not check.future.done()]  # its session went away
+            if not checks:
+                continue
+            self._in_flight = checks
+            try:
+                probabilities = await loop.run_in_executor(
+                    self._executor, self._predict, [check.audio for check in checks]
+                )
+                if len(probabilities) != len(checks):
+                    raise RuntimeError(f"turn model gave {len(probabilities)} scores for {len(checks)} inputs")
+            except Exception as exc:  # a broken model fails these checks, not the batcher
+                log.exception("batched turn detection failed")
+                self._in_flight = []
+                for check in checks:
+                    if not check.future.done():
+                        check.future.set_exception(exc)
+                continue
+            self._in_flight = []  # left set when cancelled mid-batch: stop() cancels those checks
+            for check, probability in zip(checks, probabilities, strict=True):
+                if not check.future.done():
+                    check.future.set_result(float(probability))
