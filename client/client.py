@@ -23,18 +23,14 @@ from hark.protocol import (
     BYTES_PER_SAMPLE,
     AudioCommit,
     ClientEvent,
+    ConversationTracker,
     Error,
     ErrorCode,
     InputText,
     Ping,
     PlaybackPosition,
     ProtocolError,
-    ResponseAudioDone,
-    ResponseAudioStarted,
     ResponseCancel,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
     ServerEvent,
     SessionClose,
     SessionConfig,
@@ -42,8 +38,10 @@ from hark.protocol import (
     SessionLimits,
     SessionUpdate,
     SessionUpdated,
+    TrackedResponse,
     TranscriptFinal,
     TranscriptPartial,
+    Turn,
     decode_client,
     decode_server,
     encode,
@@ -54,6 +52,9 @@ log = logging.getLogger("hark.client")
 
 # Reply audio frames are not bound by the server's *input* limit; leave generous headroom.
 _MAX_INCOMING_BYTES = 16 << 20
+
+# Turns the client's own tracker remembers: enough to look back at, bounded for long sessions.
+_CLIENT_HISTORY_TURNS = 32
 
 # Errors that answer a session.update (anything else arriving meanwhile belongs to other traffic).
 _UPDATE_ERRORS = {
@@ -94,7 +95,7 @@ class HarkConnectionClosed(HarkError):
 class AudioChunk:
     """One binary frame of reply audio: PCM16 LE mono belonging to the last `response.audio.started`."""
 
-    response_id: str | None  # None only if the server sent audio before announcing any response audio
+    response_id: str
     pcm: bytes
     sample_rate: int
 
@@ -127,6 +128,10 @@ class HarkClient:
     applies it (waiting for `session.updated`). Send with the methods below; read everything the server
     says with `events()`. Sending and reading may run concurrently (e.g. a sender task plus a reader loop),
     but only one reader at a time.
+
+    Everything received goes through `tracker` (a `ConversationTracker` of the recent turns): it says
+    which response a binary frame belongs to, and a server breaking the conversation rules makes
+    reading raise `ConversationError` (a `ProtocolError`).
     """
 
     def __init__(
@@ -147,8 +152,7 @@ class HarkClient:
         self._ws: ClientConnection | None = None
         self._pending: deque[IncomingEvent] = deque()  # read while waiting for a reply, not yet consumed
         self._reading = False
-        self._audio_response_id: str | None = None
-        self._audio_rate: int | None = None
+        self.tracker = ConversationTracker(history=_CLIENT_HISTORY_TURNS)
 
     # ------------------------------------------------------------ connection
 
@@ -318,12 +322,13 @@ class HarkClient:
             self._reading = False
 
     async def _recv_one(self) -> IncomingEvent:
-        """Receive and decode the next frame, keeping client state (config, audio owner) current."""
+        """Receive and decode the next frame, keeping client state (config, the tracker) current."""
         while True:
             data = await self.ws.recv()
+            now = time.monotonic()
             if isinstance(data, bytes):
-                rate = self._audio_rate or self.config.output_sample_rate
-                return AudioChunk(self._audio_response_id, data, rate)
+                owner = self.tracker.audio(len(data), now)
+                return AudioChunk(owner.response_id, data, owner.sample_rate or self.config.output_sample_rate)
             try:
                 event = decode_server(data)
             except ProtocolError as exc:
@@ -332,9 +337,8 @@ class HarkClient:
                     log.warning("ignoring unknown server event: %s", exc.message)
                     continue
                 raise
-            if isinstance(event, ResponseAudioStarted):
-                self._audio_response_id, self._audio_rate = event.response_id, event.sample_rate
-            elif isinstance(event, SessionUpdated):
+            self.tracker.feed(event, now)
+            if isinstance(event, SessionUpdated):
                 self.config = _config_from(event.config)
             return event
 
@@ -422,23 +426,74 @@ async def stream_pcm(
 
 @dataclass(slots=True)
 class TurnResult:
-    """Everything about one response and the user turn that led to it."""
+    """Everything about one response and the user turn that led to it: the tracker's records plus the audio."""
 
-    response_id: str
-    turn_id: int
-    finals: list[str] = field(default_factory=list)  # final transcript(s) of the turn (none for typed turns)
-    partials: list[str] = field(default_factory=list)
-    text_deltas: list[str] = field(default_factory=list)
-    done_text: str | None = None
+    turn: Turn
+    tracked: TrackedResponse
     audio: bytearray = field(default_factory=bytearray)
-    sample_rate: int | None = None
-    audio_ms: int | None = None  # as announced by response.audio.done
-    status: str | None = None  # completed | cancelled | failed; None while in progress
-    metrics: dict[str, Any] = field(default_factory=dict)
-    errors: list[Error] = field(default_factory=list)  # errors that arrived while this response was active
-    started_at: float = 0.0  # time.monotonic() of response.started
-    first_audio_at: float | None = None
-    done_at: float | None = None
+
+    @property
+    def response_id(self) -> str:
+        return self.tracked.response_id
+
+    @property
+    def turn_id(self) -> int:
+        return self.tracked.turn_id
+
+    @property
+    def finals(self) -> list[str]:
+        """The turn's final transcript (none for typed turns, or while it has not arrived)."""
+        u = self.turn.utterance
+        return [u.final.text] if u is not None and u.final is not None else []
+
+    @property
+    def partials(self) -> list[str]:
+        u = self.turn.utterance
+        return [p.text for p in u.partials] if u is not None else []
+
+    @property
+    def text_deltas(self) -> list[str]:
+        return self.tracked.deltas
+
+    @property
+    def done_text(self) -> str | None:
+        return None if self.tracked.done is None else self.tracked.done.text
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self.tracked.sample_rate
+
+    @property
+    def audio_ms(self) -> int | None:
+        """As announced by response.audio.done."""
+        return None if self.tracked.audio_done is None else self.tracked.audio_done.audio_ms
+
+    @property
+    def status(self) -> str | None:
+        """completed | cancelled | failed; None while in progress."""
+        return self.tracked.status
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.tracked.metrics)
+
+    @property
+    def errors(self) -> list[Error]:
+        """Errors that arrived while this response was active."""
+        return self.tracked.errors
+
+    @property
+    def started_at(self) -> float:
+        """time.monotonic() of response.started (or the `at` it was fed with)."""
+        return self.tracked.started_at
+
+    @property
+    def first_audio_at(self) -> float | None:
+        return self.tracked.first_audio_at
+
+    @property
+    def done_at(self) -> float | None:
+        return self.tracked.done_at
 
     @property
     def transcript(self) -> str:
@@ -447,95 +502,67 @@ class TurnResult:
     @property
     def text(self) -> str:
         """The reply text: the server's final text, or what streamed so far."""
-        return self.done_text if self.done_text is not None else "".join(self.text_deltas)
+        return self.tracked.text
 
     @property
     def done(self) -> bool:
         return self.status is not None
 
 
-@dataclass(slots=True)
 class Conversation:
-    """Sans-IO collector: feed() it every incoming event; it groups them per response.
+    """Sans-IO collector: feed() it every incoming event after session.created; it groups them per response.
 
-    Transcripts are joined to responses by `turn_id`, so their relative order does not matter.
+    The hark.v1 rules are those of `tracker` (a `ConversationTracker`): an event they do not allow
+    raises `ConversationError` (a `ProtocolError`). Transcripts are joined to responses by `turn_id`.
     """
 
-    responses: list[TurnResult] = field(default_factory=list)
-    finals: list[TranscriptFinal] = field(default_factory=list)
-    partials: list[TranscriptPartial] = field(default_factory=list)
-    errors: list[Error] = field(default_factory=list)
-    event_count: int = 0
-    audio_bytes: int = 0
-    close_code: int | None = None
-    close_reason: str = ""
-    _turn_finals: dict[int, list[str]] = field(default_factory=dict)
-    _turn_partials: dict[int, list[str]] = field(default_factory=dict)
-    _by_id: dict[str, TurnResult] = field(default_factory=dict)
-    _active: TurnResult | None = None
+    def __init__(self) -> None:
+        self.tracker = ConversationTracker()
+        self.responses: list[TurnResult] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._by_id: dict[str, TurnResult] = {}
 
-    def feed(self, event: IncomingEvent) -> TurnResult | None:
-        """Record one event; returns the response it belongs to, if any."""
-        self.event_count += 1
+    def feed(self, event: IncomingEvent, at: float | None = None) -> TurnResult | None:
+        """Record one event that arrived at `at` (default: now, time.monotonic()); returns its response, if any."""
+        now = time.monotonic() if at is None else at
         if isinstance(event, AudioChunk):
-            self.audio_bytes += len(event.pcm)
-            result = self._by_id.get(event.response_id) if event.response_id else None
-            if result is not None:
-                if result.first_audio_at is None:
-                    result.first_audio_at = time.monotonic()
-                result.audio += event.pcm
-                result.sample_rate = result.sample_rate or event.sample_rate
-            return result
-        if isinstance(event, TranscriptPartial):
-            self.partials.append(event)
-            self._turn_partials.setdefault(event.turn_id, []).append(event.text)
-        elif isinstance(event, TranscriptFinal):
-            self.finals.append(event)
-            self._turn_finals.setdefault(event.turn_id, []).append(event.text)
-        elif isinstance(event, ResponseStarted):
-            result = TurnResult(
-                response_id=event.response_id,
-                turn_id=event.turn_id,
-                finals=self._turn_finals.setdefault(event.turn_id, []),  # shared: later finals show up too
-                partials=self._turn_partials.setdefault(event.turn_id, []),
-                started_at=time.monotonic(),
-            )
+            owner = self._by_id[self.tracker.audio(len(event.pcm), now).response_id]
+            owner.audio += event.pcm
+            return owner
+        tracked = self.tracker.feed(event, now)
+        if tracked is None:
+            return None
+        result = self._by_id.get(tracked.response_id)
+        if result is None:  # response.started
+            result = TurnResult(self.tracker.turns[tracked.turn_id], tracked)
             self.responses.append(result)
-            self._by_id[event.response_id] = result
-            self._active = result
-            return result
-        elif isinstance(event, ResponseTextDelta):
-            result = self._by_id.get(event.response_id)
-            if result is not None:
-                result.text_deltas.append(event.delta)
-            return result
-        elif isinstance(event, ResponseAudioStarted):
-            result = self._by_id.get(event.response_id)
-            if result is not None:
-                result.sample_rate = event.sample_rate
-            return result
-        elif isinstance(event, ResponseAudioDone):
-            result = self._by_id.get(event.response_id)
-            if result is not None:
-                result.audio_ms = event.audio_ms
-            return result
-        elif isinstance(event, ResponseDone):
-            result = self._by_id.get(event.response_id)
-            if result is not None:
-                result.status, result.done_text, result.metrics = event.status, event.text, dict(event.metrics)
-                result.done_at = time.monotonic()
-                if self._active is result:
-                    self._active = None
-            return result
-        elif isinstance(event, Error):
-            self.errors.append(event)
-            if self._active is not None:
-                self._active.errors.append(event)
-                return self._active
-        return None
+            self._by_id[tracked.response_id] = result
+        return result
 
     def response(self, response_id: str) -> TurnResult | None:
         return self._by_id.get(response_id)
+
+    @property
+    def finals(self) -> list[TranscriptFinal]:
+        return [u.final for t in self.tracker.turns.values() if (u := t.utterance) is not None and u.final is not None]
+
+    @property
+    def partials(self) -> list[TranscriptPartial]:
+        return [p for t in self.tracker.turns.values() if t.utterance is not None for p in t.utterance.partials]
+
+    @property
+    def errors(self) -> list[Error]:
+        return self.tracker.errors
+
+    @property
+    def event_count(self) -> int:
+        """Events and audio frames fed."""
+        return self.tracker.event_count + self.tracker.audio_frames
+
+    @property
+    def audio_bytes(self) -> int:
+        return self.tracker.audio_bytes
 
     @property
     def reply_audio(self) -> bytes:

@@ -42,6 +42,7 @@ from hark.client.cli import main as cli_main
 from hark.protocol import (
     AudioCommit,
     ClientEvent,
+    ConversationError,
     Error,
     ErrorCode,
     InputText,
@@ -65,6 +66,7 @@ from hark.protocol import (
     SpeechStopped,
     TranscriptFinal,
     TranscriptPartial,
+    Violation,
     decode_client,
     encode,
     validate_audio_frame,
@@ -83,6 +85,7 @@ class _FakeOptions:
     fail_responses: bool = False  # answer turns with error(response_failed) + response.done(failed)
     ignore_session_close: bool = False  # never close: lets the CLI's timeout be tested
     send_unknown_event: bool = False  # a future event type right after session.created
+    stray_audio: bool = False  # reply audio right after session.created, before any response announced it
     reply_frames: int = 3  # 100 ms frames of reply audio per response
 
 
@@ -141,6 +144,8 @@ class _FakeSession:
         await self.send(SessionCreated("sess_fake", "hark.v1", self.config.to_dict(), self.opts.limits.to_dict()))
         if self.opts.send_unknown_event:
             await self.ws.send(json.dumps({"type": "future.event", "x": 1}))
+        if self.opts.stray_audio:
+            await self.ws.send(tone(100))
         async for message in self.ws:
             if isinstance(message, bytes):
                 await self.on_audio(message)
@@ -454,6 +459,15 @@ async def test_commit_ends_turn_and_nothing_to_commit() -> None:
     assert [r.transcript for r in conv.responses] == ["heard 300 ms"]
 
 
+async def test_a_server_breaking_the_conversation_rules_is_an_error() -> None:
+    async with FakeHarkServerForClientTests(stray_audio=True).running() as fake:
+        async with HarkClient(fake.url) as c:
+            with pytest.raises(ConversationError) as caught:
+                await collect(c)
+    assert caught.value.violation is Violation.AUDIO_WITHOUT_RESPONSE
+    assert caught.value.code is ErrorCode.INVALID_EVENT
+
+
 async def test_abnormal_close_raises() -> None:
     async with FakeHarkServerForClientTests().running() as fake:
         async with HarkClient(fake.url) as c:
@@ -628,6 +642,13 @@ async def test_cli_exit_1_on_error_event(speech_wav: Path, capsys: pytest.Captur
         code = await run_cli("--url", fake.url, "--wav", str(speech_wav), "--fast")
     assert code == 1
     assert "response_failed" in capsys.readouterr().err
+
+
+async def test_cli_exit_1_on_a_contract_violation(speech_wav: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeHarkServerForClientTests(stray_audio=True).running() as fake:
+        code = await run_cli("--url", fake.url, "--wav", str(speech_wav), "--fast")
+    assert code == 1
+    assert "the server sent an invalid message: invalid_event: audio_without_response" in capsys.readouterr().err
 
 
 async def test_cli_refused_session_and_timeout(speech_wav: Path, capsys: pytest.CaptureFixture[str]) -> None:
