@@ -15,7 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-FETCH_HINT = "run `make install` (or `python -m tools.fetch_models`) to fetch and verify it"
+FETCH_HINT = (
+    "run `make install` (or `python -m tools.fetch_models`; HARK_MODELS moves the directory) to fetch and verify it"
+)
 
 
 @dataclass(frozen=True, slots=True)
