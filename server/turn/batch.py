@@ -6,6 +6,11 @@ own, and the batch runs in a thread off the event loop. The model's batch axis i
 round is a single call however many sessions take part (up to `max_batch`; the rest wait for the
 next round). The queue is bounded: past `max_pending` checks waiting, `score` refuses at once with
 `TurnDetectorBusy` (the caller falls back to its silence rule) instead of letting the delay grow.
+
+The defaults follow bench/turn_model.py: the model's CPU cost per check hardly falls past a batch
+of 4 (it is compute, not call overhead), so a bigger batch only makes its first check wait for the
+last; and 32 waiting checks are already ~2.5 s of model time on a 2-core EPYC, past the silence cap
+at which a turn ends anyway.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from .features import N_SAMPLES, AudioArray, Float32Array
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_PENDING = 32
+
 # blocking: the last 8 s of each utterance -> P(turn complete) of each, in order
 Predict = Callable[[Sequence[AudioArray]], Float32Array]
 
@@ -38,7 +46,13 @@ class _Check:
 
 
 class TurnBatcher:
-    def __init__(self, predict: Predict, executor: Executor, max_batch: int = 32, max_pending: int = 1024) -> None:
+    def __init__(
+        self,
+        predict: Predict,
+        executor: Executor,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         if max_batch < 1 or max_pending < 1:
             raise ValueError("max_batch and max_pending must be at least 1")
         self._predict = predict

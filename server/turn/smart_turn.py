@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models import FETCH_HINT, SMART_TURN, ModelFileError, default_path, verify
-from .batch import TurnBatcher
+from .batch import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING, TurnBatcher
 from .features import N_FRAMES, N_MELS, AudioArray, Float32Array, log_mel
 
 if TYPE_CHECKING:
@@ -133,8 +133,8 @@ class SmartTurnDetector:
         self,
         model: SmartTurnModel,
         executor: Executor | None = None,
-        max_batch: int = 32,
-        max_pending: int = 1024,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.model = model
         self._own_executor: ThreadPoolExecutor | None = None
