@@ -488,9 +488,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.url:
         result = asyncio.run(run_browser_bench(args.url, chromium, args.runs, pcm))
     else:
-        from bench.run import running_server
+        from hark.loadtest.spawn import ServerProcess
 
-        with tempfile.TemporaryDirectory(prefix="hark-bench-") as tmp, running_server(Path(tmp)) as server:
+        with (
+            tempfile.TemporaryDirectory(prefix="hark-bench-") as tmp,
+            ServerProcess(log_path=Path(tmp) / "server.log") as server,
+        ):
             try:
                 result = asyncio.run(run_browser_bench(f"http://127.0.0.1:{server.port}", chromium, args.runs, pcm))
             except BaseException:

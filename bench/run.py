@@ -16,92 +16,25 @@ import datetime
 import json
 import os
 import platform
-import queue
 import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.sections import write_section
+from hark.loadtest.spawn import ServerProcess
 
 from . import latency
 
 REPO = Path(__file__).resolve().parents[1]
-READY = re.compile(r"hark-server ready on (ws://127\.0\.0\.1:(\d+)/v1/stream)")
-START_TIMEOUT_S = 120
 PHASE_LIMIT_S = 180  # per latency phase: a stuck server fails the bench instead of hanging it
 
 
 # ---------------------------------------------------------------- the server process
-
-
-@dataclass(slots=True)
-class Server:
-    process: subprocess.Popen[str]
-    url: str
-    port: int
-    log_path: Path
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-
-@contextlib.contextmanager
-def running_server(log_dir: Path, args: Sequence[str] = ()) -> Iterator[Server]:
-    """Start `python -m hark.server.app` on port 0, wait for its ready line, and always stop it."""
-    log_path = log_dir / "server.log"
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        url, port = _wait_ready(process, log_path)
-        yield Server(process, url, port, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def _wait_ready(process: subprocess.Popen[str], log_path: Path) -> tuple[str, int]:
-    # readline blocks, so a thread reads stdout (to its end: the pipe must never fill) and a
-    # queue with a timeout bounds the wait
-    lines: queue.Queue[str | None] = queue.Queue()
-    stdout = process.stdout
-    assert stdout is not None
-
-    def pump() -> None:
-        for line in stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="server-stdout", daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        if match := READY.search(line):
-            return match.group(1), int(match.group(2))
-    raise RuntimeError(f"hark-server did not become ready:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -153,7 +86,7 @@ def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[s
 # ---------------------------------------------------------------- the run
 
 
-async def _latency_phases(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+async def _latency_phases(server: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
     latency.check_loopback(server.url)
     phases = {
         "sequential": (latency.sequential_plans(args.sessions, args.turns), False),
@@ -223,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\n== turn latency (real server process, real-time audio) ==")
     with (
         tempfile.TemporaryDirectory(prefix="hark-bench-") as tmp,
-        running_server(Path(tmp), ["--asr-workers", str(args.asr_workers)]) as server,
+        ServerProcess(["--asr-workers", str(args.asr_workers)], log_path=Path(tmp) / "server.log", cwd=REPO) as server,
     ):
         try:
             lat = asyncio.run(_latency_phases(server, args))

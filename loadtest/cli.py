@@ -30,7 +30,7 @@ from .runner import Load, run_fixed
 from .scenario import Scenario, load_clips, load_scenario
 from .scrape import Scraper
 from .slo import DEFAULT_MAX_LOOP_LAG_MS, Verdict, default_slo_ms, evaluate
-from .spawn import SpawnedServer, parse_cpus
+from .spawn import ServerProcess, parse_cpus
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/stream"
 
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--spawn-server",
         metavar="ARGS",
-        help='run "python -m hark.server.app --host 127.0.0.1 --port 0 ARGS" for the test, stop it after ("": defaults)',
+        help='run "python -m hark.server.app --host 127.0.0.1 --port 0 ARGS" for the test, stop it after '
+        '("": defaults)',
     )
     p.add_argument("--server-cpus", help="pin the spawned server (and its workers) to these CPUs, e.g. 0 or 0-1")
     p.add_argument("--client-cpus", help="pin this harness to these CPUs, e.g. 1")
@@ -104,13 +105,14 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def run(args: argparse.Namespace, scenario: Scenario, clips: dict[str, bytes], command: str) -> int:
     args.report.mkdir(parents=True, exist_ok=True)
     started_utc = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    server: SpawnedServer | None = None
+    server: ServerProcess | None = None
     if args.spawn_server is not None:
         try:
-            server = await SpawnedServer.start(
-                args.spawn_server, args.report / "server.log", parse_cpus(args.server_cpus)
+            server = ServerProcess(
+                shlex.split(args.spawn_server), log_path=args.report / "server.log", cpus=parse_cpus(args.server_cpus)
             )
-        except (RuntimeError, OSError, TimeoutError) as exc:
+            await server.start_async()
+        except (RuntimeError, OSError, ValueError) as exc:  # ServerStartError is a RuntimeError
             print(f"hark-loadtest: could not start the server: {exc}", file=sys.stderr)
             return 2
         print(f"hark-loadtest: server ready on {server.url} (log {args.report / 'server.log'})", flush=True)
@@ -142,7 +144,7 @@ async def run(args: argparse.Namespace, scenario: Scenario, clips: dict[str, byt
         await asyncio.gather(*background, return_exceptions=True)
         await scraper.aclose()
         if server is not None:
-            server_rc = await server.stop()
+            server_rc = await server.stop_async()
     summary = run_summary(rec, scraper.samples, rec.frames_sent)
     verdict = _judge(summary, rec, args, frame_balance=True)
     meta = {

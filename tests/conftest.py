@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from hark.loadtest.spawn import ServerProcess, ServerStartError
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -41,58 +39,31 @@ def manifest() -> dict[str, dict[str, Any]]:
         return {item["name"]: item for item in json.load(fh)}
 
 
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[str]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/stream"
+class RunningServer(ServerProcess):
+    """A server started by the fixtures below (hark.loadtest.spawn, the one way anything starts one)."""
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.http_url
 
     def assert_alive(self) -> None:
         assert self.process.poll() is None, f"hark-server died:\n{self.log()[-4000:]}"
 
 
 def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
-    """Start the real CLI on port 0 and read the bound port from its ready line."""
+    """Start the real CLI on port 0 and wait for its ready line."""
     log_path = tmp_dir / f"server-{time.monotonic_ns()}.log"
-    log_file = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=log_file,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        match = re.search(r"ready on ws://[\d.]+:(\d+)/", line)
-        if match:
-            return RunningServer(process, int(match.group(1)), log_path)
-    process.kill()
-    pytest.fail(f"hark-server did not start:\n{log_path.read_text()[-4000:]}")
+    running = RunningServer(args, log_path=log_path, env=env, cwd=REPO, stop_timeout_s=20)
+    try:
+        running.start()
+    except ServerStartError as exc:
+        pytest.fail(f"hark-server did not start: {exc}")
+    return running
 
 
 def stop_server(server: RunningServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+    server.stop()
+    if server.killed:
         pytest.fail(f"hark-server did not stop on SIGTERM:\n{server.log()[-3000:]}")
 
 

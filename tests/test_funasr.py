@@ -9,10 +9,9 @@ do not disturb each other, clear startup errors, and no socket to any host but l
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
-import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,8 @@ import pytest
 from conftest import REPO, RunningServer, load_pcm
 from funasr_models_fixture import TinyModels, build_tiny_models
 from wsclient import Peer, silence
+
+from hark.loadtest.spawn import ServerProcess, ServerStartError
 
 CLIP = "zh_funasr_asr_example"  # 5.5 s of Mandarin
 OTHER = "zh_funasr_regression_sample"
@@ -188,15 +189,15 @@ async def test_window_takes_offline_paraformer_too(server_factory: Any, tiny_mod
 
 def _start_failure(*args: str) -> str:
     """Run hark-server that must refuse to start; return its stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode != 0, "hark-server started with an unusable model"
-    return result.stderr
+    with tempfile.TemporaryDirectory(prefix="hark-start-failure-") as tmp:
+        server = ServerProcess(args, log_path=Path(tmp) / "server.log", cwd=REPO)
+        try:
+            server.start()
+        except ServerStartError as exc:
+            assert exc.returncode not in (None, 0), f"hark-server neither started nor exited:\n{exc}"
+            return server.log()
+        server.stop()
+    pytest.fail("hark-server started with an unusable model")
 
 
 def test_missing_model_dir_is_a_clear_startup_error(tmp_path: Path, tiny_models: TinyModels) -> None:
@@ -222,21 +223,14 @@ def test_broken_model_dir_is_a_clear_startup_error(tmp_path: Path, tiny_models: 
 
 
 def test_healthz_is_503_until_the_models_loaded(tmp_path: Path, tiny_models: TinyModels) -> None:
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hark.server.app", "--host", "127.0.0.1", "--port", "0", *window_args(tiny_models)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env={**os.environ, **tiny_models.env},
-        )
+    server = ServerProcess(window_args(tiny_models), log_path=tmp_path / "server.log", env=tiny_models.env, cwd=REPO)
+    server.launch()  # not start(): the test asks /healthz while the models load, before the ready line
     try:
         port = None
         statuses = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            text = log_path.read_text()
+            text = server.log()
             if port is None and (m := re.search(r"listening on ws://[\d.]+:(\d+)", text)):
                 port = int(m.group(1))
             if port is not None:
@@ -246,14 +240,13 @@ def test_healthz_is_503_until_the_models_loaded(tmp_path: Path, tiny_models: Tin
                     statuses.append(exc.code)
                 if statuses[-1] == 200:
                     break
-            assert process.poll() is None, text[-3000:]
+            assert server.process.poll() is None, text[-3000:]
             time.sleep(0.05)
         # FunASR's import alone takes seconds, so the first answers come while loading
         assert statuses and statuses[0] == 503 and statuses[-1] == 200, statuses
         assert set(statuses) == {503, 200}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
     tiny_models.assert_no_network()
 
 
