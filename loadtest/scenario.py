@@ -22,9 +22,12 @@ import tomllib
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Meta
 
 from hark.protocol import ProtocolError, validate_config_patch
+from hark.protocol.schema import FieldSchema, Mismatch, UnknownField
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "default.toml"
@@ -35,86 +38,62 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * 2
 SILENCE = b"\0" * FRAME_BYTES
 
-_KEYS = {
-    "clips",
-    "pause_ms",
-    "turns_per_session",
-    "barge_in_probability",
-    "barge_in_after_ms",
-    "turn_timeout_s",
-    "seed",
-    "session",
-}
-
 
 def corpus_dir() -> Path:
     return Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
+PauseMs = Annotated[int, Meta(ge=0, le=600_000)]
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    clips: tuple[str, ...] = DEFAULT_CLIPS
-    pause_ms: tuple[int, int] = (800, 2000)
-    turns_per_session: int = 0
-    barge_in_probability: float = 0.0
-    barge_in_after_ms: int = 600
-    turn_timeout_s: float = 30.0
-    seed: int = 1
-    session: dict[str, Any] = field(default_factory=dict)
+    """What each virtual device says and how it behaves; the annotations are the rules a file is checked by."""
+
+    clips: Annotated[
+        tuple[Annotated[str, Meta(min_length=1)], ...],
+        Meta(min_length=1, description="a non-empty list of clip names or paths"),
+    ] = DEFAULT_CLIPS
+    pause_ms: Annotated[tuple[PauseMs, PauseMs], Meta(description="an integer or [min, max] in [0, 600000]")] = (
+        800,
+        2000,
+    )
+    turns_per_session: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    barge_in_probability: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
+    barge_in_after_ms: Annotated[int, Meta(ge=0, le=600_000)] = 600
+    turn_timeout_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 30.0
+    seed: Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] = 1
+    session: Annotated[dict[str, Any], Meta(description="a table of session settings")] = field(default_factory=dict)
 
     def pause_s(self, rng: random.Random) -> float:
         low, high = self.pause_ms
         return rng.uniform(low, high) / 1000.0
 
 
+_SCHEMA = FieldSchema(Scenario)
+_DEFAULT = Scenario()
+
+
 def parse_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
     """Validate a decoded TOML table; raises ValueError naming the bad key."""
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise ValueError(f"{source}: unknown keys {sorted(unknown)} (known: {sorted(_KEYS)})")
-    base = Scenario()
-    clips = data.get("clips", list(base.clips))
-    if not isinstance(clips, list) or not clips or not all(isinstance(c, str) and c for c in clips):
-        raise ValueError(f"{source}: clips must be a non-empty list of clip names or paths")
-    pause = data.get("pause_ms", list(base.pause_ms))
-    if _is_int(pause):
-        pause = [pause, pause]
-    if not (isinstance(pause, list) and len(pause) == 2 and all(_is_int(p) for p in pause)):
-        raise ValueError(f"{source}: pause_ms must be an integer or [min, max]")
-    if not 0 <= pause[0] <= pause[1] <= 600_000:
-        raise ValueError(f"{source}: pause_ms must satisfy 0 <= min <= max <= 600000")
-    turns = data.get("turns_per_session", base.turns_per_session)
-    if not _is_int(turns) or turns < 0:
-        raise ValueError(f"{source}: turns_per_session must be an integer >= 0")
-    prob = data.get("barge_in_probability", base.barge_in_probability)
-    if not _is_num(prob) or not 0.0 <= prob <= 1.0:
-        raise ValueError(f"{source}: barge_in_probability must be a number in [0, 1]")
-    after = data.get("barge_in_after_ms", base.barge_in_after_ms)
-    if not _is_int(after) or after < 0:
-        raise ValueError(f"{source}: barge_in_after_ms must be an integer >= 0")
-    timeout = data.get("turn_timeout_s", base.turn_timeout_s)
-    if not _is_num(timeout) or timeout <= 0:
-        raise ValueError(f"{source}: turn_timeout_s must be a number > 0")
-    seed = data.get("seed", base.seed)
-    if not _is_int(seed):
-        raise ValueError(f"{source}: seed must be an integer")
-    session = data.get("session", {})
-    if not isinstance(session, dict):
-        raise ValueError(f"{source}: [session] must be a table of session settings")
+    data = dict(data)
+    if isinstance(data.get("pause_ms"), int) and not isinstance(data["pause_ms"], bool):
+        data["pause_ms"] = [data["pause_ms"], data["pause_ms"]]  # a fixed pause
     try:
-        session = validate_config_patch(session) if session else {}
+        values = _SCHEMA.check(data)
+    except UnknownField:
+        unknown = sorted(str(k) for k in data if k not in _SCHEMA.hints)
+        raise ValueError(f"{source}: unknown keys {unknown} (known: {sorted(_SCHEMA.hints)})") from None
+    except Mismatch as exc:
+        raise ValueError(f"{source}: {exc.name} must be {exc.expected}") from None
+    low, high = values.get("pause_ms", _DEFAULT.pause_ms)
+    if low > high:
+        raise ValueError(f"{source}: pause_ms must satisfy min <= max")
+    try:
+        values["session"] = validate_config_patch(values.get("session", {}))
     except ProtocolError as exc:
         raise ValueError(f"{source}: [session]: {exc}") from None
-    return Scenario(
-        clips=tuple(clips),
-        pause_ms=(int(pause[0]), int(pause[1])),
-        turns_per_session=int(turns),
-        barge_in_probability=float(prob),
-        barge_in_after_ms=int(after),
-        turn_timeout_s=float(timeout),
-        seed=int(seed),
-        session=dict(session),
-    )
+    return Scenario(**values)
 
 
 def load_scenario(path: Path | None) -> Scenario:
@@ -152,11 +131,3 @@ def load_clip(name: str) -> bytes:
 
 def load_clips(scenario: Scenario) -> dict[str, bytes]:
     return {name: load_clip(name) for name in dict.fromkeys(scenario.clips)}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,11 +1,16 @@
 """hark.v1 wire protocol, sans-IO: events, codec, config, limits and error codes. Imports nothing of the server."""
 
+from typing import Final
+
 from .audio import BYTES_PER_SAMPLE, frame_duration_ms, validate_audio_frame
-from .codec import MAX_MESSAGE_BYTES, decode_client, decode_server, encode
+from .codec import MAX_MESSAGE_BYTES, decode_client, decode_server, encode, utf8_length
 from .config import SUPPORTED_SAMPLE_RATES, SessionConfig, SessionLimits, validate_config_patch
 from .conversation import ConversationError, ConversationTracker, TrackedResponse, Turn, Utterance, Violation
 from .errors import CloseCode, ErrorCode, ProtocolError
 from .events import (
+    MAX_ID_CHARS,
+    MAX_PLAYED_MS,
+    MAX_TEXT_CHARS,
     AudioCommit,
     ClientEvent,
     Error,
@@ -32,12 +37,15 @@ from .events import (
     TranscriptPartial,
 )
 
-PROTOCOL_VERSION = "hark.v1"
+PROTOCOL_VERSION: Final = "hark.v1"  # Final: a Literal where SessionCreated.protocol expects one
 STREAM_PATH = "/v1/stream"
 
 __all__ = [
     "BYTES_PER_SAMPLE",
+    "MAX_ID_CHARS",
     "MAX_MESSAGE_BYTES",
+    "MAX_PLAYED_MS",
+    "MAX_TEXT_CHARS",
     "PROTOCOL_VERSION",
     "STREAM_PATH",
     "SUPPORTED_SAMPLE_RATES",
@@ -80,6 +88,7 @@ __all__ = [
     "decode_server",
     "encode",
     "frame_duration_ms",
+    "utf8_length",
     "validate_audio_frame",
     "validate_config_patch",
 ]

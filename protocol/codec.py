@@ -1,132 +1,185 @@
-"""Sans-IO encode/decode of hark.v1 text frames. Decoding validates and raises only ProtocolError."""
+"""Sans-IO encode/decode of hark.v1 text frames (msgspec). Decoding raises only ProtocolError.
+
+Decoding takes one msgspec pass into the tagged union of the side's events, which checks the JSON,
+the `type` and every field against its declaration (bounds included). Only when that pass refuses a
+message does a second, slower pass work out which stable code and which field to blame: a hostile
+client can make the server take it, but it is bounded by the message size like the first.
+
+A lone UTF-16 surrogate escape (`"\\ud800"`, what a browser's JSON.stringify makes of text cut
+inside an emoji) is not a character and cannot be sent on as UTF-8: a client frame carrying one is
+refused as `invalid_json`. Strings the server makes itself can still hold one (a model's output
+decoded by a lenient JSON parser); `encode` sends U+FFFD in its place rather than fail.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
-import math
-import types
-import typing
-from typing import Any, Union
+import numbers
+from typing import Any
+
+import msgspec
 
 from .config import SessionLimits, validate_config_patch
 from .errors import ErrorCode, ProtocolError
-from .events import CLIENT_EVENTS, SERVER_EVENTS, ClientEvent, Event, ResponseStatus, ServerEvent
+from .events import (
+    CLIENT_EVENTS,
+    MAX_TEXT_CHARS,
+    SERVER_EVENTS,
+    ClientEvent,
+    Event,
+    InputText,
+    ServerEvent,
+    SessionUpdate,
+)
+from .schema import Mismatch, convert
+
+__all__ = ["MAX_MESSAGE_BYTES", "MAX_TEXT_CHARS", "decode_client", "decode_server", "encode", "utf8_length"]
 
 MAX_MESSAGE_BYTES = SessionLimits().max_message_bytes
-MAX_TEXT_CHARS = 8000  # input.text and other free text from clients
+_UTF8_MAX_BYTES_PER_CHAR = 4
+
+
+def _enc_hook(obj: Any) -> Any:
+    # numpy scalars and other registered numbers, which the standard json module took as well
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    raise TypeError(f"{type(obj).__name__} is not a JSON value")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+_CLIENT_DECODER = msgspec.json.Decoder(ClientEvent)
+_SERVER_DECODER = msgspec.json.Decoder(ServerEvent)
+_CLIENT_BY_TYPE: dict[str, type] = {cls.TYPE: cls for cls in CLIENT_EVENTS}
+_SERVER_BY_TYPE: dict[str, type] = {cls.TYPE: cls for cls in SERVER_EVENTS}
 
 
 def encode(event: Event) -> str:
-    """Serialize an event to a JSON text frame (compact, UTF-8 safe)."""
-    payload: dict[str, Any] = {"type": event.TYPE}
-    for f in dataclasses.fields(event):
-        payload[f.name] = getattr(event, f.name)
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """Serialize an event to a JSON text frame (compact UTF-8; non-finite numbers become null).
 
-
-def decode_client(data: str | bytes) -> ClientEvent:
-    """Parse one client text frame into a client event (server side)."""
-    event = _decode(data, _CLIENT_BY_TYPE, "client")
-    return typing.cast(ClientEvent, event)
-
-
-def decode_server(data: str | bytes) -> ServerEvent:
-    """Parse one server text frame into a server event (client side)."""
-    event = _decode(data, _SERVER_BY_TYPE, "server")
-    return typing.cast(ServerEvent, event)
-
-
-_CLIENT_BY_TYPE: dict[str, type] = {cls.TYPE: cls for cls in CLIENT_EVENTS}  # type: ignore[attr-defined]
-_SERVER_BY_TYPE: dict[str, type] = {cls.TYPE: cls for cls in SERVER_EVENTS}  # type: ignore[attr-defined]
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _decode(data: str | bytes, registry: dict[str, type], side: str) -> object:
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    Never fails on a string: a lone surrogate, which UTF-8 cannot carry, is sent as U+FFFD.
+    """
     try:
-        obj = json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid UTF-8 JSON: {exc}") from None
+        return _ENCODER.encode(event).decode()
+    except UnicodeEncodeError:
+        return _ENCODER.encode(_scrub(msgspec.to_builtins(event, enc_hook=_enc_hook))).decode()
+
+
+def decode_client(data: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientEvent:
+    """Parse one client text frame into a client event (server side)."""
+    _check_size(data, max_bytes)
+    try:
+        event: ClientEvent = _CLIENT_DECODER.decode(data)
+    except Exception:
+        raise _explain(data, _CLIENT_BY_TYPE, "client") from None
+    if isinstance(event, SessionUpdate):
+        return SessionUpdate(config=validate_config_patch(event.config))
+    if isinstance(event, InputText) and event.text.isspace():
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "input.text: field 'text' must not be only whitespace")
+    return event
+
+
+def decode_server(data: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> ServerEvent:
+    """Parse one server text frame into a server event (client side)."""
+    _check_size(data, max_bytes)
+    try:
+        event: ServerEvent = _SERVER_DECODER.decode(data)
+    except Exception:
+        raise _explain(data, _SERVER_BY_TYPE, "server") from None
+    return event
+
+
+def utf8_length(data: str | bytes, limit: int) -> int:
+    """The UTF-8 size of `data` where that matters for `limit`, else a bound on the same side of it.
+
+    Exact for bytes and ASCII text; other text is counted only when it could be either side of the
+    limit (each character is 1 to 4 bytes), so the common small message costs no extra pass.
+    """
+    n = len(data)
+    if isinstance(data, (bytes, bytearray)) or n > limit or data.isascii() or n * _UTF8_MAX_BYTES_PER_CHAR <= limit:
+        return n
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _check_size(data: str | bytes, max_bytes: int) -> None:
+    size = utf8_length(data, max_bytes)
+    if size > max_bytes:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes or more exceeds {max_bytes}")
+
+
+def _scrub(obj: Any) -> Any:
+    """Builtins with every lone surrogate replaced by U+FFFD (pairs stored as two halves are joined)."""
+    if isinstance(obj, str):
+        return obj.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(obj, dict):
+        return {_scrub(k): _scrub(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- why a frame was refused
+
+
+def _explain(data: str | bytes, registry: dict[str, type], side: str) -> ProtocolError:
+    """The ProtocolError for a frame the fast pass refused: the first rule it breaks, in contract order."""
+    try:
+        obj = msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError) as exc:
+        return ProtocolError(ErrorCode.INVALID_JSON, _json_problem(data, exc))
     if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.INVALID_EVENT, "a text frame must be a JSON object with a 'type'")
+        return ProtocolError(ErrorCode.INVALID_EVENT, "a text frame must be a JSON object with a 'type'")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError(ErrorCode.INVALID_EVENT, "missing string field 'type'")
+        return ProtocolError(ErrorCode.INVALID_EVENT, "missing string field 'type'")
     cls = registry.get(kind)
     if cls is None:
         known = ", ".join(sorted(registry))
-        raise ProtocolError(ErrorCode.UNKNOWN_EVENT, f"unknown {side} event type {kind[:64]!r}; known: {known}")
-    kwargs = {
-        f.name: _field_value(kind, f, obj) for f in dataclasses.fields(cls) if f.name in obj or not _has_default(f)
-    }
-    _check_semantics(kind, kwargs)
-    return cls(**kwargs)
+        return ProtocolError(ErrorCode.UNKNOWN_EVENT, f"unknown {side} event type {kind[:64]!r}; known: {known}")
+    for field in _fields(cls):
+        if field.name not in obj:
+            if field.required:
+                return ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: missing field '{field.name}'")
+            continue
+        try:
+            convert(field.name, obj[field.name], field.type)
+        except Mismatch as exc:
+            return ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field '{field.name}' must be {exc.expected}")
+    # every field fits on its own, so the frame itself is odd (a repeated "type" key, say)
+    return ProtocolError(ErrorCode.INVALID_EVENT, f"{kind}: not a valid {kind} event")
 
 
-def _has_default(f: dataclasses.Field[Any]) -> bool:
-    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+@functools.cache
+def _fields(cls: type) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(cls)  # resolves the annotations anew on every call
 
 
-def _field_value(kind: str, f: dataclasses.Field[Any], obj: dict[str, Any]) -> Any:
-    if f.name not in obj:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: missing field '{f.name}'")
-    value = obj[f.name]
-    expected = _FIELD_TYPES[f.type] if isinstance(f.type, str) else f.type
-    if not _matches(value, expected):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field '{f.name}' must be {_describe(expected)}")
-    return value
+def _json_problem(data: str | bytes, exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "not valid JSON: nested too deeply"
+    try:  # the standard parser is laxer: what it accepts and msgspec refused says what is wrong
+        lax = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return f"not valid UTF-8 JSON: {exc}"
+    if _has_lone_surrogate(lax):
+        return (
+            "not valid JSON text: a \\ud800-\\udfff escape without its other half (text cut inside a "
+            "character such as an emoji); send whole characters"
+        )
+    return f"not valid JSON: {exc}"
 
 
-# dataclass annotations are strings under `from __future__ import annotations`; these are all we use
-_FIELD_TYPES: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "bool": bool,
-    "float": float,
-    "str | None": str | None,
-    "dict[str, Any]": dict,
-}
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
 
 
-def _matches(value: Any, expected: Any) -> bool:
-    if typing.get_origin(expected) in (Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(expected))
-    if expected is type(None):
-        return value is None
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, expected)
-
-
-def _describe(expected: Any) -> str:
-    names = {str: "a string", int: "an integer", bool: "a boolean", float: "a number", dict: "an object"}
-    if typing.get_origin(expected) in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else names[a] for a in typing.get_args(expected))
-    return names[expected]
-
-
-def _check_semantics(kind: str, kwargs: dict[str, Any]) -> None:
-    """Value rules beyond JSON types."""
-    if kind == "session.update":
-        kwargs["config"] = validate_config_patch(kwargs["config"])
-    elif kind == "input.text":
-        text = kwargs["text"]
-        if not text.strip() or len(text) > MAX_TEXT_CHARS:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"input.text: 'text' must be 1 to {MAX_TEXT_CHARS} chars")
-    elif kind == "playback.position":
-        if kwargs["played_ms"] < 0:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, "playback.position: 'played_ms' must be >= 0")
-    elif kind == "ping":
-        ping_id = kwargs.get("id")
-        if ping_id is not None and len(ping_id) > 128:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, "ping: 'id' must be at most 128 chars")
-    elif kind == "response.done":
-        if kwargs["status"] not in {s.value for s in ResponseStatus}:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, "response.done: unknown 'status'")
+def _has_lone_surrogate(obj: Any) -> bool:
+    if isinstance(obj, str):
+        return not obj.isascii() and any("\ud800" <= c <= "\udfff" for c in obj)
+    if isinstance(obj, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_lone_surrogate(v) for v in obj)
+    return False

@@ -5,27 +5,35 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Meta
 
 from .errors import ErrorCode, ProtocolError
+from .schema import FieldSchema, Mismatch, OneOf, UnknownField
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 MAX_INSTRUCTIONS_CHARS = 4000
 
+SampleRate = Annotated[int, OneOf(SUPPORTED_SAMPLE_RATES)]
+
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    """Everything a client may set with `session.update`. Defaults are the server's."""
+    """Everything a client may set with `session.update`. Defaults are the server's.
 
-    input_sample_rate: int = 16000
-    output_sample_rate: int = 16000
-    vad_threshold: float = 0.5
-    min_silence_ms: int = 500
-    speech_pad_ms: int = 200
-    min_interrupt_ms: int = 300
+    The annotations are the rules `session.update` is checked against (`validate_config_patch`).
+    """
+
+    input_sample_rate: SampleRate = 16000
+    output_sample_rate: SampleRate = 16000
+    vad_threshold: Annotated[float, Meta(ge=0.05, le=0.95)] = 0.5
+    min_silence_ms: Annotated[int, Meta(ge=100, le=5000)] = 500
+    speech_pad_ms: Annotated[int, Meta(ge=0, le=1000)] = 200
+    min_interrupt_ms: Annotated[int, Meta(ge=0, le=5000)] = 300
     audio_output: bool = True
-    voice: str = "en-us"
-    instructions: str = ""
+    voice: Annotated[str, Meta(max_length=64)] = "en-us"
+    instructions: Annotated[str, Meta(max_length=MAX_INSTRUCTIONS_CHARS)] = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -35,66 +43,20 @@ class SessionConfig:
         return dataclasses.replace(self, **validate_config_patch(patch))
 
 
-def _int_in(lo: int, hi: int) -> Any:
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{name} must be an integer in [{lo}, {hi}]")
-        return value
-
-    return check
-
-
-def _rate(name: str, value: Any) -> int:
-    if isinstance(value, bool) or value not in SUPPORTED_SAMPLE_RATES:
-        rates = ", ".join(map(str, SUPPORTED_SAMPLE_RATES))
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{name} must be one of {rates}")
-    return int(value)
-
-
-def _unit_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.05 <= value <= 0.95:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{name} must be a number in [0.05, 0.95]")
-    return float(value)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{name} must be true or false")
-    return value
-
-
-def _text(max_chars: int) -> Any:
-    def check(name: str, value: Any) -> str:
-        if not isinstance(value, str) or len(value) > max_chars:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{name} must be a string of at most {max_chars} chars")
-        return value
-
-    return check
-
-
-_VALIDATORS: dict[str, Any] = {
-    "input_sample_rate": _rate,
-    "output_sample_rate": _rate,
-    "vad_threshold": _unit_float,
-    "min_silence_ms": _int_in(100, 5000),
-    "speech_pad_ms": _int_in(0, 1000),
-    "min_interrupt_ms": _int_in(0, 5000),
-    "audio_output": _bool,
-    "voice": _text(64),
-    "instructions": _text(MAX_INSTRUCTIONS_CHARS),
-}
+_CONFIG_SCHEMA = FieldSchema(SessionConfig)
 
 
 def validate_config_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
     """Check every key and value of a partial config; unknown keys are errors (typos must not pass silently)."""
-    clean: dict[str, Any] = {}
-    for name, value in patch.items():
-        validator = _VALIDATORS.get(name)
-        if validator is None:
-            known = ", ".join(_VALIDATORS)
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{name} is not a known setting (known: {known})")
-        clean[name] = validator(name, value)
-    return clean
+    try:
+        return _CONFIG_SCHEMA.check(patch)
+    except UnknownField as exc:
+        known = ", ".join(_CONFIG_SCHEMA.hints)
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"config.{exc.name[:64]} is not a known setting (known: {known})"
+        ) from None
+    except Mismatch as exc:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{exc.name} must be {exc.expected}") from None
 
 
 @dataclass(frozen=True, slots=True)

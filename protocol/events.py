@@ -1,64 +1,85 @@
-"""Typed events of hark.v1. Each event is a frozen dataclass whose `TYPE` is its wire `type`."""
+"""Typed events of hark.v1, one declaration each: the wire `type`, the fields and what they accept.
+
+Every event is a frozen msgspec Struct tagged by its `type` (also `cls.TYPE`); the annotations are
+the contract the codec checks, bounds included, so a number or string a client sends is range-checked
+before any handler sees it. Server events are bounded only where a client relies on it: they come
+from a trusted peer, and a newer server may say more (unknown `error` codes, new metrics keys).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, cast
+
+import msgspec
+from msgspec import Meta
+
+MAX_TEXT_CHARS = 8000  # input.text
+MAX_ID_CHARS = 128  # ids a client sends and the server echoes (ping.id, response ids)
+MAX_PLAYED_MS = 24 * 3600 * 1000  # playback.position: a day of reply audio, far past any reply
+MAX_SAMPLE_RATE = 384_000
 
 
 class ResponseStatus(StrEnum):
+    """How a reply ended (`response.done.status`)."""
+
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
 
 
+Id = Annotated[str, Meta(max_length=MAX_ID_CHARS)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type"):
+    TYPE: ClassVar[str]  # the wire `type`: the struct's tag, set below for every event class
+
+
 # ---------------------------------------------------------------- client -> server
 
 
-@dataclass(frozen=True, slots=True)
-class SessionUpdate:
-    TYPE: ClassVar[str] = "session.update"
+class SessionUpdate(_Event, frozen=True, tag="session.update"):
+    """Change some session settings; `config` is checked key by key against `SessionConfig`."""
+
     config: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class AudioCommit:
-    TYPE: ClassVar[str] = "audio.commit"
+class AudioCommit(_Event, frozen=True, tag="audio.commit"):
+    """End the user's spoken turn now (push-to-talk release)."""
 
 
-@dataclass(frozen=True, slots=True)
-class InputText:
-    TYPE: ClassVar[str] = "input.text"
-    text: str
+class InputText(_Event, frozen=True, tag="input.text"):
+    """A typed user turn, answered like a spoken one."""
+
+    text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseCancel:
-    TYPE: ClassVar[str] = "response.cancel"
-    response_id: str | None = None
+class ResponseCancel(_Event, frozen=True, tag="response.cancel"):
+    """Stop the reply in progress (or only the one named)."""
+
+    response_id: Id | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PlaybackPosition:
-    TYPE: ClassVar[str] = "playback.position"
-    response_id: str
-    played_ms: int
+class PlaybackPosition(_Event, frozen=True, tag="playback.position"):
+    """How much of a reply the client has really played, so the history keeps what was heard."""
+
+    response_id: Id
+    played_ms: Annotated[int, Meta(ge=0, le=MAX_PLAYED_MS)]
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
-    TYPE: ClassVar[str] = "ping"
-    id: str | None = None
+class Ping(_Event, frozen=True, tag="ping"):
+    """Answered by `pong` with the same id."""
+
+    id: Id | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionClose:
-    TYPE: ClassVar[str] = "session.close"
+class SessionClose(_Event, frozen=True, tag="session.close"):
+    """The client is done: finish the open turn and the reply, then close with 1000."""
 
 
 ClientEvent = SessionUpdate | AudioCommit | InputText | ResponseCancel | PlaybackPosition | Ping | SessionClose
-CLIENT_EVENTS: tuple[type, ...] = (
+CLIENT_EVENTS: tuple[type[_Event], ...] = (
     SessionUpdate,
     AudioCommit,
     InputText,
@@ -71,103 +92,105 @@ CLIENT_EVENTS: tuple[type, ...] = (
 # ---------------------------------------------------------------- server -> client
 
 
-@dataclass(frozen=True, slots=True)
-class SessionCreated:
-    TYPE: ClassVar[str] = "session.created"
+class SessionCreated(_Event, frozen=True, tag="session.created"):
+    """The server's first message: the session's id, full config, input limits and engine names."""
+
     session_id: str
-    protocol: str
+    protocol: Literal["hark.v1"]
     config: dict[str, Any]
     limits: dict[str, Any]
-    engines: dict[str, Any] = field(default_factory=dict)
+    engines: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionUpdated:
-    TYPE: ClassVar[str] = "session.updated"
+class SessionUpdated(_Event, frozen=True, tag="session.updated"):
+    """The full config after an accepted `session.update`."""
+
     config: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    TYPE: ClassVar[str] = "speech.started"
-    turn_id: int
-    audio_ms: int
+class SpeechStarted(_Event, frozen=True, tag="speech.started"):
+    """The VAD heard speech; `audio_ms` is where the turn's audio starts on the input clock."""
+
+    turn_id: NonNegative
+    audio_ms: NonNegative
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    TYPE: ClassVar[str] = "speech.stopped"
-    turn_id: int
-    audio_ms: int
+class SpeechStopped(_Event, frozen=True, tag="speech.stopped"):
+    """The user's turn ended at `audio_ms` on the input clock."""
+
+    turn_id: NonNegative
+    audio_ms: NonNegative
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptPartial:
-    TYPE: ClassVar[str] = "transcript.partial"
-    turn_id: int
+class TranscriptPartial(_Event, frozen=True, tag="transcript.partial"):
+    """The current hypothesis while the user speaks; `stable_text` only grows within a turn."""
+
+    turn_id: NonNegative
     text: str
     stable_text: str
     # what the recognizer learned besides the words, e.g. SenseVoice's {"language", "emotion", "event"}
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptFinal:
-    TYPE: ClassVar[str] = "transcript.final"
-    turn_id: int
+class TranscriptFinal(_Event, frozen=True, tag="transcript.final"):
+    """The turn's transcript; empty text means nothing intelligible was said (no reply follows)."""
+
+    turn_id: NonNegative
     text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseStarted:
-    TYPE: ClassVar[str] = "response.started"
-    turn_id: int
+class ResponseStarted(_Event, frozen=True, tag="response.started"):
+    """A reply to `turn_id` begins."""
+
+    turn_id: NonNegative
     response_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseTextDelta:
-    TYPE: ClassVar[str] = "response.text.delta"
+class ResponseTextDelta(_Event, frozen=True, tag="response.text.delta"):
+    """Reply text as it is generated; the deltas concatenate to the reply."""
+
     response_id: str
     delta: str
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseAudioStarted:
-    TYPE: ClassVar[str] = "response.audio.started"
+class ResponseAudioStarted(_Event, frozen=True, tag="response.audio.started"):
+    """The binary frames that follow are this reply's audio, at `sample_rate`."""
+
     response_id: str
-    sample_rate: int
-    encoding: str = "pcm_s16le"
+    sample_rate: Annotated[int, Meta(ge=1, le=MAX_SAMPLE_RATE)]
+    # a closed set: a client cannot play audio in an encoding it does not know
+    encoding: Literal["pcm_s16le"] = "pcm_s16le"
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseAudioDone:
-    TYPE: ClassVar[str] = "response.audio.done"
+class ResponseAudioDone(_Event, frozen=True, tag="response.audio.done"):
+    """All of the reply's audio has been sent (`audio_ms` of it)."""
+
     response_id: str
-    audio_ms: int
+    audio_ms: NonNegative
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseDone:
-    TYPE: ClassVar[str] = "response.done"
+class ResponseDone(_Event, frozen=True, tag="response.done"):
+    """The reply ended: how (`status`), what the user got (`text`) and the turn's latency breakdown."""
+
     response_id: str
-    status: str
+    status: ResponseStatus
     text: str
     metrics: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Error:
-    TYPE: ClassVar[str] = "error"
+class Error(_Event, frozen=True, tag="error"):
+    """A refused input or a failure. `code` is an `ErrorCode` value; typed `str` so that a client
+    still reads the codes a newer server adds."""
+
     code: str
     message: str
     fatal: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Pong:
-    TYPE: ClassVar[str] = "pong"
+class Pong(_Event, frozen=True, tag="pong"):
+    """The answer to `ping`."""
+
     id: str | None = None
 
 
@@ -186,7 +209,7 @@ ServerEvent = (
     | Error
     | Pong
 )
-SERVER_EVENTS: tuple[type, ...] = (
+SERVER_EVENTS: tuple[type[_Event], ...] = (
     SessionCreated,
     SessionUpdated,
     SpeechStarted,
@@ -202,3 +225,6 @@ SERVER_EVENTS: tuple[type, ...] = (
     Pong,
 )
 Event = ClientEvent | ServerEvent
+
+for _cls in CLIENT_EVENTS + SERVER_EVENTS:
+    _cls.TYPE = cast(str, _cls.__struct_config__.tag)

@@ -34,7 +34,7 @@ SERVER_SAMPLES: list[p.ServerEvent] = [
     p.ResponseTextDelta(response_id="resp_1", delta=" said"),
     p.ResponseAudioStarted(response_id="resp_1", sample_rate=16000),
     p.ResponseAudioDone(response_id="resp_1", audio_ms=1800),
-    p.ResponseDone(response_id="resp_1", status="completed", text="You said", metrics={"final_ms": 300}),
+    p.ResponseDone(response_id="resp_1", status=p.ResponseStatus.COMPLETED, text="You said", metrics={"final_ms": 300}),
     p.Error(code="invalid_json", message="bad", fatal=False),
     p.Pong(id="abc"),
 ]
