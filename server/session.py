@@ -367,29 +367,29 @@ class Session:
         run.usage.extra["speculative_aborted"] = aborted
         self._response = run
         self.emit(ResponseStarted(turn_id=turn_id, response_id=response_id))
-        self._response_task = asyncio.create_task(
-            self._run_response(run, user_text, speech_end, final_ms), name=f"{self.id}-{response_id}"
-        )
+        task = asyncio.create_task(run.run(), name=f"{self.id}-{response_id}")
+        # a callback, not a `finally` in the task: a task cancelled before its first step (a newer
+        # turn right behind this one) never runs its body, and response.done must still go out
+        task.add_done_callback(lambda _: self._finish_response(run, task, user_text, speech_end, final_ms))
+        self._response_task = task
 
-    async def _run_response(self, run: ResponseRun, user_text: str, speech_end: float, final_ms: float | None) -> None:
-        status = ResponseStatus.COMPLETED
-        try:
-            await run.run()
-            if run.failure is not None:
-                status = ResponseStatus.FAILED
-                self.report(ErrorCode.LLM_UNAVAILABLE, f"the language model did not answer: {run.failure}")
-        except asyncio.CancelledError:
-            status = ResponseStatus.CANCELLED
-        except Exception as exc:  # an engine failed: this reply is lost, the session goes on
-            log.exception("session %s: %s failed", self.id, run.response_id)
-            status = ResponseStatus.FAILED
+    def _status_of(self, run: ResponseRun, task: asyncio.Task[None]) -> ResponseStatus:
+        if task.cancelled():
+            return ResponseStatus.CANCELLED
+        exc = task.exception()
+        if exc is not None:  # an engine failed: this reply is lost, the session goes on
+            log.error("session %s: %s failed", self.id, run.response_id, exc_info=exc)
             self.report(ErrorCode.RESPONSE_FAILED, f"{run.response_id} failed: {type(exc).__name__}: {exc}")
-        finally:
-            self._finish_response(run, status, user_text, speech_end, final_ms)
+            return ResponseStatus.FAILED
+        if run.failure is not None:
+            self.report(ErrorCode.LLM_UNAVAILABLE, f"the language model did not answer: {run.failure}")
+            return ResponseStatus.FAILED
+        return ResponseStatus.COMPLETED
 
     def _finish_response(
-        self, run: ResponseRun, status: ResponseStatus, user_text: str, speech_end: float, final_ms: float | None
+        self, run: ResponseRun, task: asyncio.Task[None], user_text: str, speech_end: float, final_ms: float | None
     ) -> None:
+        status = self._status_of(run, task)
         heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
         if status != ResponseStatus.FAILED and heard:
             self._history.add_exchange(user_text, heard)
