@@ -165,8 +165,8 @@ def _json_problem(data: str | bytes, exc: Exception) -> str:
         return f"not valid UTF-8 JSON: {exc}"
     if _has_lone_surrogate(lax):
         return (
-            "not valid JSON text: a \\ud800-\\udfff escape without its other half (text cut inside a "
-            "character such as an emoji); send whole characters"
+            "not valid JSON text: a lone surrogate escape (\\ud800-\\udfff without its other half: text "
+            "cut inside a character such as an emoji); send whole characters"
         )
     return f"not valid JSON: {exc}"
 
