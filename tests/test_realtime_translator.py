@@ -901,6 +901,9 @@ def test_tools_in_response_create_are_refused_and_the_response_goes_ahead() -> N
 
 # ---------------------------------------------------------------- against the SDKs' own types
 
+# the first of these builds the SDK venv (about 20 s here; more on a slow package index)
+sdk_test = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def sdk() -> Iterator[None]:
@@ -946,6 +949,7 @@ def _scenario_events(dialect: str) -> list[Event]:
     return h.events
 
 
+@sdk_test
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
 def test_every_event_validates_against_the_sdk_types(sdk: None, dialect: str) -> None:
     events = _scenario_events(dialect)
@@ -955,6 +959,7 @@ def test_every_event_validates_against_the_sdk_types(sdk: None, dialect: str) ->
     assert not result.rejections, result.describe(events)
 
 
+@sdk_test
 def test_openai_agents_answers_a_barge_in_with_a_truncate_we_accept(sdk: None) -> None:
     """Agents' own handler, fed our events, sends conversation.item.truncate on speech_started mid-reply."""
     h = Harness()
@@ -972,6 +977,7 @@ def test_openai_agents_answers_a_barge_in_with_a_truncate_we_accept(sdk: None) -
     assert isinstance(inbound.ops[0], ops.TruncateItem) and inbound.ops[0].response_id == "r1"
 
 
+@sdk_test
 def test_all_scenario_events_of_this_module_validate(sdk: None) -> None:
     """Whatever the tests above made the translator say (when run in the same session) passes too."""
     for dialect, events in EMITTED.items():
@@ -980,6 +986,7 @@ def test_all_scenario_events_of_this_module_validate(sdk: None) -> None:
             assert not result.rejections, result.describe(events)
 
 
+@sdk_test
 def test_the_sdk_checks_do_reject_what_is_wrong(sdk: None) -> None:
     """The validation above can fail: events an SDK cannot use are reported, each by the right check."""
     good = Harness().events[0]
@@ -1001,6 +1008,7 @@ def test_the_sdk_checks_do_reject_what_is_wrong(sdk: None) -> None:
     assert [r.index for r in realtime_sdk.validate_server_events(beta, "beta").rejections] == [0]
 
 
+@sdk_test
 def test_a_venv_that_cannot_be_built_fails_with_what_to_install(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(realtime_sdk, "SDK_DIR", tmp_path / "sdk")
     monkeypatch.setattr(realtime_sdk, "_STAMP", tmp_path / "sdk" / ".installed")
