@@ -212,6 +212,22 @@ class SGLangSimulator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(req.changed.wait(), timeout=min(_POLL_S, remaining))
 
+    async def _follow(self, request: web.Request, req: SimRequest, deadline: float) -> bool:
+        """Wait for news on `req` (a timeout aborts it); False if the client vanished meanwhile."""
+        outcome = await self._wait_update(request, req, deadline)
+        if outcome == "gone":
+            self._abort_after_disconnect(req.rid)
+            return False
+        if outcome == "timeout":
+            self.scheduler.abort(req.rid, message="Request timed out in the simulator.")
+        return True
+
+    def _drop(self, request: web.Request, req: SimRequest, response: web.StreamResponse) -> web.StreamResponse:
+        """The "drop_mid_stream" fault: the request ends and the connection closes without a word."""
+        self.scheduler.abort(req.rid, message="Connection dropped (simulated fault).")
+        close_connection(request)
+        return response
+
     async def _read_json(self, request: web.Request) -> Any:
         try:
             return await request.json(loads=json.loads)
@@ -293,12 +309,8 @@ class SGLangSimulator:
     async def _wait_whole(self, request: web.Request, req: SimRequest, payload: Any) -> web.StreamResponse:
         deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
         while not req.finished:
-            outcome = await self._wait_update(request, req, deadline)
-            if outcome == "gone":
-                self._abort_after_disconnect(req.rid)
+            if not await self._follow(request, req, deadline):
                 return web.Response(status=499)  # nobody is listening
-            if outcome == "timeout":
-                self.scheduler.abort(req.rid, message="Request timed out in the simulator.")
         return json_response(payload(req))
 
     async def _stream_native(self, request: web.Request, req: SimRequest, drop_after: int | None) -> web.StreamResponse:
@@ -316,15 +328,9 @@ class SGLangSimulator:
                 if req.finished:
                     break
                 if drop_after is not None and chunks >= drop_after:
-                    self.scheduler.abort(req.rid, message="Connection dropped (simulated fault).")
-                    close_connection(request)
+                    return self._drop(request, req, response)
+                if not await self._follow(request, req, deadline):
                     return response
-                outcome = await self._wait_update(request, req, deadline)
-                if outcome == "gone":
-                    self._abort_after_disconnect(req.rid)
-                    return response
-                if outcome == "timeout":
-                    self.scheduler.abort(req.rid, message="Request timed out in the simulator.")
             await response.write(SSE_DONE)
             await response.write_eof()
         except ConnectionError:
@@ -435,9 +441,7 @@ class SGLangSimulator:
             await response.prepare(request)
             while True:
                 if drop_after is not None and tokens_seen >= drop_after and not req.finished:
-                    self.scheduler.abort(req.rid, message="Connection dropped (simulated fault).")
-                    close_connection(request)
-                    return response
+                    return self._drop(request, req, response)
                 if len(req.output_ids) > 0 or req.finished:
                     if not sent_role:
                         await response.write(chunk({"role": "assistant", "content": ""}))
@@ -449,12 +453,8 @@ class SGLangSimulator:
                     tokens_seen = len(req.output_ids)
                 if req.finished:
                     break
-                outcome = await self._wait_update(request, req, deadline)
-                if outcome == "gone":
-                    self._abort_after_disconnect(req.rid)
+                if not await self._follow(request, req, deadline):
                     return response
-                if outcome == "timeout":
-                    self.scheduler.abort(req.rid, message="Request timed out in the simulator.")
             reason = req.finish_reason or {}
             await response.write(chunk({}, chat_finish(req.finish_reason), reason.get("matched")))
             if include_usage:

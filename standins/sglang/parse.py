@@ -28,6 +28,26 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _field(
+    body: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    expected: str,
+    *,
+    default: Any = None,
+    nullable: bool = True,
+) -> Any:
+    """`body[name]`, `default` when absent (or null, if `nullable`); the wrong type is SGLang's pydantic
+    error naming the field. A bool is no int here, as in pydantic's strict integers."""
+    value = body.get(name, default)
+    if value is None and nullable:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise BadRequest(f"{name}: Input should be {expected}", kind="validation")
+    return value
+
+
 def headers_of_interest(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: headers[name] for name in ROUTING_HEADERS if name in headers}
 
@@ -35,34 +55,16 @@ def headers_of_interest(headers: Mapping[str, str]) -> dict[str, str]:
 def parse_generate(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) -> SimRequest:
     if not isinstance(body, dict):
         raise BadRequest("Input should be a valid dictionary or instance of GenerateReqInput", kind="validation")
-    text = body.get("text")
-    input_ids = body.get("input_ids")
-    if text is not None and not isinstance(text, str | list):
-        raise BadRequest("text: Input should be a valid string or list of strings", kind="validation")
-    if input_ids is not None and not isinstance(input_ids, list):
-        raise BadRequest("input_ids: Input should be a valid list of integers", kind="validation")
-    rid = body.get("rid")
-    if rid is not None and not isinstance(rid, str):
-        raise BadRequest("rid: Input should be a valid string (batch rids are not simulated)", kind="validation")
-    priority = body.get("priority")
-    if priority is not None and not is_int(priority):
-        raise BadRequest("priority: Input should be a valid integer", kind="validation")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream: Input should be a valid boolean", kind="validation")
-    sampling = body.get("sampling_params")
-    if sampling is None:
-        sampling = {}
-    if not isinstance(sampling, dict):
-        raise BadRequest("sampling_params: Input should be a valid dictionary", kind="validation")
-    routing_key = body.get("routing_key")
-    if routing_key is not None and not isinstance(routing_key, str):
-        raise BadRequest("routing_key: Input should be a valid string", kind="validation")
+    text = _field(body, "text", (str, list), "a valid string or list of strings")
+    input_ids = _field(body, "input_ids", list, "a valid list of integers")
+    rid = _field(body, "rid", str, "a valid string (batch rids are not simulated)")
+    priority = _field(body, "priority", int, "a valid integer")
+    stream = _field(body, "stream", bool, "a valid boolean", default=False, nullable=False)
+    sampling = _field(body, "sampling_params", dict, "a valid dictionary", default={})
+    routing_key = _field(body, "routing_key", str, "a valid string")
     namespace_parts: list[str] = []
     for name in ("extra_key", "cache_salt"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"{name}: Input should be a valid string", kind="validation")
+        value = _field(body, name, str, "a valid string")
         if value:  # "" means unset, as in SGLang
             namespace_parts.append(f"{name}={value}")
     return_logprob = body.get("return_logprob", False)
@@ -190,12 +192,8 @@ def parse_chat(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) -> t
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise BadRequest("messages: each message needs a string 'role'", kind="validation")
-    model = body.get("model", "default")
-    if not isinstance(model, str):
-        raise BadRequest("model: Input should be a valid string", kind="validation")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream: Input should be a valid boolean", kind="validation")
+    model = _field(body, "model", str, "a valid string", default="default", nullable=False)
+    stream = _field(body, "stream", bool, "a valid boolean", default=False, nullable=False)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise BadRequest("stream_options: Input should be a valid dictionary", kind="validation")
@@ -203,12 +201,8 @@ def parse_chat(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) -> t
     template_kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(template_kwargs, dict):
         raise BadRequest("chat_template_kwargs: Input should be a valid dictionary", kind="validation")
-    rid = body.get("rid")
-    if rid is not None and not isinstance(rid, str):
-        raise BadRequest("rid: Input should be a valid string", kind="validation")
-    priority = body.get("priority")
-    if priority is not None and not is_int(priority):
-        raise BadRequest("priority: Input should be a valid integer", kind="validation")
+    rid = _field(body, "rid", str, "a valid string")
+    priority = _field(body, "priority", int, "a valid integer")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (not is_int(max_tokens) or max_tokens <= 0):
         raise BadRequest("max_tokens must be positive", kind="validation")
