@@ -28,6 +28,7 @@ from standins.sglang import (
     canned_reply,
     render_chatml,
 )
+from standins.sglang.cli import parse_ready_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -608,7 +609,8 @@ async def test_cli_prints_ready_line_and_serves(http: aiohttp.ClientSession) -> 
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode().strip()
         assert line.startswith("sglang simulator ready on http://127.0.0.1:"), line
-        url = line.rsplit(" ", 1)[1]
+        url = parse_ready_line(line)
+        assert url == line.rsplit(" ", 1)[1], line  # what the starters (simproc, capacity_suite) read
         async with http.get(f"{url}/health") as resp:
             assert resp.status == 200
             assert "simulator" in resp.headers["Server"]
