@@ -7,9 +7,6 @@ the dialects (see ../shared/notes/openai-realtime.md): one table maps a logical 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
-
-from .errors import RealtimeErrorCode
 
 
 class Dialect(StrEnum):
@@ -65,25 +62,3 @@ def assistant_part_type(dialect: Dialect, audio: bool) -> str:
     if dialect is Dialect.GA:
         return "output_audio" if audio else "output_text"
     return "audio" if audio else "text"
-
-
-def error_event(
-    event_id: str,
-    code: RealtimeErrorCode | str,
-    message: str,
-    *,
-    param: str | None = None,
-    client_event_id: str | None = None,
-    error_type: str = "invalid_request_error",
-) -> dict[str, Any]:
-    return {
-        "type": "error",
-        "event_id": event_id,
-        "error": {
-            "type": error_type,
-            "code": str(code),
-            "message": message,
-            "param": param,
-            "event_id": client_event_id,
-        },
-    }

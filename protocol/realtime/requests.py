@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,35 @@ from .session_config import parse_max_output_tokens, parse_modalities, parse_voi
 
 MAX_ITEM_ID_CHARS = 32  # as OpenAI's service
 Role = Literal["user", "assistant", "system"]
+
+
+def reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def utf8_size(data: str | bytes, limit: int) -> int:
+    """Bytes on the wire; the exact count is only needed when a str could be over the limit."""
+    if isinstance(data, bytes) or len(data) * 4 <= limit:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(obj: Any) -> bool:
+    stack = [obj]  # iterative: JSON nested as deep as the parser allows must not overflow here
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii() and _SURROGATES.search(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def require(obj: dict[str, Any], key: str, kind: type, event: str) -> Any:
