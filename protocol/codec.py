@@ -32,7 +32,7 @@ from .events import (
     ServerEvent,
     SessionUpdate,
 )
-from .schema import Mismatch, convert
+from .schema import FieldSchema, Mismatch
 
 __all__ = ["MAX_MESSAGE_BYTES", "MAX_TEXT_CHARS", "decode_client", "decode_server", "encode", "utf8_length"]
 
@@ -138,37 +138,55 @@ def _explain(data: str | bytes, registry: dict[str, type], side: str) -> Protoco
     if cls is None:
         known = ", ".join(sorted(registry))
         return ProtocolError(ErrorCode.UNKNOWN_EVENT, f"unknown {side} event type {kind[:64]!r}; known: {known}")
-    for field in _fields(cls):
-        if field.name not in obj:
-            if field.required:
-                return ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: missing field '{field.name}'")
+    schema = _schema(cls)
+    for name, required in _required(cls):
+        if name not in obj:
+            if required:
+                return ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: missing field '{name}'")
             continue
         try:
-            convert(field.name, obj[field.name], field.type)
+            schema.fields[name].convert(name, obj[name])
         except Mismatch as exc:
-            return ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field '{field.name}' must be {exc.expected}")
+            return ProtocolError(ErrorCode.INVALID_FIELD, f"{kind}: field '{name}' must be {exc.expected}")
     # every field fits on its own, so the frame itself is odd (a repeated "type" key, say)
     return ProtocolError(ErrorCode.INVALID_EVENT, f"{kind}: not a valid {kind} event")
 
 
 @functools.cache
-def _fields(cls: type) -> tuple[msgspec.structs.FieldInfo, ...]:
-    return msgspec.structs.fields(cls)  # resolves the annotations anew on every call
+def _required(cls: type) -> tuple[tuple[str, bool], ...]:
+    return tuple((f.name, f.required) for f in msgspec.structs.fields(cls))  # slow: resolves annotations
+
+
+@functools.cache
+def _schema(cls: type) -> FieldSchema:
+    return FieldSchema(cls)
+
+
+_LONE_SURROGATE = (
+    "not valid JSON text: a lone surrogate escape (\\ud800-\\udfff without its other half: text cut inside "
+    "a character such as an emoji); send whole characters"
+)
 
 
 def _json_problem(data: str | bytes, exc: Exception) -> str:
     if isinstance(exc, RecursionError):
         return "not valid JSON: nested too deeply"
-    try:  # the standard parser is laxer: what it accepts and msgspec refused says what is wrong
-        lax = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        return f"not valid UTF-8 JSON: {exc}"
-    if _has_lone_surrogate(lax):
-        return (
-            "not valid JSON text: a lone surrogate escape (\\ud800-\\udfff without its other half: text "
-            "cut inside a character such as an emoji); send whole characters"
-        )
-    return f"not valid JSON: {exc}"
+    if isinstance(exc, UnicodeEncodeError):
+        return _LONE_SURROGATE  # a str holding half a pair itself (websockets never hands one over)
+    if isinstance(data, str):
+        escaped = "\\ud" in data or "\\uD" in data
+    else:
+        escaped = b"\\ud" in data or b"\\uD" in data
+    if escaped:
+        # the standard parser takes lone surrogates: if it reads the frame and finds one, that was it
+        try:
+            lax = json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if _has_lone_surrogate(lax):
+                return _LONE_SURROGATE
+    return f"not valid UTF-8 JSON: {exc}"
 
 
 def _refuse_constant(name: str) -> None:

@@ -44,7 +44,6 @@ class UnknownField(ValueError):
         self.name = name
 
 
-@functools.cache
 def runtime_type(hint: Any) -> Any:
     """The type msgspec checks against: `Annotated[T, OneOf(values)]` becomes `Literal[values]` (top level only)."""
     if typing.get_origin(hint) is Annotated:
@@ -56,10 +55,36 @@ def runtime_type(hint: Any) -> Any:
 
 def convert(name: str, value: Any, hint: Any) -> Any:
     """`value` as the field declared by `hint` takes it; raises Mismatch saying what was expected."""
-    try:
-        return msgspec.convert(value, runtime_type(hint))
-    except (msgspec.ValidationError, RecursionError):
-        raise Mismatch(name, describe(hint)) from None
+    return _field(hint).convert(name, value)
+
+
+class FieldCheck:
+    """One declared type, ready to check values against (msgspec keeps what it learned of a Struct's
+    field types on the class, while a bare type is worked out again on every call: so one box each)."""
+
+    __slots__ = ("_box", "_expected", "hint")
+
+    def __init__(self, hint: Any) -> None:
+        self.hint = hint
+        self._box: type[Any] = msgspec.defstruct("Boxed", [("v", runtime_type(hint))])
+        self._expected: str | None = None
+
+    @property
+    def expected(self) -> str:
+        if self._expected is None:
+            self._expected = describe(self.hint)
+        return self._expected
+
+    def convert(self, name: str, value: Any) -> Any:
+        try:
+            return msgspec.convert({"v": value}, self._box).v
+        except (msgspec.ValidationError, RecursionError):
+            raise Mismatch(name, self.expected) from None
+
+
+@functools.cache
+def _field(hint: Any) -> FieldCheck:
+    return FieldCheck(hint)
 
 
 @functools.cache
@@ -134,6 +159,7 @@ class FieldSchema:
             for name, hint in typing.get_type_hints(cls, include_extras=True).items()
             if typing.get_origin(hint) is not ClassVar
         }
+        self.fields = {name: FieldCheck(hint) for name, hint in self.hints.items()}
         # one struct of optional fields: a partial mapping is checked in one msgspec call
         self._patch_type = msgspec.defstruct(
             f"{cls.__name__}Patch",
@@ -153,8 +179,8 @@ class FieldSchema:
         else:
             return {name: value for name, value in msgspec.structs.asdict(patch).items() if value is not UNSET}
         for name, value in values.items():
-            hint = self.hints.get(name) if isinstance(name, str) else None
-            if hint is None:
+            field = self.fields.get(name) if isinstance(name, str) else None
+            if field is None:
                 raise UnknownField(str(name))
-            convert(name, value, hint)
+            field.convert(name, value)
         raise Mismatch("the mapping", "an object of known fields")  # not reached: some key was to blame
