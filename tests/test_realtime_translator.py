@@ -807,6 +807,11 @@ BAD_INPUTS: list[tuple[str, str | Event, str]] = [
         "invalid_audio_format",
     ),
     (
+        "an MP3 file",
+        {"type": "input_audio_buffer.append", "audio": b64(b"ID3\x04\x00" + bytes(99))},
+        "invalid_audio_format",
+    ),
+    (
         "truncate unknown item",
         {"type": "conversation.item.truncate", "item_id": "nope", "content_index": 0, "audio_end_ms": 1},
         "item_not_found",
@@ -1018,3 +1023,30 @@ def test_a_venv_that_cannot_be_built_fails_with_what_to_install(tmp_path: Any, m
     message = str(failure.value)
     assert "openai==0.0.0.dev999999" in message and "pip install" in message and str(tmp_path / "sdk") in message
     assert not (tmp_path / "sdk" / ".installed").exists()
+
+
+def test_pcm_that_merely_starts_like_a_container_is_audio() -> None:
+    h = Harness()
+    for head in (b"RIFF" + bytes(4) + b"data", b"ID3\x7f\x01", b"OggS\x01"):
+        inbound = h.send({"type": "input_audio_buffer.append", "audio": b64(head + bytes(4800 - len(head)))})
+        assert [type(op) for op in inbound.ops] == [ops.AppendAudio], head
+
+
+def test_g711_without_pyav_is_refused_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hark.protocol.realtime import g711
+
+    monkeypatch.setattr(g711, "available", lambda: False)
+    h = Harness()
+    error = error_of(
+        h.send({"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}})
+    )
+    assert error["code"] == "unsupported_feature" and "hark[webrtc]" in error["message"]
+    assert h.tr.session.input_format is AudioFormat.PCM  # PCM goes on
+
+
+@sdk_test
+def test_the_sdk_venv_is_built_once(sdk: None) -> None:
+    stamp = realtime_sdk.SDK_DIR / ".installed"
+    before = stamp.stat().st_mtime_ns
+    realtime_sdk.sdk_python()
+    assert stamp.stat().st_mtime_ns == before and stamp.read_text() == "\n".join(realtime_sdk.PINS)

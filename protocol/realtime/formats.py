@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -59,20 +60,21 @@ def parse_format(value: Any, param: str) -> AudioFormat:
     )
 
 
-# Containers and compressed streams a client might send where raw samples belong
-_SIGNATURES = (
-    (b"RIFF", "a WAV (RIFF) file"),
-    (b"OggS", "an Ogg stream"),
-    (b"fLaC", "a FLAC stream"),
-    (b"ID3", "an MP3 file"),
-    (b"\x1aE\xdf\xa3", "a WebM/Matroska stream"),
+# Containers and compressed streams a client might send where raw samples belong, each recognised by
+# enough of its header that raw audio matching it by chance is vanishingly rare (over 32 bits)
+_SIGNATURES: tuple[tuple[Callable[[bytes], bool], str], ...] = (
+    (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WAVE", "a WAV (RIFF) file"),
+    (lambda b: b[:5] == b"OggS\x00", "an Ogg stream"),
+    (lambda b: b[:4] == b"fLaC" and len(b) > 4 and b[4] & 0x7F == 0, "a FLAC stream"),
+    (lambda b: b[:3] == b"ID3" and len(b) > 4 and b[3] in (2, 3, 4) and b[4] == 0, "an MP3 file"),
+    (lambda b: b[:4] == b"\x1aE\xdf\xa3", "a WebM/Matroska stream"),
 )
 
 
 def check_input_audio(audio: bytes, fmt: AudioFormat) -> None:
     """Raise invalid_audio_format for bytes that cannot be samples of `fmt` (whole-sample count, no container)."""
-    for magic, what in _SIGNATURES:
-        if audio.startswith(magic):
+    for looks_like, what in _SIGNATURES:
+        if looks_like(audio):
             raise RealtimeError(
                 RealtimeErrorCode.INVALID_AUDIO_FORMAT,
                 f"input_audio_buffer.append got {what}; send raw {_describe(fmt)} samples, base64-encoded",
