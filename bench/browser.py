@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if chromium is None:
         print(f"browser bench skipped: {MISSING_CHROMIUM}")
         return {"skipped": MISSING_CHROMIUM}
-    from bench.latency import load_clip
+    from hark.loadtest.scenario import load_clip
 
     pcm = load_clip(CLIP)
     if args.url:

@@ -11,7 +11,9 @@ in ms from the end of user speech). Beside them, the client's view of the same i
 moment it sent the frame that carried the end of speech (the `speech.stopped` audio position) to
 the arrival of `transcript.final`, of the first `response.text.delta`, and of the first audio frame.
 
-Imports only `protocol`, the standard library, numpy and websockets: it is a client like any other.
+The events are read by `hark.protocol`'s conversation tracker, and each utterance becomes a
+`hark.loadtest` TurnRecord (the harness's statistics summarize them): beside those, only the
+standard library and websockets. It is a client like any other.
 """
 
 from __future__ import annotations
@@ -20,34 +22,32 @@ import argparse
 import asyncio
 import bisect
 import json
-import os
 import time
-import wave
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from hark.loadtest.analysis import STAGES, turn_summary
+from hark.loadtest.recorder import TurnRecord, measured_turn
+from hark.loadtest.scenario import load_clip
 from hark.protocol import (
+    ConversationError,
+    ConversationTracker,
     Error,
     ProtocolError,
-    ResponseAudioStarted,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
     SessionCreated,
     SpeechStarted,
     SpeechStopped,
-    TranscriptFinal,
+    Turn,
+    Utterance,
     decode_server,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
 CLIPS = ("en_goforward_command", "en_vosk_digits", "en_librivox_sense_0920")
 SAMPLE_RATE = 16000
 FRAME_MS = 100
@@ -56,45 +56,17 @@ SILENCE = b"\0" * FRAME_BYTES
 # silence streamed after a clip before a turn may count as settled: above the server's default
 # min_silence_ms (500), so the endpoint is always found by the VAD, never cut short by us
 MIN_TAIL_MS = 1000
-METRICS = ("final_ms", "first_token_ms", "first_audio_ms")
-CLIENT_METRICS = ("client_final_ms", "client_first_token_ms", "client_first_audio_ms")
+METRICS = STAGES  # final_ms, first_token_ms, first_audio_ms: the server's, from response.done.metrics
+CLIENT_METRICS = tuple(f"client_{m}" for m in METRICS)
+QUANTILES = (50, 90, 99)  # what `make bench` reports (the harness uses p95)
+ANSWERED = ("completed", "cancelled")
 
 
 @dataclass(slots=True)
-class Utterance:
-    """One user utterance as the server segmented it, and the response it got."""
+class Occupancy:
+    """Sessions of a phase open right now (one event loop, so a plain counter)."""
 
-    turn_id: int
-    clip: str
-    stopped_audio_ms: int | None = None
-    final_at: float | None = None
-    text: str | None = None
-    response_id: str | None = None
-
-
-@dataclass(slots=True)
-class ResponseTrace:
-    turn_id: int
-    first_delta_at: float | None = None
-    first_audio_at: float | None = None
-    done: ResponseDone | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRecord:
-    """What `report` aggregates: one response (or an utterance that got none)."""
-
-    phase: str
-    session: int
-    clip: str
-    transcript: str
-    status: str  # completed | cancelled | failed | no_text (empty transcript) | timeout
-    final_ms: float | None
-    first_token_ms: float | None
-    first_audio_ms: float | None
-    client_final_ms: float | None
-    client_first_token_ms: float | None
-    client_first_audio_ms: float | None
+    open: int = 0
 
 
 @dataclass(slots=True)
@@ -102,16 +74,17 @@ class SessionTrace:
     """Everything one connection saw, with arrival times on this process's monotonic clock."""
 
     index: int
-    utterances: dict[int, Utterance] = field(default_factory=dict)
-    responses: dict[str, ResponseTrace] = field(default_factory=dict)
+    occupancy: Occupancy = field(default_factory=Occupancy)
+    tracker: ConversationTracker = field(default_factory=ConversationTracker)
+    clips_sent: list[tuple[str, float]] = field(default_factory=list)  # (clip, when its first frame went out)
+    clip_of: dict[int, int] = field(default_factory=dict)  # turn id -> index in clips_sent of the clip it cut
+    active_at_stop: dict[int, int] = field(default_factory=dict)  # turn id -> sessions open at its speech.stopped
     errors: list[str] = field(default_factory=list)
     sent_ends: list[int] = field(default_factory=list)  # end sample of each frame sent, increasing
     sent_at: list[float] = field(default_factory=list)  # when that frame was handed to the socket
     max_send_lag_ms: float = 0.0
     timeouts: int = 0
     min_silence_ms: int | None = None  # the endpointing silence of this session, from session.created
-    current_clip: str = ""
-    audio_response: str | None = None  # response the next binary frames belong to
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def sent_time_of(self, audio_ms: int) -> float | None:
@@ -121,73 +94,44 @@ class SessionTrace:
         i = bisect.bisect_left(self.sent_ends, audio_ms * SAMPLE_RATE // 1000)
         return self.sent_at[min(i, len(self.sent_at) - 1)]
 
+    def spoken(self, first_turn: int = 0) -> list[tuple[Turn, Utterance]]:
+        """The utterances the server found, from turn `first_turn` on."""
+        return [
+            (t, t.utterance) for t in self.tracker.turns.values() if t.utterance is not None and t.turn_id >= first_turn
+        ]
+
     def settled(self, first_turn: int) -> bool:
         """All utterances since `first_turn` are final and all their responses are done."""
-        mine = [u for tid, u in self.utterances.items() if tid >= first_turn]
-        if not mine:
-            return False  # the server has not yet reached the speech we sent
-        for u in mine:
-            if u.final_at is None:
-                return False
-            if u.text and (u.response_id is None or self.responses[u.response_id].done is None):
-                return False
-        return True
-
-
-def load_clip(name: str) -> bytes:
-    path = CORPUS / "audio" / f"{name}.wav"
-    with wave.open(str(path), "rb") as wav:
-        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (SAMPLE_RATE, 1, 2):
-            raise ValueError(f"{path}: expected 16 kHz mono PCM16")
-        return wav.readframes(wav.getnframes())
+        mine = self.spoken(first_turn)
+        return bool(mine) and all(turn.settled for turn, _ in mine)  # none yet: the server has not reached our speech
 
 
 async def _read(conn: ClientConnection, trace: SessionTrace) -> None:
     try:
         async for message in conn:
             now = time.monotonic()
-            if isinstance(message, bytes):
-                rid = trace.audio_response
-                if rid is not None and rid in trace.responses and trace.responses[rid].first_audio_at is None:
-                    trace.responses[rid].first_audio_at = now
-                continue
             try:
+                if isinstance(message, bytes):
+                    trace.tracker.audio(len(message), now)
+                    continue
                 event = decode_server(message)
+                trace.tracker.feed(event, now)
+            except ConversationError as exc:  # a server breaking the rules: the report lists it
+                trace.errors.append(f"violation:{exc.violation.value}")
+                continue
             except ProtocolError as exc:  # count it and go on: the report lists it
                 trace.errors.append(f"undecodable:{exc.code}")
                 continue
-            _on_event(trace, event, now)
+            if isinstance(event, SpeechStarted):
+                trace.clip_of[event.turn_id] = len(trace.clips_sent) - 1
+            elif isinstance(event, SpeechStopped):
+                trace.active_at_stop[event.turn_id] = trace.occupancy.open
+            elif isinstance(event, Error):
+                trace.errors.append(event.code)
     except ConnectionClosed:
         pass
     finally:
         trace.closed.set()
-
-
-def _on_event(trace: SessionTrace, event: object, now: float) -> None:
-    if isinstance(event, SpeechStarted):
-        trace.utterances[event.turn_id] = Utterance(event.turn_id, trace.current_clip)
-    elif isinstance(event, SpeechStopped):
-        if event.turn_id in trace.utterances:
-            trace.utterances[event.turn_id].stopped_audio_ms = event.audio_ms
-    elif isinstance(event, TranscriptFinal):
-        u = trace.utterances.setdefault(event.turn_id, Utterance(event.turn_id, trace.current_clip))
-        u.final_at, u.text = now, event.text
-    elif isinstance(event, ResponseStarted):
-        trace.responses[event.response_id] = ResponseTrace(event.turn_id)
-        if event.turn_id in trace.utterances:
-            trace.utterances[event.turn_id].response_id = event.response_id
-    elif isinstance(event, ResponseTextDelta):
-        r = trace.responses.get(event.response_id)
-        if r is not None and r.first_delta_at is None:
-            r.first_delta_at = now
-    elif isinstance(event, ResponseAudioStarted):
-        trace.audio_response = event.response_id
-    elif isinstance(event, ResponseDone):
-        r = trace.responses.get(event.response_id)
-        if r is not None:
-            r.done = event
-    elif isinstance(event, Error):
-        trace.errors.append(event.code)
 
 
 async def _send_frame(conn: ClientConnection, trace: SessionTrace, frame: bytes, due: float) -> float:
@@ -204,21 +148,26 @@ async def _send_frame(conn: ClientConnection, trace: SessionTrace, frame: bytes,
 
 
 async def run_session(
-    url: str, index: int, clips: Sequence[tuple[str, bytes]], turn_timeout_s: float = 60.0
+    url: str,
+    index: int,
+    clips: Sequence[tuple[str, bytes]],
+    turn_timeout_s: float = 60.0,
+    occupancy: Occupancy | None = None,
 ) -> SessionTrace:
     """One connection: each clip, then silence until the turn settles (or `turn_timeout_s` passes)."""
-    trace = SessionTrace(index)
+    trace = SessionTrace(index, occupancy or Occupancy())
     async with connect(url, open_timeout=30, close_timeout=5, max_size=16 << 20, compression=None) as conn:
         first = decode_server(await asyncio.wait_for(conn.recv(), 30))
         if not isinstance(first, SessionCreated):
             raise RuntimeError(f"session {index}: expected session.created, got {first!r}")
         trace.min_silence_ms = _int(first.config.get("min_silence_ms"))
         reader = asyncio.create_task(_read(conn, trace))
+        trace.occupancy.open += 1
         try:
             due = time.monotonic()
             for name, pcm in clips:
-                trace.current_clip = name
-                first_turn = max(trace.utterances, default=0) + 1
+                trace.clips_sent.append((name, max(due, time.monotonic())))
+                first_turn = trace.tracker.last_turn_id + 1
                 for i in range(0, len(pcm), FRAME_BYTES):
                     frame = pcm[i : i + FRAME_BYTES]
                     due = await _send_frame(conn, trace, frame + b"\0" * (FRAME_BYTES - len(frame)), due)
@@ -233,41 +182,42 @@ async def run_session(
                     due = await _send_frame(conn, trace, SILENCE, due)
                     tail_ms += FRAME_MS
         finally:
+            trace.occupancy.open -= 1
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
     return trace
 
 
-def records(trace: SessionTrace, phase: str) -> list[TurnRecord]:
+def records(trace: SessionTrace, t0: float) -> list[TurnRecord]:
+    """One record per utterance the server found (a clip can be cut into several), times since `t0`."""
+    spoken = trace.spoken()
+    per_clip = Counter(trace.clip_of.get(turn.turn_id, -1) for turn, _ in spoken)
     out: list[TurnRecord] = []
-    for u in trace.utterances.values():
-        ref = trace.sent_time_of(u.stopped_audio_ms) if u.stopped_audio_ms is not None else None
-
-        def since(t: float | None, ref: float | None = ref) -> float | None:
-            return None if t is None or ref is None else (t - ref) * 1000.0
-
-        r = trace.responses.get(u.response_id) if u.response_id else None
-        done = r.done if r is not None else None
-        server = done.metrics if done is not None else {}
-        if u.final_at is None or (u.text and done is None):
+    for n, (turn, u) in enumerate(spoken):
+        clip_index = trace.clip_of.get(turn.turn_id, -1)
+        clip, clip_started = trace.clips_sent[clip_index] if clip_index >= 0 else ("", u.started_at)
+        reply = turn.response
+        done = reply.done if reply is not None else None
+        if u.final is None or (u.text and done is None):
             status = "timeout"
         elif done is None:
-            status = "no_text"
+            status = "no_text"  # an empty transcript: no response follows
         else:
             status = done.status
         out.append(
-            TurnRecord(
-                phase=phase,
+            measured_turn(
                 session=trace.index,
-                clip=u.clip,
-                transcript=u.text or "",
+                turn=n,
+                clip=clip,
                 status=status,
-                final_ms=_num(server.get("final_ms")),
-                first_token_ms=_num(server.get("first_token_ms")),
-                first_audio_ms=_num(server.get("first_audio_ms")),
-                client_final_ms=since(u.final_at),
-                client_first_token_ms=since(r.first_delta_at if r else None),
-                client_first_audio_ms=since(r.first_audio_at if r else None),
+                t0=t0,
+                started_at=clip_started,
+                speech_end=trace.sent_time_of(u.stop_audio_ms) if u.stop_audio_ms is not None else None,
+                active_sessions=trace.active_at_stop.get(turn.turn_id, 0),
+                utterances=per_clip[clip_index],
+                spoken=u,
+                reply=reply,
+                errors=[e.code for e in reply.errors] if reply is not None else (),
             )
         )
     return out
@@ -277,33 +227,15 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"n": float(len(arr)), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(arr.max())}
-
-
 def summarize(turns: Sequence[TurnRecord]) -> dict[str, Any]:
     """Percentiles of every metric over all responses that reached that point.
 
     A reply cut by barge-in (the digits clip pauses between number groups) still has a valid
     final_ms, and a first_audio_ms if it got that far; utterances with no response are counted only.
     """
-    answered = [t for t in turns if t.status in ("completed", "cancelled")]
-    stats: dict[str, dict[str, float]] = {}
-    for name in METRICS + CLIENT_METRICS:
-        values = [v for t in answered if (v := getattr(t, name)) is not None]
-        stats[name] = percentiles(values)
-    statuses: dict[str, int] = {}
-    for t in turns:
-        statuses[t.status] = statuses.get(t.status, 0) + 1
-    return {"utterances": len(turns), "statuses": statuses, "metrics": stats}
+    stages = turn_summary([t for t in turns if t.status in ANSWERED], QUANTILES)
+    metrics = {**stages["server_ms"], **{f"client_{m}": p for m, p in stages["client_ms"].items()}}
+    return {"utterances": len(turns), "statuses": dict(Counter(t.status for t in turns)), "metrics": metrics}
 
 
 def _plan(turns: int, offset: int) -> list[str]:
@@ -327,19 +259,20 @@ async def run_phase(
     """Run one session per plan, one after another or all at once; returns records and a summary."""
     audio = {name: load_clip(name) for plan in plans for name in plan}
     started = time.monotonic()
+    occupancy = Occupancy()
     traces: list[SessionTrace] = []
     if concurrent:
 
         async def staggered(i: int, plan: Sequence[str]) -> SessionTrace:
             # real devices do not start in lockstep; staggering spreads the endpoints apart
             await asyncio.sleep(i * stagger_s)
-            return await run_session(url, i, [(n, audio[n]) for n in plan])
+            return await run_session(url, i, [(n, audio[n]) for n in plan], occupancy=occupancy)
 
         traces = list(await asyncio.gather(*(staggered(i, p) for i, p in enumerate(plans))))
     else:
         for i, plan in enumerate(plans):
-            traces.append(await run_session(url, i, [(n, audio[n]) for n in plan]))
-    turns = [r for t in traces for r in records(t, phase)]
+            traces.append(await run_session(url, i, [(n, audio[n]) for n in plan], occupancy=occupancy))
+    turns = [r for t in traces for r in records(t, started)]
     return {
         "phase": phase,
         "sessions": len(plans),

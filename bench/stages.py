@@ -8,23 +8,20 @@ beside it. Each stage runs the same engine code, with the same settings, as the 
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import time
-import wave
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bench.latency import percentiles
+from bench.latency import QUANTILES
+from hark.loadtest.scenario import corpus_dir, load_clip
+from hark.loadtest.stats import summary
 from hark.server.asr.pocketsphinx import DEFAULT_OPTIONS
 from hark.server.audio import pcm16_to_float
 from hark.server.tts.espeak import DEFAULT_VOICE, EspeakEngine
 from hark.server.vad import SAMPLE_RATE, SileroVad, VadStream
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
 CLIPS = (
     "en_goforward_command",
     "en_librivox_sense_0870",
@@ -64,18 +61,6 @@ class StageResult:
         return self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
 
 
-def load_clip(name: str) -> bytes:
-    path = CORPUS / "audio" / f"{name}.wav"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"corpus clip {path} is missing: set HARK_CORPUS or put ../shared/corpus beside the repo"
-        )
-    with wave.open(str(path), "rb") as wav:
-        if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (SAMPLE_RATE, 1, 2):
-            raise ValueError(f"{path}: expected 16 kHz mono PCM16")
-        return wav.readframes(wav.getnframes())
-
-
 def _frames(pcm: bytes) -> list[bytes]:
     step = FRAME_SAMPLES * 2
     return [pcm[i : i + step] for i in range(0, len(pcm), step)]
@@ -109,7 +94,7 @@ def bench_vad(clips: dict[str, bytes], passes: int) -> StageResult:
                 stream.process(pcm16_to_float(frame))  # the int16->float conversion is per frame in the server too
             audio_s += len(pcm) / 2 / SAMPLE_RATE
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    lat = percentiles([s * 1000 for s in model.window_s])
+    lat = summary([s * 1000 for s in model.window_s], QUANTILES)
     return StageResult("vad (silero, 32 ms windows)", audio_s, cpu, wall, "per 512-sample window", lat)
 
 
@@ -136,8 +121,8 @@ def bench_asr(clips: dict[str, bytes], passes: int) -> StageResult:
             finalize_s.append(time.perf_counter() - started)
             audio_s += len(pcm) / 2 / SAMPLE_RATE
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    lat = percentiles([s * 1000 for s in finalize_s])
-    extra = {"accept per 100 ms frame": percentiles([s * 1000 for s in frame_s])}
+    lat = summary([s * 1000 for s in finalize_s], QUANTILES)
+    extra = {"accept per 100 ms frame": summary([s * 1000 for s in frame_s], QUANTILES)}
     return StageResult("asr (pocketsphinx, 100 ms frames)", audio_s, cpu, wall, "finalize (end_utt + hyp)", lat, extra)
 
 
@@ -158,7 +143,7 @@ def bench_asr_settings() -> list[dict[str, Any]]:
 
     from .wer import edit_distance, normalize
 
-    with open(CORPUS / "manifest.json") as fh:
+    with open(corpus_dir() / "manifest.json") as fh:
         references = {item["name"]: item["transcript"] for item in json.load(fh)}
     rows: list[dict[str, Any]] = []
     for label, options in ASR_SETTINGS:
@@ -185,7 +170,7 @@ def bench_asr_settings() -> list[dict[str, Any]]:
                 "wer": errors / words,
                 "errors": errors,
                 "words": words,
-                "finalize_ms": percentiles(finalize_ms),
+                "finalize_ms": summary(finalize_ms, QUANTILES),
             }
         )
     for row in rows:
@@ -214,7 +199,7 @@ async def _bench_tts(passes: int) -> StageResult:
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     finally:
         await engine.aclose()
-    lat = percentiles([s * 1000 for s in per_sentence])
+    lat = summary([s * 1000 for s in per_sentence], QUANTILES)
     return StageResult("tts (espeak-ng)", audio_s, cpu, wall, "time to audio per sentence", lat)
 
 

@@ -25,11 +25,13 @@ def in_window(turns: Sequence[TurnRecord], start: float | None = None, end: floa
     return out
 
 
-def turn_summary(turns: Sequence[TurnRecord]) -> dict[str, Any]:
+def turn_summary(turns: Sequence[TurnRecord], quantiles: Sequence[int] = (50, 95, 99)) -> dict[str, Any]:
+    """Statuses, latency percentiles per stage (client-measured and as the server reported), barge-ins, underruns."""
     statuses = Counter(t.status for t in turns)
-    client = {s: summary([v for t in turns if (v := getattr(t, s)) is not None]) for s in STAGES}
+    client = {s: summary([v for t in turns if (v := getattr(t, s)) is not None], quantiles) for s in STAGES}
     server = {
-        s: summary([float(v) for t in turns if isinstance(v := t.server_metrics.get(s), int | float)]) for s in STAGES
+        s: summary([float(v) for t in turns if isinstance(v := t.server_metrics.get(s), int | float)], quantiles)
+        for s in STAGES
     }
     barge = [t for t in turns if t.barge_in]
     return {

@@ -25,24 +25,26 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from hark.protocol import (
+    ConversationError,
+    ConversationTracker,
     Error,
     ProtocolError,
-    ResponseAudioStarted,
     ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
+    ServerEvent,
     SessionClose,
     SessionCreated,
     SessionUpdate,
     SessionUpdated,
     SpeechStarted,
     SpeechStopped,
+    TrackedResponse,
     TranscriptFinal,
+    Turn,
     decode_server,
     encode,
 )
 
-from .recorder import Recorder, TurnRecord
+from .recorder import Recorder, measured_turn
 from .scenario import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Scenario
 from .stats import Playback, playback
 
@@ -55,57 +57,44 @@ SENT_RING = 1200  # send times of the last 2 min of audio: speech.stopped refers
 RESYNC_LAG_S = 1.0  # a harness stall longer than this restarts the pacing clock instead of bursting
 CONNECT_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 30.0  # after session.close the server finishes the reply in progress first
-
-
-@dataclass(slots=True)
-class Reply:
-    response_id: str
-    first_delta_at: float | None = None
-    first_audio_at: float | None = None
-    sample_rate: int = SAMPLE_RATE
-    arrivals: list[tuple[float, float]] = field(default_factory=list)  # (arrival, seconds of audio)
-    done: ResponseDone | None = None
-    done_at: float | None = None
-
-
-@dataclass(slots=True)
-class Utterance:
-    turn_id: int
-    start_sample: int  # the VAD's detected start on the input clock
-    stopped_audio_ms: int | None = None
-    active_at_stop: int = 0
-    final_at: float | None = None
-    text: str | None = None
-    reply: Reply | None = None
+# what the report counts when the server breaks the hark.v1 conversation rules (the message says which)
+PROTOCOL_VIOLATION = "protocol_violation"
 
 
 @dataclass(slots=True)
 class TurnState:
+    """One clip the device spoke, and the server turns (the tracker's, each with its utterance) it became."""
+
     index: int
     clip: str
     start_sample: int
     started_at: float
     barge_in: bool
-    utterances: list[Utterance] = field(default_factory=list)
+    heard: list[Turn] = field(default_factory=list)  # spoken server turns, in order
     closed_for_input: bool = False  # the device moved on: no new utterance can belong to this turn
     interrupted_by: TurnState | None = None
     finalized: bool = False
     errors: list[str] = field(default_factory=list)
 
-    def main(self) -> Utterance | None:
-        """The utterance whose reply is measured: the last one with words, else the last one."""
-        with_text = [u for u in self.utterances if u.text]
+    def main(self) -> Turn | None:
+        """The server turn whose reply is measured: the last one with words, else the last one."""
+        with_text = [t for t in self.heard if _words(t)]
         if with_text:
             return with_text[-1]
-        return self.utterances[-1] if self.utterances else None
+        return self.heard[-1] if self.heard else None
 
     def settled(self, reply_expected: bool) -> bool:
-        if not self.utterances or any(u.final_at is None for u in self.utterances):
+        if not self.heard or any(t.utterance is None or t.utterance.final is None for t in self.heard):
             return False
         main = self.main()
-        if not reply_expected or main is None or not main.text:
+        if not reply_expected or main is None or not _words(main):
             return True
-        return main.reply is not None and main.reply.done is not None
+        return main.response is not None and main.response.done is not None
+
+
+def _words(turn: Turn) -> str:
+    """The final transcript of a spoken turn ("" before it arrives or when nothing was understood)."""
+    return (turn.utterance.text or "") if turn.utterance is not None else ""
 
 
 class Device:
@@ -122,9 +111,8 @@ class Device:
         self.reply_expected = True
         self.speech_pad_ms = 200
         self.turns: list[TurnState] = []
-        self.utterances: dict[int, Utterance] = {}
-        self.replies: dict[str, Reply] = {}
-        self.audio_reply: Reply | None = None
+        self.tracker = ConversationTracker()  # the conversation as the server told it
+        self.active_at_stop: dict[int, int] = {}  # sessions open when each server turn's speech.stopped came
         self.frames_sent = 0
         # flat arrays, not tuples: a few KB per device, so thousands of devices stay cheap
         self._sent_idx = array("q", [-1]) * SENT_RING
@@ -257,7 +245,7 @@ class Device:
         while not self.closed.is_set():
             now = time.monotonic()
             main = turn.main()
-            reply = main.reply if main is not None else None
+            reply = main.response if main is not None else None
             if (
                 turn.barge_in
                 and not last
@@ -305,9 +293,9 @@ class Device:
 
     def _playback_end(self, turn: TurnState) -> float:
         main = turn.main()
-        if main is None or main.reply is None:
+        if main is None or main.response is None:
             return 0.0
-        return _played(main.reply).end_at
+        return _played(main.response).end_at
 
     # ------------------------------------------------------------ receiving
 
@@ -315,62 +303,46 @@ class Device:
         try:
             async for message in conn:
                 now = time.monotonic()
-                if isinstance(message, bytes):
-                    reply = self.audio_reply
-                    if reply is not None and reply.done is None:
-                        if reply.first_audio_at is None:
-                            reply.first_audio_at = now
-                        reply.arrivals.append((now, len(message) / 2 / reply.sample_rate))
-                    continue
                 try:
-                    event = decode_server(message)
-                except ProtocolError:
-                    continue  # unknown event types from a newer server are skipped, as the protocol says
-                self._on_event(event, now)
+                    if isinstance(message, bytes):
+                        self.tracker.audio(len(message), now)
+                        continue
+                    try:
+                        event = decode_server(message)
+                    except ProtocolError:
+                        continue  # unknown event types from a newer server are skipped, as the protocol says
+                    self._on_event(event, now)
+                except ConversationError as exc:  # a server bug: counted, and the tracker goes on
+                    self._error(PROTOCOL_VIOLATION, False, exc.message)
         except ConnectionClosed:
             pass
         finally:
             self.closed.set()
 
-    def _on_event(self, event: object, now: float) -> None:
+    def _on_event(self, event: ServerEvent, now: float) -> None:
+        self.tracker.feed(event, now)  # first: an event breaking the rules changes nothing below
         if isinstance(event, SpeechStarted):
-            start = (event.audio_ms + self.speech_pad_ms) * SAMPLE_RATE // 1000
-            owner = self._owner(start)
-            utt = Utterance(event.turn_id, start)
-            self.utterances[event.turn_id] = utt
+            owner = self._owner(self._detected_start(event.audio_ms))
             if owner is not None:
-                owner.utterances.append(utt)
+                owner.heard.append(self.tracker.turns[event.turn_id])
         elif isinstance(event, SpeechStopped):
-            if (u := self.utterances.get(event.turn_id)) is not None:
-                u.stopped_audio_ms = event.audio_ms
-                u.active_at_stop = self.rec.active
-        elif isinstance(event, TranscriptFinal):
-            if (u := self.utterances.get(event.turn_id)) is not None:
-                u.final_at, u.text = now, event.text
-            self._settle_pending()
-        elif isinstance(event, ResponseStarted):
-            reply = Reply(event.response_id)
-            self.replies[event.response_id] = reply
-            if (u := self.utterances.get(event.turn_id)) is not None:
-                u.reply = reply
-        elif isinstance(event, ResponseTextDelta):
-            if (r := self.replies.get(event.response_id)) is not None and r.first_delta_at is None:
-                r.first_delta_at = now
-        elif isinstance(event, ResponseAudioStarted):
-            self.audio_reply = self.replies.get(event.response_id)
-            if self.audio_reply is not None:
-                self.audio_reply.sample_rate = event.sample_rate
-        elif isinstance(event, ResponseDone):
-            if (r := self.replies.get(event.response_id)) is not None:
-                r.done, r.done_at = event, now
+            self.active_at_stop[event.turn_id] = self.rec.active
+        elif isinstance(event, TranscriptFinal | ResponseDone):
             self._settle_pending()
         elif isinstance(event, Error):
-            self.rec.error(self.index, event.code, event.fatal, event.message)
-            if self.turns:
-                self.turns[-1].errors.append(event.code)
+            self._error(event.code, event.fatal, event.message)
         elif isinstance(event, SessionUpdated):
             self._apply_config(event.config)
             self.updated.set()
+
+    def _error(self, code: str, fatal: bool, message: str) -> None:
+        self.rec.error(self.index, code, fatal, message)
+        if self.turns:
+            self.turns[-1].errors.append(code)
+
+    def _detected_start(self, start_audio_ms: int) -> int:
+        """The VAD's detected start of speech (input samples) from speech.started's padded audio start."""
+        return (start_audio_ms + self.speech_pad_ms) * SAMPLE_RATE // 1000
 
     def _owner(self, sample: int) -> TurnState | None:
         for turn in reversed(self.turns):
@@ -389,55 +361,45 @@ class Device:
     def _finalize(self, turn: TurnState, status: str | None = None) -> None:
         turn.finalized = True
         main = turn.main()
-        reply = main.reply if main is not None else None
+        utterance = main.utterance if main is not None else None
+        reply = main.response if main is not None else None
         end_at: float | None = None
-        if main is not None and main.stopped_audio_ms is not None:
-            end_at = self._sent_time(main.stopped_audio_ms * SAMPLE_RATE // 1000)
-
-        def since(t: float | None) -> float | None:
-            return None if t is None or end_at is None else (t - end_at) * 1000.0
-
+        if utterance is not None and utterance.stop_audio_ms is not None:
+            end_at = self._sent_time(utterance.stop_audio_ms * SAMPLE_RATE // 1000)
         if status is None:
             if not self.reply_expected:
                 status = "ingest"
-            elif main is None or not main.text or reply is None or reply.done is None:
+            elif main is None or not _words(main) or reply is None or reply.done is None:
                 status = "no_reply"
             else:
                 status = reply.done.status
-        played = _played(reply) if reply is not None else None
         stop_ms: float | None = None
         nxt = turn.interrupted_by
-        if turn.barge_in and reply is not None and reply.done_at is not None and nxt is not None and nxt.utterances:
-            heard = self._sent_time(nxt.utterances[0].start_sample)
+        interrupter = nxt.heard[0].utterance if nxt is not None and nxt.heard else None
+        if turn.barge_in and reply is not None and reply.done_at is not None and interrupter is not None:
+            heard = self._sent_time(self._detected_start(interrupter.start_audio_ms))
             stop_ms = None if heard is None else (reply.done_at - heard) * 1000.0
         self.rec.turn_done(
-            TurnRecord(
+            measured_turn(
                 session=self.index,
                 turn=turn.index,
                 clip=turn.clip,
                 status=status,
-                started_at=self.rec.rel(turn.started_at),
-                speech_end_at=None if end_at is None else self.rec.rel(end_at),
-                active_sessions=main.active_at_stop if main is not None else self.rec.active,
-                utterances=len(turn.utterances),
-                transcript=(main.text or "") if main is not None else "",
-                final_ms=since(main.final_at if main is not None else None),
-                first_token_ms=since(reply.first_delta_at if reply is not None else None),
-                first_audio_ms=since(reply.first_audio_at if reply is not None else None),
-                reply_audio_ms=sum(d for _, d in reply.arrivals) * 1000.0 if reply is not None else 0.0,
-                underruns=played.underruns if played is not None else 0,
-                underrun_ms=played.underrun_ms if played is not None else 0.0,
+                t0=self.rec.t0,
+                started_at=turn.started_at,
+                speech_end=end_at,
+                active_sessions=self.active_at_stop.get(main.turn_id, 0) if main is not None else self.rec.active,
+                utterances=len(turn.heard),
+                spoken=utterance,
+                reply=reply,
                 barge_in=turn.barge_in and turn.interrupted_by is not None,
                 barge_in_stop_ms=stop_ms,
-                server_metrics=dict(reply.done.metrics) if reply is not None and reply.done is not None else {},
-                errors=list(turn.errors),
+                errors=turn.errors,
             )
         )
 
 
-def _played(reply: Reply) -> Playback:
-    """Playback of a reply's audio; a cancelled reply is cut where the client flushes it."""
-    arrivals = reply.arrivals
-    if reply.done is not None and reply.done.status == "cancelled" and reply.done_at is not None:
-        arrivals = [a for a in arrivals if a[0] <= reply.done_at]
-    return playback(arrivals)
+def _played(reply: TrackedResponse) -> Playback:
+    """Playback of a reply's audio, all of which arrived before its response.done (the tracker sees to it),
+    so a cancelled reply is cut where the client flushes it."""
+    return playback(reply.chunk_seconds())

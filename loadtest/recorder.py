@@ -1,16 +1,21 @@
 """What the run records: one TurnRecord per device turn, errors, disconnects, and live counters.
 
 All times are seconds since the run started (the harness's monotonic clock), latencies are ms.
+`measured_turn` builds a TurnRecord from the conversation tracker's records; bench/latency.py
+makes one per utterance with it too.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stats import percentile
+from hark.protocol import TrackedResponse, Utterance
+
+from .stats import percentile, playback
 
 # statuses a turn can end in; the first three are healthy
 HEALTHY = ("completed", "cancelled", "ingest")
@@ -42,6 +47,57 @@ class TurnRecord:
     barge_in_stop_ms: float | None  # interrupting speech reached the server -> reply stopped (see README)
     server_metrics: dict[str, Any]  # response.done.metrics as sent
     errors: list[str] = field(default_factory=list)  # error codes received during the turn
+
+
+def measured_turn(
+    *,
+    session: int,
+    turn: int,
+    clip: str,
+    status: str,
+    t0: float,
+    started_at: float,
+    speech_end: float | None,
+    active_sessions: int,
+    utterances: int,
+    spoken: Utterance | None,
+    reply: TrackedResponse | None,
+    barge_in: bool = False,
+    barge_in_stop_ms: float | None = None,
+    errors: Sequence[str] = (),
+) -> TurnRecord:
+    """The record of a turn whose measured utterance is `spoken` and its response `reply` (the tracker's).
+
+    `started_at` and `speech_end` (when the frame carrying the speech.stopped position was sent) are on
+    the tracker's clock; `t0` on it is the run's start. Latencies count from `speech_end`; the reply
+    audio is played at real time from its first byte (underruns are the gaps that leaves).
+    """
+
+    def since(t: float | None) -> float | None:
+        return None if t is None or speech_end is None else (t - speech_end) * 1000.0
+
+    played = playback(reply.chunk_seconds()) if reply is not None else None
+    return TurnRecord(
+        session=session,
+        turn=turn,
+        clip=clip,
+        status=str(status),  # a ResponseStatus from response.done is a plain string in the record
+        started_at=started_at - t0,
+        speech_end_at=None if speech_end is None else speech_end - t0,
+        active_sessions=active_sessions,
+        utterances=utterances,
+        transcript=(spoken.text or "") if spoken is not None else "",
+        final_ms=since(spoken.final_at if spoken is not None else None),
+        first_token_ms=since(reply.first_delta_at if reply is not None else None),
+        first_audio_ms=since(reply.first_audio_at if reply is not None else None),
+        reply_audio_ms=reply.audio_ms if reply is not None else 0.0,
+        underruns=played.underruns if played is not None else 0,
+        underrun_ms=played.underrun_ms if played is not None else 0.0,
+        barge_in=barge_in,
+        barge_in_stop_ms=barge_in_stop_ms,
+        server_metrics=dict(reply.metrics) if reply is not None else {},
+        errors=list(errors),
+    )
 
 
 @dataclass(frozen=True, slots=True)

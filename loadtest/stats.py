@@ -18,15 +18,17 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summary(values: Sequence[float]) -> dict[str, float]:
-    """n, p50, p95, p99, max of `values` ({} when empty)."""
+def summary(values: Sequence[float], quantiles: Sequence[int] = (50, 95, 99)) -> dict[str, float]:
+    """n, the percentiles `quantiles` (keys p50, p95, ...) and max of `values` ({} when empty)."""
     if not values:
         return {}
-    out = {"n": float(len(values)), "max": float(max(values))}
-    for q in (50, 95, 99):
-        p = percentile(values, q)
+    ordered = sorted(values)
+    out = {"n": float(len(ordered))}
+    for q in quantiles:
+        p = percentile(ordered, q)
         assert p is not None
         out[f"p{q}"] = p
+    out["max"] = float(ordered[-1])
     return out
 
 
