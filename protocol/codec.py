@@ -126,6 +126,13 @@ def _scrub(obj: Any) -> Any:
 def _explain(data: str | bytes, registry: dict[str, type], side: str) -> ProtocolError:
     """The ProtocolError for a frame the fast pass refused: the first rule it breaks, in contract order."""
     try:
+        return _blame(data, registry, side)
+    except Exception as exc:  # a gap in the explaining must not break the promise of ProtocolError only
+        return ProtocolError(ErrorCode.INVALID_EVENT, f"frame refused ({type(exc).__name__} while explaining why)")
+
+
+def _blame(data: str | bytes, registry: dict[str, type], side: str) -> ProtocolError:
+    try:
         obj = msgspec.json.decode(data)
     except (msgspec.DecodeError, UnicodeError, RecursionError, ValueError) as exc:
         return ProtocolError(ErrorCode.INVALID_JSON, _json_problem(data, exc))
