@@ -71,6 +71,7 @@ class SessionLimits:
     audio_burst_ms: int = 3000
     max_text_messages_per_s: float = 20.0
     text_message_burst: int = 50
+    idle_timeout_s: float = 60.0  # no audio and no client events this long: idle_timeout, close (0: never)
     max_utterance_s: float = 60.0  # an utterance this long ends the turn (0: no cap)
     # user words of replies cut before any was heard ride with the next turn; the oldest go past this
     max_carried_text_chars: int = 8000

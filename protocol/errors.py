@@ -30,6 +30,8 @@ class ErrorCode(StrEnum):
     SERVER_BUSY = "server_busy"
     SERVER_NOT_READY = "server_not_ready"
     SLOW_CONSUMER = "slow_consumer"
+    PING_FLOOD = "ping_flood"  # close reason only: too many WebSocket ping/pong frames
+    IDLE_TIMEOUT = "idle_timeout"  # no audio and no events for limits.idle_timeout_s
     INTERNAL_ERROR = "internal_error"
 
 
@@ -38,7 +40,8 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000  # session.close handled, or the client closed
     GOING_AWAY = 1001  # server shutting down
-    POLICY_VIOLATION = 1008  # unauthorized, origin not allowed, slow consumer
+    INVALID_DATA = 1007  # a text frame that is not UTF-8 (closed by the WebSocket layer, RFC 6455 8.1)
+    POLICY_VIOLATION = 1008  # the reason or a fatal error names it: slow_consumer, ping_flood, idle_timeout, ...
     MESSAGE_TOO_BIG = 1009  # a frame over the hard limit (closed by the WebSocket layer)
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # server busy or still loading models

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,15 @@ from .config import ServerConfig, load_config
 from .context import ServerContext
 from .engines import create_asr, create_llm, create_tts
 from .metrics import Metrics
-from .transport.ws import Admission, StreamHandler
+from .transport.ws import (
+    TEARDOWN_TIMEOUT_S,
+    Admission,
+    HandshakeRefusal,
+    StreamHandler,
+    handshake_refusal,
+    offered_key_matches,
+)
+from .transport.ws_connection import guarded_connection
 from .web import WEBRTC_PATH, web_file
 
 if TYPE_CHECKING:
@@ -37,6 +47,15 @@ log = logging.getLogger("hark")
 # hard cap enforced by the WebSocket layer (closes with 1009); messages between the protocol's
 # 1 MiB limit and this get an error event instead, so clients learn what went wrong
 HARD_MAX_MESSAGE_BYTES = 8 << 20
+WEBSOCKET_PATHS = (STREAM_PATH, WEBRTC_PATH)
+# shutdown: close frames get this long before the sockets are aborted; handlers then get their
+# teardown bound; past SHUTDOWN_DEADLINE_S after the signal the process exits regardless
+SHUTDOWN_CLOSE_S = 3.0
+SHUTDOWN_DEADLINE_S = 15.0
+
+
+class StartupError(Exception):
+    """A reason the server cannot start that the person starting it can fix (one line)."""
 
 
 class HarkServer:
@@ -63,16 +82,24 @@ class HarkServer:
         asr, llm, tts = create_asr(cfg), create_llm(cfg), create_tts(cfg)
         pool = ThreadPoolExecutor(max_workers=cfg.inference_threads, thread_name_prefix="inference")
         loop = asyncio.get_running_loop()
-        self._server = await serve(
-            self._handle,
-            cfg.host,
-            cfg.port,
-            process_request=self._route,
-            max_size=HARD_MAX_MESSAGE_BYTES,
-            compression=None,  # PCM does not deflate; compression would cost CPU for nothing
-            reuse_port=cfg.reuse_port,  # --workers: several processes accept on one port
-            server_header="hark",
-        )
+        ping_floods = self.metrics.errors.labels(ErrorCode.PING_FLOOD.value)
+        try:
+            self._server = await serve(
+                self._handle,
+                cfg.host,
+                cfg.port,
+                process_request=self._route,
+                create_connection=guarded_connection(cfg.ws_max_pings_per_s, ping_floods.inc),
+                max_size=HARD_MAX_MESSAGE_BYTES,
+                compression=None,  # PCM does not deflate; compression would cost CPU for nothing
+                reuse_port=cfg.reuse_port,  # --workers: several processes accept on one port
+                server_header="hark",
+            )
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(
+                f"cannot listen on {cfg.host}:{cfg.port}: {reason} (choose another --port, or --port 0 for a free one)"
+            ) from None
         self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         log.info("listening on ws://%s:%d%s (loading models)", cfg.host, self.port, STREAM_PATH)
         vad = await loop.run_in_executor(pool, SileroVad)
@@ -81,7 +108,7 @@ class HarkServer:
         if batcher is not None:
             batcher.start()
         self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool, batcher)
-        admission = Admission(self._ctx, lambda: self._ready)
+        admission = Admission(self._ctx)
         self.handler = StreamHandler(self._ctx, admission)
         self.webrtc = _webrtc_handler(self._ctx, admission)
         self._ready = True
@@ -105,7 +132,7 @@ class HarkServer:
                 self.metrics.sample_process_tree()
 
     async def _handle(self, conn: ServerConnection) -> None:
-        if self.handler is None:  # not ready: admission in the handler needs the context
+        if self.handler is None:  # still loading (the port is bound first): nothing to admit to yet
             refusal = Error(
                 code=ErrorCode.SERVER_NOT_READY.value, message="models are still loading; retry shortly", fatal=True
             )
@@ -133,7 +160,11 @@ class HarkServer:
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        if path in (STREAM_PATH, WEBRTC_PATH):
+        if path in WEBSOCKET_PATHS:
+            refusal = handshake_refusal(self.config, request)
+            if refusal is not None:
+                self.metrics.errors.labels(refusal.code.value).inc()
+                return _refusal_response(refusal)
             return None  # go on with the WebSocket handshake
         if path == WEBRTC_PATH + "/config":  # what the page needs before it makes its offer
             body = json.dumps({"ice_servers": self.config.webrtc_ice_servers}).encode()
@@ -148,6 +179,13 @@ class HarkServer:
             reason = "OK" if self._ready else "Service Unavailable"
             return Response(status, reason, _headers("application/json", len(body)), body)
         if path == "/metrics":
+            if (
+                self.config.api_keys
+                and not self.config.metrics_public
+                and not offered_key_matches(self.config, request)
+            ):
+                message = "/metrics needs an API key: 'Authorization: Bearer KEY' or '?token=KEY' (or --metrics-public)"
+                return _refusal_response(HandshakeRefusal(401, ErrorCode.UNAUTHORIZED, message))
             body = self.metrics.render()
             return Response(200, "OK", _headers("text/plain; version=0.0.4; charset=utf-8", len(body)), body)
         return Response(
@@ -158,17 +196,41 @@ class HarkServer:
         if self._lag_task is not None:
             self._lag_task.cancel()
         if self._server is not None:
-            # close code 1001 tells clients the server is going away, not that they did wrong
-            self._server.close(close_connections=False)
-            # all at once: each close may wait for a dead client's handshake
-            closes = [conn.close(CloseCode.GOING_AWAY, "server shutting down") for conn in self._server.connections]
-            await asyncio.gather(*closes, return_exceptions=True)
-            await self._server.wait_closed()
+            await self._drain(self._server)
         if self._ctx is not None:
             if self._ctx.vad_batcher is not None:
                 await self._ctx.vad_batcher.stop()
             await asyncio.gather(self._ctx.asr.aclose(), self._ctx.llm.aclose(), self._ctx.tts.aclose())
             self._ctx.inference_pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    async def _drain(server: Server) -> None:
+        """Close every connection with 1001, in bounded time whatever the clients do."""
+        server.close(close_connections=False)
+        connections = list(server.connections)
+        # all at once: each close may wait for a client that is not reading
+        closes = [asyncio.create_task(conn.close(CloseCode.GOING_AWAY, "server shutting down")) for conn in connections]
+        if closes:
+            _, pending = await asyncio.wait(closes, timeout=SHUTDOWN_CLOSE_S)
+            if pending:
+                log.warning("shutdown: %d clients did not complete the close handshake; aborting them", len(pending))
+                for conn in connections:
+                    conn.transport.abort()
+                await asyncio.wait(closes, timeout=1.0)
+        try:
+            async with asyncio.timeout(TEARDOWN_TIMEOUT_S + 1.0):
+                await server.wait_closed()  # every connection handler has returned
+        except TimeoutError:
+            log.error("shutdown: connection handlers still running after %g s; going on", TEARDOWN_TIMEOUT_S + 1.0)
+
+
+def _refusal_response(refusal: HandshakeRefusal) -> Response:
+    body = json.dumps({"error": {"code": refusal.code.value, "message": refusal.message}}).encode()
+    headers = _headers("application/json", len(body))
+    if refusal.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="hark"'
+    reason = {401: "Unauthorized", 403: "Forbidden"}.get(refusal.status, "Error")
+    return Response(refusal.status, reason, headers, body)
 
 
 def _headers(content_type: str, length: int | None = None) -> Headers:
@@ -199,7 +261,21 @@ async def _serve_forever(config: ServerConfig) -> None:
     print(f"  talk to it in a browser: http://{config.host}:{server.port}/  (Ctrl-C stops)", flush=True)
     await stop.wait()
     log.info("shutting down")
+    _exit_if_stuck(SHUTDOWN_DEADLINE_S)
     await server.stop()
+
+
+def _exit_if_stuck(deadline_s: float) -> None:
+    """The drain is bounded step by step; this is the bound on all of it, threads at exit included."""
+
+    def hard_exit() -> None:
+        log.error("shutdown took over %g s; exiting now", deadline_s)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(deadline_s, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -224,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve_forever(config))
-    except ValueError as exc:  # a configuration the engines refuse (say, --llm sglang without --llm-url)
+    except (ValueError, StartupError) as exc:  # a configuration the engines refuse, a port in use
         print(f"hark-server: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -22,6 +22,7 @@ class ServerConfig:
     llm: str = "echo"
     tts: str = "espeak"
     api_keys: list[str] = field(default_factory=list)
+    metrics_public: bool = False  # with api_keys: true serves /metrics without a key
     allowed_origins: list[str] = field(default_factory=list)  # empty: any Origin (or none) is accepted
     max_sessions: int = 100
     asr_workers: int = 0  # 0: one per CPU, at most 4 (pocketsphinx decodes on one core per process)
@@ -50,9 +51,13 @@ class ServerConfig:
     overload_frame_wait_ms: float = 500.0
     inference_threads: int = 2
     log_level: str = "INFO"
-    # outbound queue per session; a client that stops reading for this long is disconnected
+    # outbound queue per session; a client that stops reading for this long is disconnected (a
+    # send blocked this long, or no pong to the ping that follows output within this long)
     send_queue_limit: int = 512
-    slow_consumer_timeout_s: float = 10.0
+    slow_consumer_timeout_s: float = 5.0
+    # WebSocket ping and pong frames a client may send per second (twice that as a burst); past it
+    # the connection closes with 1008 ping_flood: websockets answers every ping without flow control
+    ws_max_pings_per_s: float = 10.0
     # kernel send buffer per connection (0: the OS default, which can grow to MBs); smaller finds
     # clients that stopped reading sooner and bounds memory per connection
     send_buffer_bytes: int = 0
@@ -86,6 +91,8 @@ class ServerConfig:
 
 _LIST_FIELDS = {"api_keys", "allowed_origins", "webrtc_ice_servers"}
 _NESTED = {"session_defaults": SessionConfig, "limits": SessionLimits}
+# limits that are also plain options (--idle-timeout-s, HARK_IDLE_TIMEOUT_S): they land in `limits`
+_LIMIT_OPTIONS = {"idle_timeout_s"}
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
@@ -105,10 +112,17 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
 
 
 def _apply(config: ServerConfig, values: Mapping[str, Any], source: str) -> None:
-    names = {f.name for f in dataclasses.fields(config)}
+    names = {f.name for f in dataclasses.fields(config)} | _LIMIT_OPTIONS
     for key, value in values.items():
         if key not in names:
             raise ValueError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+        if key in _LIMIT_OPTIONS:
+            try:
+                limit = _coerce(key, value, getattr(config.limits, key))
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: bad value for {key}: {value!r}") from None
+            config.limits = dataclasses.replace(config.limits, **{key: limit})
+            continue
         if key in _NESTED:
             current = getattr(config, key)
             try:
@@ -169,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tts", choices=["espeak"], help="speech synthesizer (default espeak)")
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
+    p.add_argument(
+        "--metrics-public",
+        action=argparse.BooleanOptionalAction,
+        help="serve /metrics without an API key even when --api-key is set (default: the keys protect it)",
+    )
+    p.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        help="close a session with idle_timeout after this long without audio or events (default 60; 0: never)",
+    )
     p.add_argument("--max-sessions", type=int, help="concurrent sessions before refusing with server_busy")
     p.add_argument(
         "--asr-workers",
@@ -205,7 +229,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if config_file:
         with open(config_file, "rb") as fh:
             _apply(config, tomllib.load(fh), config_file)
-    settable = {f.name for f in dataclasses.fields(config)} - set(_NESTED)
+    settable = ({f.name for f in dataclasses.fields(config)} | _LIMIT_OPTIONS) - set(_NESTED)
     env_values = {name: environ[f"HARK_{name.upper()}"] for name in settable if f"HARK_{name.upper()}" in environ}
     _apply(config, env_values, "environment")
     cli_values = {k: v for k, v in vars(args).items() if v is not None and k != "config"}

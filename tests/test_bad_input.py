@@ -61,6 +61,21 @@ async def test_hard_size_limit_closes_with_1009(server: RunningServer) -> None:
     assert peer.conn.close_code == 1009
 
 
+async def test_invalid_utf8_text_frame_closes_with_1007(server: RunningServer) -> None:
+    """RFC 6455 8.1: an endpoint that finds a text frame is not UTF-8 must fail the connection.
+    PROTOCOL.md says so (1007), and the close reason says where the bad byte is."""
+    peer = await Peer.open(server.url)
+    await peer.conn.send(b'{"type":"ping","id":"\xff\xfe"}', text=True)
+    await peer.wait_closed()
+    assert peer.conn.close_code == 1007 and "position" in (peer.conn.close_reason or "")
+    assert "error" not in peer.types()
+    # valid UTF-8 that is not JSON is the non-fatal invalid_json
+    other = await Peer.open(server.url)
+    await other.conn.send("caf\u00e9 {".encode(), text=True)
+    assert (await other.wait_for(lambda e: e["type"] == "error"))["code"] == "invalid_json"
+    await other.close()
+
+
 async def test_audio_flood_is_refused_and_others_unaffected(server: RunningServer) -> None:
     witness = await Peer.open(server.url)
     flooder = await Peer.open(server.url)

@@ -71,6 +71,16 @@ class Peer:
 
         return await asyncio.wait_for(find(), timeout)
 
+    async def wait_audio(self, frames: int = 1, timeout: float = 60.0) -> None:
+        """Until `frames` more binary frames have arrived (or the connection closed)."""
+        target = len(self.audio) + frames
+
+        async def arrived() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.audio) >= target or self.closed.is_set())
+
+        await asyncio.wait_for(arrived(), timeout)
+
     async def wait_closed(self, timeout: float = 60.0) -> None:
         await asyncio.wait_for(self.closed.wait(), timeout)
 

@@ -1,8 +1,16 @@
-"""The WebSocket transport: admission (auth, origin, capacity), the read loop, a paced writer.
+"""The WebSocket transport: admission (auth and origin at the handshake, capacity), the read loop,
+a bounded writer, and the watchers that end a session nobody uses or nobody reads.
 
 The session never touches the socket. Everything it sends goes through `WebSocketOutbox`, a
-bounded queue drained by one writer task; a client that stops reading fills it (or stalls one
-send past `slow_consumer_timeout_s`) and is disconnected, so it cannot hold server memory.
+bounded queue drained by one writer task; a client that stops reading fills it, stalls one send
+past `slow_consumer_timeout_s`, or leaves a ping that follows our output unanswered that long, and
+is disconnected (`slow_consumer`), so it cannot hold server memory.
+
+Teardown is bounded: whichever of the session's tasks ends first (or the socket closing) ends the
+session, the client learns why (an `error` and a close code) when it is still there, and the
+handler cancels the rest and waits for them at most `TEARDOWN_TIMEOUT_S`. No send is wrapped in
+`asyncio.wait_for`, which on Python 3.11 can swallow a cancellation that arrives as the send
+completes (the writer then waited on its queue forever, and with it the handler and SIGTERM).
 """
 
 from __future__ import annotations
@@ -12,19 +20,27 @@ import contextlib
 import hmac
 import logging
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
 
 from hark.protocol import PROTOCOL_VERSION, CloseCode, Error, ErrorCode, ServerEvent, SessionCreated, encode
 
+from ..config import ServerConfig
 from ..context import ServerContext
-from ..session import Session
+from ..session import Session, TurnState
 
 log = logging.getLogger(__name__)
+
+TEARDOWN_TIMEOUT_S = 5.0  # a session's tasks get this long to stop once cancelled
+FATAL_FLUSH_S = 2.0  # how long a fatal error and its close frame may take to go out
+READ_PROBE_INTERVAL_S = 1.0  # after output, how soon a ping checks that the client reads it
 
 
 class WebSocketOutbox:
@@ -33,6 +49,7 @@ class WebSocketOutbox:
         self._ctx = ctx
         self._queue: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue(maxsize=ctx.config.send_queue_limit)
         self.failed = False
+        self.sent = 0  # messages handed to the socket so far
         self._closing: asyncio.Task[None] | None = None
 
     def send_event(self, event: ServerEvent) -> None:
@@ -45,15 +62,29 @@ class WebSocketOutbox:
         """Close once everything queued before has been sent (a fatal error event, say)."""
         self._put((int(code), reason))
 
+    def fatal(self, code: ErrorCode, message: str, close_code: CloseCode) -> None:
+        """A fatal error event, then the close; both behind what is already queued."""
+        self._ctx.metrics.errors.labels(code.value).inc()
+        self.send_event(Error(code=code.value, message=message, fatal=True))
+        self.close_after(close_code, code.value)
+
+    async def fatal_now(self, code: ErrorCode, message: str, close_code: CloseCode) -> None:
+        """The fatal error and the close sent directly, for when the writer is the part that failed."""
+        self._ctx.metrics.errors.labels(code.value).inc()
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(FATAL_FLUSH_S):
+                await self._conn.send(encode(Error(code=code.value, message=message, fatal=True)))
+        await self._conn.close(close_code, code.value)
+
     def _put(self, item: str | bytes | tuple[int, str]) -> None:
         if self.failed:
             return
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            self._slow_consumer(f"{self._queue.qsize()} messages waiting")
+            self.slow_consumer(f"{self._queue.qsize()} messages waiting")
 
-    def _slow_consumer(self, detail: str) -> None:
+    def slow_consumer(self, detail: str) -> None:
         if self.failed:
             return
         self.failed = True
@@ -65,38 +96,74 @@ class WebSocketOutbox:
         )
 
     async def run_writer(self) -> None:
+        """Send what is queued, in order. Returns after a close item or when the client is too slow;
+        raises ConnectionClosed when the socket went away."""
         timeout = self._ctx.config.slow_consumer_timeout_s
         while True:
             item = await self._queue.get()
             if isinstance(item, tuple):
-                await self._conn.close(item[0], item[1])
+                await self._conn.close(item[0], item[1])  # bounded by the connection's close_timeout
                 return
             try:
-                await asyncio.wait_for(self._conn.send(item), timeout)
+                # asyncio.timeout counts cancellations: one from outside is never mistaken for ours
+                async with asyncio.timeout(timeout):
+                    await self._conn.send(item)
             except TimeoutError:
-                self._slow_consumer(f"one send blocked for over {timeout:g} s")
+                self.slow_consumer(f"one send blocked for over {timeout:g} s")
                 return
+            self.sent += 1
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRefusal:
+    """Why the opening handshake is answered with an HTTP error instead of a WebSocket."""
+
+    status: int
+    code: ErrorCode
+    message: str
+
+
+def offered_key_matches(config: ServerConfig, request: Request) -> bool:
+    """An API key in `Authorization: Bearer KEY` or `?token=KEY` that is one of the configured keys."""
+    offered: list[str] = []
+    authorization = request.headers.get("Authorization")
+    if authorization and authorization.lower().startswith("bearer "):
+        offered.append(authorization[7:].strip())
+    offered += parse_qs(urlsplit(request.path).query).get("token", [])
+    # constant-time comparison against every configured key
+    return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in config.api_keys)
+
+
+def handshake_refusal(config: ServerConfig, request: Request) -> HandshakeRefusal | None:
+    """Origin and API key, checked before the WebSocket exists (401/403 is what clients expect)."""
+    origin = request.headers.get("Origin")
+    if config.allowed_origins and origin is not None and origin not in config.allowed_origins:
+        return HandshakeRefusal(403, ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin[:200]!r} is not allowed")
+    if config.api_keys and not offered_key_matches(config, request):
+        return HandshakeRefusal(
+            401, ErrorCode.UNAUTHORIZED, "missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'"
+        )
+    return None
 
 
 class Admission:
-    """Checks a new connection against readiness, origin, API keys and capacity."""
+    """Admits an authenticated connection if one more session will not hurt the running ones."""
 
-    def __init__(self, ctx: ServerContext, is_ready: Callable[[], bool]) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
-        self._is_ready = is_ready
         self.open_sessions = 0
 
     @contextlib.asynccontextmanager
     async def slot(self, conn: ServerConnection) -> AsyncIterator[bool]:
-        """Yields True with a session slot held, or refuses the connection (fatal error, close) and
-        yields False."""
-        refusal = self.refuse_reason(conn)
-        if refusal is not None:
-            code, message, close_code = refusal
-            self._ctx.metrics.errors.labels(code.value).inc()
-            with contextlib.suppress(ConnectionClosed):
-                await conn.send(encode(Error(code=code.value, message=message, fatal=True)))
-                await conn.close(close_code, code.value)
+        """Yields True with a session slot held, or refuses the connection (fatal server_busy,
+        close 1013) and yields False."""
+        busy = self._busy_reason()
+        if busy is not None:
+            self._ctx.metrics.errors.labels(ErrorCode.SERVER_BUSY.value).inc()
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                async with asyncio.timeout(FATAL_FLUSH_S):
+                    await conn.send(encode(Error(code=ErrorCode.SERVER_BUSY.value, message=busy, fatal=True)))
+            await conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY.value)
             yield False
             return
         self.open_sessions += 1
@@ -108,45 +175,22 @@ class Admission:
             self.open_sessions -= 1
             self._ctx.metrics.sessions_open.dec()
 
-    def refuse_reason(self, conn: ServerConnection) -> tuple[ErrorCode, str, CloseCode] | None:
-        cfg = self._ctx.config
-        request = conn.request
-        assert request is not None
-        if not self._is_ready():
-            return ErrorCode.SERVER_NOT_READY, "models are still loading; retry shortly", CloseCode.TRY_AGAIN_LATER
-        origin = request.headers.get("Origin")
-        if cfg.allowed_origins and origin is not None and origin not in cfg.allowed_origins:
-            return ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin!r} is not allowed", CloseCode.POLICY_VIOLATION
-        if cfg.api_keys and not self._authorized(request.headers.get("Authorization"), request.path):
-            return (
-                ErrorCode.UNAUTHORIZED,
-                "missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'",
-                CloseCode.POLICY_VIOLATION,
-            )
-        busy = self._busy_reason()
-        if busy is not None:
-            return ErrorCode.SERVER_BUSY, f"{busy}; retry later", CloseCode.TRY_AGAIN_LATER
-        return None
-
     def _busy_reason(self) -> str | None:
         """Why one more session would hurt the running ones: capacity, a late loop, audio waiting
         to be processed (the server is behind real time), or an ASR engine at its limit."""
         cfg, ctx = self._ctx.config, self._ctx
         if self.open_sessions >= cfg.max_sessions:
-            return f"server is at its limit of {cfg.max_sessions} sessions"
-        if 0 < cfg.overload_loop_lag_ms < ctx.loop_lag_s * 1000.0:
-            return f"server is overloaded (event loop {ctx.loop_lag_s * 1000.0:.0f} ms late)"
-        if 0 < cfg.overload_frame_wait_ms < ctx.frame_wait_s * 1000.0:
-            return f"server is behind real time (audio waits {ctx.frame_wait_s * 1000.0:.0f} ms)"
-        return ctx.asr.overload_reason()
-
-    def _authorized(self, authorization: str | None, path: str) -> bool:
-        offered: list[str] = []
-        if authorization and authorization.lower().startswith("bearer "):
-            offered.append(authorization[7:].strip())
-        offered += parse_qs(urlsplit(path).query).get("token", [])
-        # constant-time comparison against every configured key
-        return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in self._ctx.config.api_keys)
+            reason = f"server is at its limit of {cfg.max_sessions} sessions"
+        elif 0 < cfg.overload_loop_lag_ms < ctx.loop_lag_s * 1000.0:
+            reason = f"server is overloaded (event loop {ctx.loop_lag_s * 1000.0:.0f} ms late)"
+        elif 0 < cfg.overload_frame_wait_ms < ctx.frame_wait_s * 1000.0:
+            reason = f"server is behind real time (audio waits {ctx.frame_wait_s * 1000.0:.0f} ms)"
+        else:
+            engine = ctx.asr.overload_reason()
+            if engine is None:
+                return None
+            reason = engine
+        return f"{reason}; retry later"
 
 
 def session_created(ctx: ServerContext, session: Session) -> SessionCreated:
@@ -157,6 +201,16 @@ def session_created(ctx: ServerContext, session: Session) -> SessionCreated:
         limits=ctx.config.limits.to_dict(),
         engines={"asr": ctx.asr.name, "llm": ctx.llm.name, "tts": ctx.tts.name},
     )
+
+
+class _Activity:
+    """When the client last sent a message (audio or an event; control frames do not count)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
 
 
 class StreamHandler:
@@ -180,33 +234,119 @@ class StreamHandler:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._ctx.config.send_buffer_bytes)
         session = Session(self._ctx, outbox, session_id)
         outbox.send_event(session_created(self._ctx, session))
-        writer = asyncio.create_task(outbox.run_writer(), name=f"{session_id}-writer")
-        worker = asyncio.create_task(session.run(), name=f"{session_id}-input")
-        reader = asyncio.create_task(self._read(conn, session), name=f"{session_id}-reader")
+        activity = _Activity()
+        tasks = {
+            "writer": asyncio.create_task(outbox.run_writer(), name=f"{session_id}-writer"),
+            "input": asyncio.create_task(session.run(), name=f"{session_id}-input"),
+            "reader": asyncio.create_task(self._read(conn, session, activity), name=f"{session_id}-reader"),
+            "idle": asyncio.create_task(self._watch_idle(session, outbox, activity), name=f"{session_id}-idle"),
+            "probe": asyncio.create_task(self._probe_reading(conn, outbox), name=f"{session_id}-probe"),
+            # the socket gone ends the session even while every task above waits on something else
+            "socket": asyncio.create_task(conn.wait_closed(), name=f"{session_id}-socket"),
+        }
         log.info("session %s opened from %s", session_id, conn.remote_address)
         try:
-            done, _ = await asyncio.wait({writer, worker, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if worker in done and session.closed.is_set():
-                outbox.close_after(CloseCode.NORMAL, "session closed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(writer), self._ctx.config.slow_consumer_timeout_s)
-            elif worker in done and worker.exception() is not None:
-                log.error("session %s crashed", session_id, exc_info=worker.exception())
-                outbox.send_event(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error", fatal=True))
-                outbox.close_after(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR.value)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(writer), 2.0)
+            done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            await self._conclude(session_id, session, outbox, tasks, done)
         finally:
-            for task in (reader, worker, writer):
-                task.cancel()
-            await asyncio.gather(reader, worker, writer, return_exceptions=True)
-            log.info("session %s closed (%s)", session_id, conn.close_code)
+            await self._teardown(session_id, conn, tasks)
+
+    async def _conclude(
+        self,
+        session_id: str,
+        session: Session,
+        outbox: WebSocketOutbox,
+        tasks: dict[str, asyncio.Task[None]],
+        done: set[asyncio.Task[None]],
+    ) -> None:
+        """Tell the client why the session ends, when it is still there to hear it."""
+        writer = tasks["writer"]
+        failed = [
+            (name, exc)
+            for name, task in tasks.items()
+            if task in done and not task.cancelled() and (exc := task.exception()) is not None
+        ]
+        broken = [(name, exc) for name, exc in failed if not isinstance(exc, ConnectionClosed)]
+        if tasks["input"] in done and session.closed.is_set():
+            outbox.close_after(CloseCode.NORMAL, "session closed")
+            await asyncio.wait({writer}, timeout=self._ctx.config.slow_consumer_timeout_s)
+        elif broken:
+            for name, exc in broken:
+                log.error("session %s: the %s task failed", session_id, name, exc_info=exc)
+            message = "internal error: the session broke"
+            if writer in done:  # nothing left to send with: send directly
+                await outbox.fatal_now(ErrorCode.INTERNAL_ERROR, message, CloseCode.INTERNAL_ERROR)
+                return
+            outbox.fatal(ErrorCode.INTERNAL_ERROR, message, CloseCode.INTERNAL_ERROR)
+            await asyncio.wait({writer}, timeout=FATAL_FLUSH_S)
+        elif tasks["idle"] in done and writer not in done:
+            await asyncio.wait({writer}, timeout=FATAL_FLUSH_S)
+
+    async def _teardown(self, session_id: str, conn: ServerConnection, tasks: dict[str, asyncio.Task[None]]) -> None:
+        for task in tasks.values():
+            task.cancel()
+        # asyncio.wait neither cancels nor swallows: a task that ignores its cancellation is
+        # reported and left behind, the handler (and the slot, and SIGTERM) is not held by it
+        done, pending = await asyncio.wait(tasks.values(), timeout=TEARDOWN_TIMEOUT_S)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: already logged by _conclude if it mattered
+        if pending:
+            names = ", ".join(sorted(name for name, task in tasks.items() if task in pending))
+            log.error("session %s: %s did not stop within %g s of cancellation", session_id, names, TEARDOWN_TIMEOUT_S)
+            conn.transport.abort()
+        log.info("session %s closed (%s)", session_id, conn.close_code)
 
     @staticmethod
-    async def _read(conn: ServerConnection, session: Session) -> None:
+    async def _read(conn: ServerConnection, session: Session, activity: _Activity) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for message in conn:
+                activity.touch()
                 if isinstance(message, str):
                     await session.on_text(message)
                 else:
                     await session.on_binary(message)
+
+    async def _watch_idle(self, session: Session, outbox: WebSocketOutbox, activity: _Activity) -> None:
+        """No audio and no events for `limits.idle_timeout_s` ends the session. A reply in progress
+        is activity too (a client may listen to a long reply in silence); WebSocket pings are not."""
+        limit = self._ctx.config.limits.idle_timeout_s
+        if limit <= 0:
+            await asyncio.Event().wait()  # never: the session ends some other way
+        while True:
+            if session.state is not TurnState.LISTENING:
+                activity.touch()
+            idle = time.monotonic() - activity.last
+            if idle >= limit:
+                break
+            await asyncio.sleep(min(limit - idle, 1.0))
+        outbox.fatal(
+            ErrorCode.IDLE_TIMEOUT,
+            f"no audio and no events for {limit:g} s: session closed (send audio continuously, silence included)",
+            CloseCode.POLICY_VIOLATION,
+        )
+
+    async def _probe_reading(self, conn: ServerConnection, outbox: WebSocketOutbox) -> None:
+        """After we sent something, a ping must come back within `slow_consumer_timeout_s`.
+
+        The kernel buffers of both ends can hold whole replies, so a client that stopped reading
+        would otherwise only show when they are full (or at the next keepalive, 40 s later). A
+        reading client answers at once: the server sends audio at most ~200 ms ahead of playback.
+        """
+        timeout = self._ctx.config.slow_consumer_timeout_s
+        confirmed = 0
+        while not outbox.failed:
+            await asyncio.sleep(READ_PROBE_INTERVAL_S)
+            if outbox.sent == confirmed:
+                continue
+            sent = outbox.sent
+            try:
+                pong = await conn.ping()
+                async with asyncio.timeout(timeout):
+                    await pong
+            except TimeoutError:
+                outbox.slow_consumer(f"no pong within {timeout:g} s of output")
+                return
+            except ConnectionClosed:
+                return
+            confirmed = sent

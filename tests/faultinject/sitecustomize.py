@@ -1,0 +1,45 @@
+"""Loaded by the server subprocesses of tests/test_hardening.py (PYTHONPATH): injects the faults an
+unexpected bug would cause, keyed on a marker in the client's own messages, so a test can make one
+session's reader or writer fail at a moment it chooses.
+
+- HARK_FAULT_READER=MARKER: a text message containing MARKER makes `Session.on_text` raise.
+- HARK_FAULT_WRITER=MARKER: an outgoing text message containing MARKER makes the socket's send raise
+  (a ping whose id is MARKER does it: the pong echoes the id).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_READER = os.environ.get("HARK_FAULT_READER")
+_WRITER = os.environ.get("HARK_FAULT_WRITER")
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+if _READER:
+    from hark.server.session import Session
+
+    _on_text = Session.on_text
+
+    async def on_text(self: Session, data: str) -> None:
+        if _READER in data:
+            raise InjectedFault("injected fault in the session's event handling")
+        await _on_text(self, data)
+
+    Session.on_text = on_text  # type: ignore[method-assign]
+
+if _WRITER:
+    from websockets.asyncio.server import ServerConnection
+
+    _send = ServerConnection.send
+
+    async def send(self: ServerConnection, message: Any, text: bool | None = None) -> None:
+        if isinstance(message, str) and _WRITER in message:
+            raise InjectedFault("injected fault in the socket's send")
+        await _send(self, message, text=text)
+
+    ServerConnection.send = send  # type: ignore[method-assign]
