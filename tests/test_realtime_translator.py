@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 import realtime_sdk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hark.protocol import (
     Error,
@@ -33,6 +35,7 @@ from hark.protocol import (
     validate_config_patch,
 )
 from hark.protocol.realtime import AudioFormat, Inbound, RealtimeErrorCode, RealtimeTranslator, encode, ops
+from hark.protocol.realtime.events import CLIENT_EVENTS, UNSUPPORTED_EVENTS
 from hark.protocol.realtime.g711 import G711Codec
 
 Event = dict[str, Any]
@@ -1050,3 +1053,71 @@ def test_the_sdk_venv_is_built_once(sdk: None) -> None:
     before = stamp.stat().st_mtime_ns
     realtime_sdk.sdk_python()
     assert stamp.stat().st_mtime_ns == before and stamp.read_text() == "\n".join(realtime_sdk.PINS)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _obj(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """An object with any subset of the named fields (well-typed or not), or any JSON value instead."""
+    return st.fixed_dictionaries({}, optional=fields) | _JSON
+
+
+_AUDIO_SIDE = _obj(
+    format=_obj(type=_JSON, rate=_JSON),
+    turn_detection=_obj(type=_JSON, threshold=_JSON, silence_duration_ms=_JSON, eagerness=_JSON, create_response=_JSON),
+    transcription=_JSON,
+    voice=_JSON,
+)
+_FIELDS = {
+    "session": _obj(
+        type=_JSON,
+        audio=_obj(input=_AUDIO_SIDE, output=_AUDIO_SIDE),
+        output_modalities=_JSON,
+        modalities=_JSON,
+        instructions=_JSON,
+        tools=_JSON,
+        turn_detection=_JSON,
+        input_audio_format=_JSON,
+        max_output_tokens=_JSON,
+    ),
+    "audio": st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()) | _JSON,
+    "item": _obj(type=_JSON, role=_JSON, id=_JSON, content=st.lists(_obj(type=_JSON, text=_JSON), max_size=3) | _JSON),
+    "response": _obj(
+        conversation=_JSON,
+        output_modalities=_JSON,
+        instructions=_JSON,
+        audio=_JSON,
+        tools=_JSON,
+        metadata=_JSON,
+        input=_JSON,
+        max_output_tokens=_JSON,
+    ),
+    **{
+        key: _JSON
+        for key in ("item_id", "content_index", "audio_end_ms", "response_id", "previous_item_id", "event_id")
+    },
+}
+_FUZZ_EVENT = st.fixed_dictionaries(
+    {"type": st.sampled_from([*CLIENT_EVENTS, *UNSUPPORTED_EVENTS, "x.y"])}, optional=_FIELDS
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_FUZZ_EVENT, min_size=1, max_size=6))
+def test_fuzzed_client_events_never_raise_and_answer_in_json(events: list[Event]) -> None:
+    tr = RealtimeTranslator("ga")
+    tr.on_server_event(ResponseStarted(1, "r1"))  # with a response in progress too
+    for event in events:
+        inbound = tr.receive_text(json.dumps(event))
+        for out in inbound.events:
+            json.loads(encode(out))
+        for op in inbound.ops:
+            if isinstance(op, ops.UpdateConfig):
+                validate_config_patch(op.patch)
+            if isinstance(op, ops.AppendAudio):
+                assert len(op.pcm) % 2 == 0 and 10 <= len(op.pcm) / 48 <= 1000
