@@ -13,6 +13,10 @@ from typing import Any
 
 from hark.protocol import SessionConfig, SessionLimits
 
+from .asr.registry import ASR_ENGINES
+from .llm.registry import LLM_ENGINES
+from .tts.registry import TTS_ENGINES
+
 
 @dataclass(slots=True)
 class ServerConfig:
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file with any of the settings below")
     p.add_argument(
         "--asr",
-        choices=["pocketsphinx", "funasr-paraformer-streaming", "funasr-window", "none"],
+        choices=ASR_ENGINES.names(),
         help="speech recognizer (default pocketsphinx; none: VAD events only, the ingest path)",
     )
     p.add_argument("--asr-model", help="FunASR model: a local directory or a ModelScope id")
@@ -168,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--asr-threads", type=int, help="FunASR: torch threads per inference worker (default 1)")
     p.add_argument(
-        "--llm", choices=["echo", "sglang", "openai"], help="language model (default echo: offline demo mode)"
+        "--llm", choices=LLM_ENGINES.names(), help="language model (default echo: offline demo mode)"
     )
     p.add_argument("--llm-url", help="model server base URL, e.g. http://127.0.0.1:30000")
     p.add_argument("--llm-model", help="model name (--llm openai)")
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="prefill the confident transcript prefix while the user talks (sglang; default on)",
     )
-    p.add_argument("--tts", choices=["espeak"], help="speech synthesizer (default espeak)")
+    p.add_argument("--tts", choices=TTS_ENGINES.names(), help="speech synthesizer (default espeak)")
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
     p.add_argument(

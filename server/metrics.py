@@ -22,6 +22,19 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
+# the `stage` label of hark_stage_latency_seconds: every stage observed anywhere, and its meaning
+STAGES: dict[str, str] = {
+    "frame_wait": "an audio frame's wait in the session inbox",
+    "vad": "VAD per frame",
+    "asr": "ASR per fed chunk",
+    "asr_final": "ASR finalize",
+    "tts_chunk": "TTS per text chunk",
+    "webrtc_setup": "WebRTC offer to connected",
+    "final": "end of user speech to the final transcript",
+    "first_token": "end of user speech to the first reply token",
+    "first_audio": "end of user speech to the first reply audio",
+}
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -48,8 +61,7 @@ class Metrics:
         self.errors = Counter("hark_errors_total", "Error events sent, by code", ["code"], registry=r)
         self.stage_latency = Histogram(
             "hark_stage_latency_seconds",
-            "Latency per stage: frame_wait (inbox), vad/asr per frame, asr_final, llm_first_token, tts_chunk; "
-            "final, first_token, first_audio from the end of user speech",
+            "Latency per stage: " + "; ".join(f"{name} ({meaning})" for name, meaning in STAGES.items()),
             ["stage"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -92,6 +104,8 @@ class Metrics:
         )
 
     def observe(self, stage: str, seconds: float) -> None:
+        if stage not in STAGES:  # a new stage is named in STAGES, so the help text stays true
+            raise ValueError(f"unknown latency stage {stage!r} (add it to metrics.STAGES)")
         self.stage_latency.labels(stage).observe(seconds)
 
     def sample_process_tree(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -66,5 +67,36 @@ async def test_new_sessions_are_refused_while_the_workers_cannot_keep_up() -> No
         assert quiet.overload_reason() is not None
         quiet.meter.record(quiet._workers[0].name, busy=0.0, waited=0.0)
         assert quiet.overload_reason() is not None  # still busy over the last 5 s
+    finally:
+        await pool.stop()
+
+
+class _Tidy:
+    """Its clean-up (after_reply) waits until the caller has the reply, then takes 0.2 s."""
+
+    def __init__(self) -> None:
+        self.replied = threading.Event()
+        self.cleaned_after_reply: list[bool] = []
+
+    def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
+        return len(self.cleaned_after_reply)
+
+    def after_reply(self) -> None:
+        self.cleaned_after_reply.append(self.replied.wait(10))
+        time.sleep(0.2)
+
+
+async def test_clean_up_runs_after_the_reply_and_counts_as_busy() -> None:
+    handler = _Tidy()
+    pool = InferencePool("tidy", lambda: handler, workers=1, kind="thread")
+    await pool.start()
+    try:
+        worker = await pool.acquire()
+        assert await pool.call(worker, "a", "s") == 0
+        handler.replied.set()  # a clean-up that ran before the reply would wait 10 s for this in vain
+        assert await pool.call(worker, "b", "s") == 1  # the next call ran after the clean-up
+        assert handler.cleaned_after_reply[0] is True
+        # the clean-up's 0.2 s is the worker's busy time, seen by the overload signal
+        assert pool.meter.busy_fraction(worker.name) * 5.0 >= 0.2
     finally:
         await pool.stop()

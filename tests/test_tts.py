@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from hark.server.tts import SentenceChunker, create_tts_engine
+from hark.server.config import ServerConfig
+from hark.server.tts import SentenceChunker
 from hark.server.tts.base import Pcm16
 from hark.server.tts.espeak import EspeakEngine
+from hark.server.tts.registry import TTS_ENGINES
 
 HELLO = "Hello world. This is Hark."
 
@@ -145,10 +147,10 @@ async def test_event_loop_not_blocked_during_synthesis(engine: EspeakEngine) -> 
 
 
 async def test_factory() -> None:
-    eng = create_tts_engine("espeak")
+    eng = TTS_ENGINES.create("espeak", ServerConfig())
     assert isinstance(eng, EspeakEngine)
-    with pytest.raises(ValueError, match="espeak"):
-        create_tts_engine("nope")
+    with pytest.raises(ValueError, match="--tts 'nope': unknown speech synthesizer \\(known: espeak\\)"):
+        TTS_ENGINES.create("nope", ServerConfig())
 
 
 # --- sentence chunker ------------------------------------------------------------------------

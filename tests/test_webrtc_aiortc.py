@@ -81,6 +81,11 @@ async def test_webrtc_turn_with_aiortc_peer(server: RunningServer, loopback_ice:
     pc.addTrack(WavTrack(load_pcm("en_goforward_command") + b"\0" * 64000))
     channel = pc.createDataChannel("hark")
 
+    @channel.on("open")  # type: ignore[misc]
+    def on_open() -> None:
+        # the reply track runs at 48 kHz: another output rate is refused, so no reply is resampled
+        channel.send(json.dumps({"type": "session.update", "config": {"output_sample_rate": 24000}}))
+
     @channel.on("message")  # type: ignore[misc]
     def on_message(message: str) -> None:
         event = json.loads(message)
@@ -124,6 +129,10 @@ async def test_webrtc_turn_with_aiortc_peer(server: RunningServer, loopback_ice:
 
     types = [e["type"] for e in events]
     assert types[0] == "session.created"
+    refused = [e for e in events if e["type"] == "error"]
+    assert len(refused) == 1 and refused[0]["code"] == "invalid_field" and not refused[0]["fatal"], refused
+    assert "output_sample_rate is fixed at 48000" in refused[0]["message"]
+    assert "session.updated" not in types
     final = next(e for e in events if e["type"] == "transcript.final")
     assert final["text"].startswith("go forward")  # through Opus at 48 kHz and back to 16 kHz
     done = next(e for e in events if e["type"] == "response.done")

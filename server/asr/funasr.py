@@ -10,15 +10,15 @@ utterances and its chunks run there in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
-from .base import ASREngine, ASRError, ASRStream
+from .base import ASREngine, ASRStream
 from .funasr_load import ModelLoadError, probe_hub, resolve
-from .inference_pool import Handler, InferencePool, Worker
+from .inference_pool import Handler, InferencePool
+from .pooled import PooledStream
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class FunASREngine(ASREngine):
         log.info("%s ready: %s", self.name, ", ".join(f"{k} {v}" for k, v in self._models.items()))
 
     def open_stream(self, session_id: str) -> ASRStream:
-        return FunASRStream(self._pool, session_id)
+        return FunASRStream(self._pool, session_id, self.name)
 
     def overload_reason(self) -> str | None:
         return self._pool.overload_reason()
@@ -64,13 +64,11 @@ class FunASREngine(ASREngine):
         await self._pool.stop()
 
 
-class FunASRStream(ASRStream):
+class FunASRStream(PooledStream):
     """Session side of one stream: its utterance lives on one worker from begin to finalize."""
 
-    def __init__(self, pool: InferencePool, session_id: str) -> None:
-        self._pool = pool
-        self._id = session_id
-        self._worker: Worker | None = None
+    def __init__(self, pool: InferencePool, session_id: str, engine: str) -> None:
+        super().__init__(pool, session_id, engine)
         self._stable: str | None = None
         self._metadata: dict[str, Any] = {}
 
@@ -82,20 +80,9 @@ class FunASRStream(ASRStream):
     def metadata(self) -> dict[str, Any]:
         return self._metadata
 
-    async def _call(self, op: str, payload: Any = None) -> Any:
-        if self._worker is None:
-            raise ASRError(f"{op} outside an utterance")
-        try:
-            return await self._pool.call(self._worker, op, self._id, payload)
-        except Exception as exc:
-            await self._release()
-            raise ASRError(f"FunASR {op} failed: {exc}") from exc
-
     async def begin(self) -> None:
-        await self._release()  # begun again without finalize: drop the old utterance
-        self._worker = await self._pool.acquire()
         self._stable, self._metadata = "", {}
-        await self._call("begin")
+        await self._begin()
 
     async def accept(self, pcm: bytes) -> str:
         hypothesis, self._stable, self._metadata = await self._call("accept", pcm)
@@ -103,20 +90,8 @@ class FunASRStream(ASRStream):
 
     async def finalize(self) -> str:
         text, self._metadata = await self._call("finalize")
-        await self._release(send_close=False)  # the worker dropped the utterance already
+        await self._finished()
         return str(text)
-
-    async def close(self) -> None:
-        await self._release()
-
-    async def _release(self, send_close: bool = True) -> None:
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return
-        if send_close and worker.alive:
-            with contextlib.suppress(Exception):
-                await worker.call("close", self._id)
-        self._pool.release(worker)
 
 
 def paraformer_streaming_engine(

@@ -1,16 +1,17 @@
-"""Inference workers for FunASR: threads or processes, one model per worker, and their load.
+"""The ASR engines' inference pool: workers (threads or processes, `workers.py`) and their load.
 
-Each worker runs a handler `(op, stream_id, payload) -> result` that owns its models and the state
-of the streams placed on it, so one utterance's chunks run in order on one worker. Placement is per
-utterance, on the worker with the fewest open utterances (then the least busy). Every call is timed
-inside the worker (`Timed`), so the engine sees both how busy each worker is and how long calls
-waited in its queue, for either kind.
+Every ASR engine that decodes (pocketsphinx, FunASR) runs here. Each worker runs a handler
+`(op, stream_id, payload) -> result` that owns its models and the state of the streams placed on
+it, so one utterance's chunks run in order on one worker. Placement is per utterance, on the worker
+with the fewest open utterances (then the least busy). Every call is timed inside the worker
+(`Timed`), so the engine sees both how busy each worker is and how long calls waited in its queue,
+for either kind: that is the overload signal that refuses new sessions with server_busy.
 
-Processes (the default) keep FunASR's Python, which holds the GIL between PyTorch kernels, off the
-event loop's process and away from each other, and a crash takes one worker, not the server; each
-pays its own import of funasr (~0.3 GiB). Threads share one process and that import: PyTorch
-releases the GIL inside its kernels, so they also decode in parallel, with more tail latency at
-capacity. docs/performance.md ("FunASR") has the measurement behind the default.
+Processes keep a library that holds the GIL (pocketsphinx always; FunASR's Python between PyTorch
+kernels) off the event loop's process and away from each other, and a crash takes one worker, not
+the server; each pays its own import (funasr ~0.3 GiB). Threads share one process and that import:
+PyTorch releases the GIL inside its kernels, so FunASR threads also decode in parallel, with more
+tail latency at capacity. docs/performance.md ("FunASR") has the measurement behind the default.
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from ..procpool import ProcessWorker
+from .workers import Handler, ProcessWorker, ThreadWorker, Worker
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, str, Any], Any]
+__all__ = ["Handler", "InferencePool", "LoadMeter", "Timed", "TimedHandler", "Worker"]
 
 LOAD_WINDOW_S = 5.0
 # new sessions are refused while every worker was busy for more than this share of the last
@@ -43,94 +42,29 @@ class Timed:
     def __init__(self, factory: Callable[[], Handler]) -> None:
         self.factory = factory
 
-    def __call__(self) -> Handler:
-        handler = self.factory()
+    def __call__(self) -> TimedHandler:
+        return TimedHandler(self.factory())
 
-        def timed(op: str, stream_id: str, payload: Any) -> tuple[float, Any]:
+
+class TimedHandler:
+    """Times each call; the time spent in `after_reply` counts towards the next call's busy time."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._after: Callable[[], None] | None = getattr(handler, "after_reply", None)
+        self._carried = 0.0
+
+    def __call__(self, op: str, stream_id: str, payload: Any) -> tuple[float, Any]:
+        started = time.perf_counter()
+        result = self._handler(op, stream_id, payload)
+        busy, self._carried = time.perf_counter() - started + self._carried, 0.0
+        return busy, result
+
+    def after_reply(self) -> None:
+        if self._after is not None:
             started = time.perf_counter()
-            result = handler(op, stream_id, payload)
-            return time.perf_counter() - started, result
-
-        return timed
-
-
-class Worker(Protocol):
-    name: str
-    streams: int
-
-    @property
-    def alive(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    async def call(self, op: str, stream_id: str, payload: Any = None) -> Any: ...
-
-    async def stop(self) -> None: ...
-
-
-class ThreadWorker:
-    """One thread, one handler; requests queue in order (bounded by max_in_flight)."""
-
-    def __init__(self, name: str, factory: Callable[[], Handler], max_in_flight: int) -> None:
-        self.name = name
-        self.streams = 0
-        self._factory = factory
-        self._limit = asyncio.Semaphore(max_in_flight)
-        self._queue: queue.SimpleQueue[tuple[asyncio.Future[Any], str, str, Any] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name, daemon=True)
-        self._thread.start()
-        await ready
-
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        assert self._loop is not None
-        try:
-            handler = self._factory()
-        except BaseException as exc:
-            self._loop.call_soon_threadsafe(_settle, ready, False, exc)
-            return
-        self._loop.call_soon_threadsafe(_settle, ready, True, None)
-        while (item := self._queue.get()) is not None:
-            fut, op, stream_id, payload = item
-            try:
-                result, ok = handler(op, stream_id, payload), True
-            except Exception as exc:  # report it to the caller; keep serving the other streams
-                result, ok = RuntimeError(f"{type(exc).__name__}: {exc}"), False
-            try:
-                self._loop.call_soon_threadsafe(_settle, fut, ok, result)
-            except RuntimeError:  # the loop closed during shutdown
-                return
-
-    async def call(self, op: str, stream_id: str, payload: Any = None) -> Any:
-        async with self._limit:
-            if self._loop is None or not self.alive:
-                raise RuntimeError(f"{self.name} is not running")
-            fut: asyncio.Future[Any] = self._loop.create_future()
-            self._queue.put((fut, op, stream_id, payload))
-            return await fut
-
-    async def stop(self) -> None:
-        self._queue.put(None)
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
-
-
-def _settle(fut: asyncio.Future[Any], ok: bool, result: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(result)
-    else:
-        fut.set_exception(result if isinstance(result, BaseException) else RuntimeError(str(result)))
+            self._after()
+            self._carried += time.perf_counter() - started
 
 
 class LoadMeter:
@@ -165,15 +99,31 @@ class LoadMeter:
 
 
 class InferencePool:
-    def __init__(self, name: str, factory: Callable[[], Handler], workers: int, kind: str, max_in_flight: int = 32):
+    """A fixed set of workers of one kind; dead process workers are replaced at the next placement."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], Handler],
+        workers: int,
+        kind: str,
+        max_in_flight: int = 32,
+        parallel_start: bool = False,
+    ) -> None:
         if kind not in ("thread", "process"):
             raise ValueError(f"unknown ASR worker kind {kind!r} (thread or process)")
         self._name = name
         self._factory = Timed(factory)
         self._kind = kind
         self._max_in_flight = max_in_flight
+        self._parallel_start = parallel_start
         self._workers: list[Worker] = [self._new(i) for i in range(max(1, workers))]
+        self._restarting = asyncio.Lock()  # two placements must not both replace one dead worker
         self.meter = LoadMeter()
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers)
 
     def _new(self, i: int) -> Worker:
         cls = ThreadWorker if self._kind == "thread" else ProcessWorker
@@ -181,17 +131,22 @@ class InferencePool:
         return worker
 
     async def start(self) -> None:
+        if self._parallel_start:  # small models: no load peaks to keep apart
+            await asyncio.gather(*(w.start() for w in self._workers))
+            return
         # one after another: each worker loads its own copy of the models (peaks add up otherwise)
         for worker in self._workers:
             await worker.start()
 
     async def acquire(self) -> Worker:
         """The live worker with the fewest open utterances (a dead process worker is replaced)."""
-        for i, worker in enumerate(self._workers):
-            if not worker.alive:
-                log.warning("restarting %s", worker.name)
-                self._workers[i] = self._new(i)
-                await self._workers[i].start()
+        async with self._restarting:
+            for i, worker in enumerate(self._workers):
+                if not worker.alive:
+                    log.warning("restarting %s", worker.name)
+                    await worker.stop()  # reap it (or end one whose pipe broke but still runs)
+                    self._workers[i] = self._new(i)
+                    await self._workers[i].start()
         # open utterances first: a stream just placed has not shown up in the busy time yet
         worker = min(self._workers, key=lambda w: (w.streams, self.meter.busy_fraction(w.name)))
         worker.streams += 1

@@ -30,7 +30,6 @@ class LLMUsage:
 
     prompt_tokens: int = 0
     cached_tokens: int = 0
-    completion_tokens: int = 0
     speculative_prefills: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 

@@ -23,6 +23,5 @@ class EchoEngine(LLMEngine):
         usage.prompt_tokens = sum(len(m.content.split()) + 4 for m in request.messages)
         words = f"You said: {text}.".split(" ") if text else ["I", "heard", "nothing."]
         for i, word in enumerate(words[: request.max_tokens]):
-            usage.completion_tokens += 1
             yield word if i == 0 else " " + word
             await asyncio.sleep(0)  # a real engine yields to the loop between tokens too

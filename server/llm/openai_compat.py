@@ -57,7 +57,6 @@ class OpenAICompatEngine(LLMEngine):
                 stats = event.get("usage")
                 if stats:
                     usage.prompt_tokens = int(stats.get("prompt_tokens") or 0)
-                    usage.completion_tokens = int(stats.get("completion_tokens") or 0)
                     details = stats.get("prompt_tokens_details") or {}
                     usage.cached_tokens = int(details.get("cached_tokens") or 0)
         finally:

@@ -43,7 +43,6 @@ from hark.protocol import (
     encode,
 )
 
-from ..audio import resample_pcm16
 from ..context import ServerContext
 from ..session import Session
 from .ws import Admission, session_created
@@ -84,7 +83,6 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._pcm = bytearray()  # mono int16 at 48 kHz, waiting to be sent
         self._start: float | None = None
         self._pts = 0
-        self.frames_with_speech = 0
 
     def push(self, pcm_mono_48k: bytes) -> None:
         self._pcm += pcm_mono_48k
@@ -109,8 +107,6 @@ class ReplyAudioTrack(MediaStreamTrack):
         need = TRACK_FRAME * 2
         chunk = bytes(self._pcm[:need])
         del self._pcm[:need]
-        if chunk:
-            self.frames_with_speech += 1
         mono = np.zeros(TRACK_FRAME, dtype="<i2")
         mono[: len(chunk) // 2] = np.frombuffer(chunk, dtype="<i2")
         frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo")
@@ -128,7 +124,6 @@ class WebRTCOutbox:
         self._track = track
         self._channel: Any = None
         self._pending: deque[str] = deque()
-        self.session: Session | None = None
         self.failed = asyncio.Event()
 
     def attach(self, channel: Any) -> None:
@@ -169,9 +164,8 @@ class WebRTCOutbox:
             await self._conn.send(text)
 
     def send_audio(self, pcm: bytes) -> None:
-        rate = self.session.config.output_sample_rate if self.session is not None else TRACK_RATE
-        if rate != TRACK_RATE:
-            pcm = resample_pcm16(np.frombuffer(pcm, dtype="<i2"), rate, TRACK_RATE).tobytes()
+        # already at TRACK_RATE: the session's output rate is set to it at creation and a
+        # session.update asking for another one is refused (`_on_client_text`)
         self._track.push(pcm)
 
 
@@ -201,7 +195,6 @@ class WebRTCHandler:
         outbox = WebRTCOutbox(conn, track)
         session = Session(self._ctx, outbox, uuid.uuid4().hex)
         session.config = session.config.updated({"output_sample_rate": TRACK_RATE})
-        outbox.session = session
         ended = asyncio.Event()
         # client text from the data channel, in order, bounded: one consumer, never a task per message
         inbound: asyncio.Queue[str] = asyncio.Queue(maxsize=64)

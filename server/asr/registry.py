@@ -1,0 +1,75 @@
+"""The speech recognizers `--asr` can name."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..registry import Registry
+from .base import ASREngine
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+ASR_ENGINES: Registry[ASREngine] = Registry("speech recognizer", "--asr")
+
+
+def _pocketsphinx(config: ServerConfig) -> ASREngine:
+    from .pocketsphinx import PocketsphinxEngine
+
+    # one decoding core per process; past 4 the machine serves more sessions than one server's loop
+    return PocketsphinxEngine(workers=config.asr_workers or min(4, os.cpu_count() or 1))
+
+
+def _paraformer_streaming(config: ServerConfig) -> ASREngine:
+    from .funasr import paraformer_streaming_engine
+
+    return paraformer_streaming_engine(
+        config.asr_model,
+        config.asr_model_offline,
+        config.punc_model,
+        config.asr_2pass,
+        config.asr_workers,
+        config.asr_worker_kind,
+        config.asr_threads,
+    )
+
+
+def _window(config: ServerConfig) -> ASREngine:
+    from .funasr import window_engine
+
+    return window_engine(
+        config.asr_model,
+        config.asr_language,
+        config.asr_window_s,
+        config.asr_step_ms,
+        config.asr_workers,
+        config.asr_worker_kind,
+        config.asr_threads,
+    )
+
+
+def _none(config: ServerConfig) -> ASREngine:
+    from .none import NoASREngine
+
+    return NoASREngine()
+
+
+ASR_ENGINES.register(
+    "pocketsphinx",
+    _pocketsphinx,
+    "CMU pocketsphinx, English (the en-us model shipped in its wheel), in worker processes",
+)
+ASR_ENGINES.register(
+    "funasr-paraformer-streaming",
+    _paraformer_streaming,
+    "FunASR paraformer-zh-streaming, Mandarin, 600 ms chunks, 2-pass final with punctuation (`funasr` extra)",
+)
+ASR_ENGINES.register(
+    "funasr-window",
+    _window,
+    "an offline FunASR model (SenseVoiceSmall: zh, en, yue, ja, ko) re-decoded over a sliding window (`funasr` extra)",
+)
+ASR_ENGINES.register(
+    "none", _none, "no recognizer: VAD events and an empty final per utterance, so no reply (the ingest path)"
+)
