@@ -2,7 +2,8 @@
 
 protocol/ imports nothing of the project; client/ and loadtest/ only hark.protocol; server/ nothing
 of the client, the harness, the benchmarks or the stand-ins; standins/ never hark.server; bench/ may
-use the harness but not the reverse. And no import cycle between any two modules.
+use the harness but not the reverse. And no import cycle between any two modules at run time
+(imports under `if TYPE_CHECKING:` count for the direction, not for cycles: they never run).
 """
 
 from __future__ import annotations
@@ -51,11 +52,24 @@ def project_modules() -> dict[str, Path]:
     return modules
 
 
-def imports_of(name: str, path: Path, known: set[str]) -> Iterator[str]:
+def _type_only(tree: ast.Module) -> set[int]:
+    """The import statements under `if TYPE_CHECKING:`: they never run, so they make no runtime cycle."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found |= {id(sub) for stmt in node.body for sub in ast.walk(stmt)}
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str], *, runtime_only: bool = False) -> Iterator[str]:
     """The project modules `name` imports, resolved to modules (a name imported from a package that
-    is a submodule counts as that submodule)."""
+    is a submodule counts as that submodule); with `runtime_only`, not the type-checking imports."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_only(tree) if runtime_only else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -77,10 +91,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> Iterator[str]:
                 yield target
 
 
-def graph() -> dict[str, set[str]]:
+def graph(*, runtime_only: bool = False) -> dict[str, set[str]]:
     modules = project_modules()
     known = set(modules)
-    return {name: set(imports_of(name, path, known)) for name, path in modules.items()}
+    return {name: set(imports_of(name, path, known, runtime_only=runtime_only)) for name, path in modules.items()}
 
 
 def package_of(module: str) -> str:
@@ -142,6 +156,9 @@ def test_the_graph_sees_the_imports_it_should() -> None:
     assert "hark.loadtest.spawn" in edges["bench.run"]
     assert "standins.sglang.scheduler" in edges["standins.sglang.http_app"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    # a type-only import (`if TYPE_CHECKING:`) counts for the direction, not for cycles
+    assert "hark.server.config" in edges["hark.server.registry"]
+    assert "hark.server.config" not in graph(runtime_only=True)["hark.server.registry"]
 
 
 def test_no_package_imports_what_it_must_not() -> None:
@@ -153,7 +170,7 @@ def test_no_package_imports_what_it_must_not() -> None:
 
 
 def test_no_import_cycles() -> None:
-    edges = graph()
+    edges = graph(runtime_only=True)
     modules = set(edges)
     # a package's __init__ importing its own submodules is how packages export; not a cycle
     for module, targets in edges.items():
