@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from hark.loadtest.analysis import STAGES, turn_summary
+from hark.loadtest.reader import follow
 from hark.loadtest.recorder import TurnRecord, measured_turn
 from hark.loadtest.scenario import load_clip
 from hark.protocol import (
@@ -40,6 +40,7 @@ from hark.protocol import (
     ConversationTracker,
     Error,
     ProtocolError,
+    ServerEvent,
     SessionCreated,
     SpeechStarted,
     SpeechStopped,
@@ -107,29 +108,20 @@ class SessionTrace:
 
 
 async def _read(conn: ClientConnection, trace: SessionTrace) -> None:
+    def on_event(event: ServerEvent, at: float) -> None:
+        if isinstance(event, SpeechStarted):
+            trace.clip_of[event.turn_id] = len(trace.clips_sent) - 1
+        elif isinstance(event, SpeechStopped):
+            trace.active_at_stop[event.turn_id] = trace.occupancy.open
+        elif isinstance(event, Error):
+            trace.errors.append(event.code)
+
+    def on_refused(exc: ProtocolError) -> None:  # counted, and the reading goes on: the report lists them
+        kind = f"violation:{exc.violation.value}" if isinstance(exc, ConversationError) else f"undecodable:{exc.code}"
+        trace.errors.append(kind)
+
     try:
-        async for message in conn:
-            now = time.monotonic()
-            try:
-                if isinstance(message, bytes):
-                    trace.tracker.audio(len(message), now)
-                    continue
-                event = decode_server(message)
-                trace.tracker.feed(event, now)
-            except ConversationError as exc:  # a server breaking the rules: the report lists it
-                trace.errors.append(f"violation:{exc.violation.value}")
-                continue
-            except ProtocolError as exc:  # count it and go on: the report lists it
-                trace.errors.append(f"undecodable:{exc.code}")
-                continue
-            if isinstance(event, SpeechStarted):
-                trace.clip_of[event.turn_id] = len(trace.clips_sent) - 1
-            elif isinstance(event, SpeechStopped):
-                trace.active_at_stop[event.turn_id] = trace.occupancy.open
-            elif isinstance(event, Error):
-                trace.errors.append(event.code)
-    except ConnectionClosed:
-        pass
+        await follow(conn, trace.tracker, on_event, on_refused)
     finally:
         trace.closed.set()
 

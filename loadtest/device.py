@@ -44,6 +44,7 @@ from hark.protocol import (
     encode,
 )
 
+from .reader import follow
 from .recorder import Recorder, measured_turn
 from .scenario import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, SILENCE, Scenario
 from .stats import Playback, playback
@@ -301,26 +302,17 @@ class Device:
 
     async def _read(self, conn: ClientConnection) -> None:
         try:
-            async for message in conn:
-                now = time.monotonic()
-                try:
-                    if isinstance(message, bytes):
-                        self.tracker.audio(len(message), now)
-                        continue
-                    try:
-                        event = decode_server(message)
-                    except ProtocolError:
-                        continue  # unknown event types from a newer server are skipped, as the protocol says
-                    self._on_event(event, now)
-                except ConversationError as exc:  # a server bug: counted, and the tracker goes on
-                    self._error(PROTOCOL_VIOLATION, False, exc.message)
-        except ConnectionClosed:
-            pass
+            await follow(conn, self.tracker, self._on_event, self._on_refused)
         finally:
             self.closed.set()
 
+    def _on_refused(self, exc: ProtocolError) -> None:
+        if isinstance(exc, ConversationError):  # a server bug: counted, and the tracker goes on
+            self._error(PROTOCOL_VIOLATION, False, exc.message)
+        # else an event this client cannot decode (a newer server's type): skipped, as the protocol says
+
     def _on_event(self, event: ServerEvent, now: float) -> None:
-        self.tracker.feed(event, now)  # first: an event breaking the rules changes nothing below
+        """After the tracker took `event`: what the device does about it."""
         if isinstance(event, SpeechStarted):
             owner = self._owner(self._detected_start(event.audio_ms))
             if owner is not None:

@@ -24,21 +24,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from . import events as ev  # the wire events, apart from the records this module keeps
 from .audio import BYTES_PER_SAMPLE
 from .errors import ErrorCode, ProtocolError
-from .events import (
-    Error,
-    ResponseAudioDone,
-    ResponseAudioStarted,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
-    ServerEvent,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TranscriptPartial,
-)
 
 
 class Violation(StrEnum):
@@ -82,8 +70,8 @@ class Utterance:
     started_at: float
     stop_audio_ms: int | None = None  # speech.stopped.audio_ms: where the speech ended
     stopped_at: float | None = None
-    partials: list[TranscriptPartial] = field(default_factory=list)
-    final: TranscriptFinal | None = None
+    partials: list[ev.TranscriptPartial] = field(default_factory=list)
+    final: ev.TranscriptFinal | None = None
     final_at: float | None = None
 
     @property
@@ -109,10 +97,10 @@ class TrackedResponse:
     audio_started_at: float | None = None
     audio_bytes: int = 0
     arrivals: list[tuple[float, int]] = field(default_factory=list)  # (arrival, bytes) of each audio frame
-    audio_done: ResponseAudioDone | None = None
-    done: ResponseDone | None = None
+    audio_done: ev.ResponseAudioDone | None = None
+    done: ev.ResponseDone | None = None
     done_at: float | None = None
-    errors: list[Error] = field(default_factory=list)  # error events that arrived while it was current
+    errors: list[ev.Error] = field(default_factory=list)  # error events that arrived while it was current
 
     @property
     def text(self) -> str:
@@ -189,7 +177,7 @@ class ConversationTracker:
         self.history = history
         self.turns: dict[int, Turn] = {}  # by turn id, in the order they began
         self.responses: dict[str, TrackedResponse] = {}  # by response id, in the order they started
-        self.errors: list[Error] = []
+        self.errors: list[ev.Error] = []
         self.current: TrackedResponse | None = None  # started and not done
         self.open_utterance: Utterance | None = None  # speech.started, no speech.stopped yet
         self.audio_owner: TrackedResponse | None = None  # where a binary frame goes now
@@ -207,38 +195,38 @@ class ConversationTracker:
 
     # ------------------------------------------------------------ input
 
-    def feed(self, event: ServerEvent, at: float) -> TrackedResponse | None:
+    def feed(self, event: ev.ServerEvent, at: float) -> TrackedResponse | None:
         """Record one server event; returns the response it concerns (for `error`: the current one)."""
         result: TrackedResponse | None = None
         match event:
-            case SpeechStarted():
+            case ev.SpeechStarted():
                 self._speech_started(event, at)
-            case TranscriptPartial():
+            case ev.TranscriptPartial():
                 self._partial(event)
-            case SpeechStopped():
+            case ev.SpeechStopped():
                 self._speech_stopped(event, at)
-            case TranscriptFinal():
+            case ev.TranscriptFinal():
                 self._final(event, at)
                 self._forget_old_turns()
-            case ResponseStarted():
+            case ev.ResponseStarted():
                 result = self._response_started(event, at)
-            case ResponseTextDelta():
+            case ev.ResponseTextDelta():
                 result = self._live(event.response_id, "response.text.delta")
                 if result.first_delta_at is None:
                     result.first_delta_at = at
                 result.deltas.append(event.delta)
-            case ResponseAudioStarted():
+            case ev.ResponseAudioStarted():
                 result = self._audio_started(event, at)
-            case ResponseAudioDone():
+            case ev.ResponseAudioDone():
                 result = self._audio_finished(event)
-            case ResponseDone():
+            case ev.ResponseDone():
                 result = self._live(event.response_id, "response.done")
                 result.done, result.done_at = event, at
                 self.current = None  # the live response is the current one: there is one at a time
                 if self.audio_owner is result:
                     self.audio_owner = None
                 self._forget_old_turns()
-            case Error():
+            case ev.Error():
                 self.errors.append(event)
                 if self.history is not None and len(self.errors) > self.history:
                     del self.errors[0]
@@ -269,7 +257,7 @@ class ConversationTracker:
 
     # ------------------------------------------------------------ the user's turns
 
-    def _speech_started(self, event: SpeechStarted, at: float) -> None:
+    def _speech_started(self, event: ev.SpeechStarted, at: float) -> None:
         if self.open_utterance is not None:
             raise ConversationError(
                 Violation.UTTERANCE_OPEN,
@@ -282,7 +270,7 @@ class ConversationTracker:
         self.open_utterance = utterance
         self.last_turn_id = event.turn_id
 
-    def _partial(self, event: TranscriptPartial) -> None:
+    def _partial(self, event: ev.TranscriptPartial) -> None:
         utterance = self._utterance(event.turn_id, "transcript.partial")
         if utterance.stopped:
             raise ConversationError(
@@ -290,14 +278,14 @@ class ConversationTracker:
             )
         utterance.partials.append(event)
 
-    def _speech_stopped(self, event: SpeechStopped, at: float) -> None:
+    def _speech_stopped(self, event: ev.SpeechStopped, at: float) -> None:
         utterance = self._utterance(event.turn_id, "speech.stopped")
         if utterance.stopped:
             raise ConversationError(Violation.UTTERANCE_STOPPED, f"a second speech.stopped for turn {event.turn_id}")
         utterance.stop_audio_ms, utterance.stopped_at = event.audio_ms, at
         self.open_utterance = None  # one utterance is open at a time, so it was this one
 
-    def _final(self, event: TranscriptFinal, at: float) -> None:
+    def _final(self, event: ev.TranscriptFinal, at: float) -> None:
         utterance = self._utterance(event.turn_id, "transcript.final")
         if not utterance.stopped:
             raise ConversationError(
@@ -322,7 +310,7 @@ class ConversationTracker:
 
     # ------------------------------------------------------------ responses
 
-    def _response_started(self, event: ResponseStarted, at: float) -> TrackedResponse:
+    def _response_started(self, event: ev.ResponseStarted, at: float) -> TrackedResponse:
         rid = event.response_id
         if rid in self.responses or rid in self._forgotten:
             raise ConversationError(Violation.DUPLICATE_RESPONSE, f"response.started reuses the id {rid}")
@@ -361,7 +349,7 @@ class ConversationTracker:
             raise ConversationError(Violation.RESPONSE_ENDED, f"{what} for {response_id} after its response.done")
         return response
 
-    def _audio_started(self, event: ResponseAudioStarted, at: float) -> TrackedResponse:
+    def _audio_started(self, event: ev.ResponseAudioStarted, at: float) -> TrackedResponse:
         response = self._live(event.response_id, "response.audio.started")
         if response.sample_rate is not None:
             raise ConversationError(
@@ -371,7 +359,7 @@ class ConversationTracker:
         self.audio_owner = response
         return response
 
-    def _audio_finished(self, event: ResponseAudioDone) -> TrackedResponse:
+    def _audio_finished(self, event: ev.ResponseAudioDone) -> TrackedResponse:
         response = self._live(event.response_id, "response.audio.done")
         if response.sample_rate is None:
             raise ConversationError(

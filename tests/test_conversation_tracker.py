@@ -11,25 +11,13 @@ import pytest
 from hark.protocol import (
     ConversationError,
     ConversationTracker,
-    Error,
     ErrorCode,
-    Pong,
     ProtocolError,
-    ResponseAudioDone,
-    ResponseAudioStarted,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
-    ServerEvent,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TranscriptPartial,
     Violation,
     decode_server,
     encode,
 )
+from hark.protocol import events as ev
 
 FRAME = 3200  # 100 ms at 16 kHz
 AUDIO = object()  # in a script: one reply-audio frame of FRAME bytes
@@ -50,18 +38,18 @@ def play(tracker: ConversationTracker, script: Sequence[Any], start: float = 100
 def spoken_turn(turn: int, rid: str, words: str = "go forward", frames: int = 3) -> list[Any]:
     """One spoken turn in contract order, answered with `frames` frames of audio."""
     return [
-        SpeechStarted(turn, 1000 * turn),
-        TranscriptPartial(turn, "go", ""),
-        TranscriptPartial(turn, words, "go"),
-        SpeechStopped(turn, 1000 * turn + 800),
-        TranscriptFinal(turn, words),
-        ResponseStarted(turn, rid),
-        ResponseTextDelta(rid, "You said: "),
-        ResponseTextDelta(rid, words),
-        ResponseAudioStarted(rid, 16000),
+        ev.SpeechStarted(turn, 1000 * turn),
+        ev.TranscriptPartial(turn, "go", ""),
+        ev.TranscriptPartial(turn, words, "go"),
+        ev.SpeechStopped(turn, 1000 * turn + 800),
+        ev.TranscriptFinal(turn, words),
+        ev.ResponseStarted(turn, rid),
+        ev.ResponseTextDelta(rid, "You said: "),
+        ev.ResponseTextDelta(rid, words),
+        ev.ResponseAudioStarted(rid, 16000),
         *[AUDIO] * frames,
-        ResponseAudioDone(rid, 100 * frames),
-        ResponseDone(rid, "completed", f"You said: {words}", {"final_ms": 12, "first_audio_ms": 80, "spoken": True}),
+        ev.ResponseAudioDone(rid, 100 * frames),
+        ev.ResponseDone(rid, "completed", f"You said: {words}", {"final_ms": 12, "first_audio_ms": 80, "spoken": True}),
     ]
 
 
@@ -110,7 +98,7 @@ def test_state_while_a_turn_is_in_progress() -> None:
 
 def test_empty_final_settles_without_a_response() -> None:
     tracker = ConversationTracker()
-    play(tracker, [SpeechStarted(1, 0), SpeechStopped(1, 400), TranscriptFinal(1, "")])
+    play(tracker, [ev.SpeechStarted(1, 0), ev.SpeechStopped(1, 400), ev.TranscriptFinal(1, "")])
     turn = tracker.turns[1]
     assert turn.settled and turn.response is None and turn.utterance is not None and turn.utterance.text == ""
 
@@ -120,16 +108,16 @@ def test_typed_turns_take_new_ids_even_while_the_user_speaks() -> None:
     play(
         tracker,
         [
-            ResponseStarted(1, "resp_1"),  # input.text: no transcript events
-            ResponseTextDelta("resp_1", "hi"),
-            ResponseDone("resp_1", "completed", "hi", {"final_ms": None}),
-            SpeechStarted(2, 500),
-            ResponseStarted(3, "resp_2"),  # typed while turn 2 is still being spoken
-            SpeechStopped(2, 900),
-            TranscriptFinal(2, "hello"),
-            ResponseDone("resp_2", "cancelled", "", {}),  # the spoken turn's reply replaces it
-            ResponseStarted(2, "resp_3"),
-            ResponseDone("resp_3", "completed", "hello", {}),
+            ev.ResponseStarted(1, "resp_1"),  # input.text: no transcript events
+            ev.ResponseTextDelta("resp_1", "hi"),
+            ev.ResponseDone("resp_1", "completed", "hi", {"final_ms": None}),
+            ev.SpeechStarted(2, 500),
+            ev.ResponseStarted(3, "resp_2"),  # typed while turn 2 is still being spoken
+            ev.SpeechStopped(2, 900),
+            ev.TranscriptFinal(2, "hello"),
+            ev.ResponseDone("resp_2", "cancelled", "", {}),  # the spoken turn's reply replaces it
+            ev.ResponseStarted(2, "resp_3"),
+            ev.ResponseDone("resp_3", "completed", "hello", {}),
         ],
     )
     assert [t.turn_id for t in tracker.turns.values()] == [1, 2, 3]
@@ -148,14 +136,14 @@ def test_barge_in_cancels_the_reply_and_the_next_turn_is_answered() -> None:
         tracker,
         [
             *spoken_turn(1, "resp_1")[:11],  # two audio frames of resp_1 so far
-            SpeechStarted(2, 3000),  # the user talks over the reply ...
+            ev.SpeechStarted(2, 3000),  # the user talks over the reply ...
             AUDIO,  # ... which keeps playing until it is cancelled
-            TranscriptPartial(2, "stop", ""),
-            ResponseDone("resp_1", "cancelled", "You said:", {"audio_ms": 300}),  # no response.audio.done
-            SpeechStopped(2, 3600),
-            TranscriptFinal(2, "stop"),
-            ResponseStarted(2, "resp_2"),
-            ResponseAudioStarted("resp_2", 24000),
+            ev.TranscriptPartial(2, "stop", ""),
+            ev.ResponseDone("resp_1", "cancelled", "You said:", {"audio_ms": 300}),  # no response.audio.done
+            ev.SpeechStopped(2, 3600),
+            ev.TranscriptFinal(2, "stop"),
+            ev.ResponseStarted(2, "resp_2"),
+            ev.ResponseAudioStarted("resp_2", 24000),
             AUDIO,
         ],
     )
@@ -167,7 +155,7 @@ def test_barge_in_cancels_the_reply_and_the_next_turn_is_answered() -> None:
     assert tracker.audio_owner is second and tracker.current is second
     # a cancelled reply is over: a frame after its response.done has no owner
     done = ConversationTracker()
-    play(done, [*spoken_turn(1, "resp_1")[:10], ResponseDone("resp_1", "cancelled", "", {})])
+    play(done, [*spoken_turn(1, "resp_1")[:10], ev.ResponseDone("resp_1", "cancelled", "", {})])
     with pytest.raises(ConversationError) as late:
         done.audio(FRAME, 200.0)
     assert late.value.violation is Violation.AUDIO_WITHOUT_RESPONSE
@@ -178,12 +166,12 @@ def test_errors_go_to_the_current_response() -> None:
     play(
         tracker,
         [
-            Error("no_active_response", "nothing is playing"),
-            ResponseStarted(1, "resp_1"),
-            Error("llm_unavailable", "the model did not answer"),
-            ResponseDone("resp_1", "failed", "", {}),
-            Pong("7"),  # not part of the conversation: counted, nothing else
-            SessionUpdated({"voice": "en-us"}),
+            ev.Error("no_active_response", "nothing is playing"),
+            ev.ResponseStarted(1, "resp_1"),
+            ev.Error("llm_unavailable", "the model did not answer"),
+            ev.ResponseDone("resp_1", "failed", "", {}),
+            ev.Pong("7"),  # not part of the conversation: counted, nothing else
+            ev.SessionUpdated({"voice": "en-us"}),
         ],
     )
     assert [e.code for e in tracker.errors] == ["no_active_response", "llm_unavailable"]
@@ -193,18 +181,18 @@ def test_errors_go_to_the_current_response() -> None:
 
 def test_feed_returns_the_response_an_event_concerns() -> None:
     tracker = ConversationTracker()
-    assert tracker.feed(SpeechStarted(1, 0), 1.0) is None
-    assert tracker.feed(Error("internal_error", "asr"), 1.1) is None  # no response yet
-    tracker.feed(SpeechStopped(1, 500), 1.2)
-    tracker.feed(TranscriptFinal(1, "hi"), 1.3)
-    r = tracker.feed(ResponseStarted(1, "resp_1"), 1.4)
+    assert tracker.feed(ev.SpeechStarted(1, 0), 1.0) is None
+    assert tracker.feed(ev.Error("internal_error", "asr"), 1.1) is None  # no response yet
+    tracker.feed(ev.SpeechStopped(1, 500), 1.2)
+    tracker.feed(ev.TranscriptFinal(1, "hi"), 1.3)
+    r = tracker.feed(ev.ResponseStarted(1, "resp_1"), 1.4)
     assert r is not None and r.response_id == "resp_1"
-    assert tracker.feed(ResponseTextDelta("resp_1", "x"), 1.5) is r
-    assert tracker.feed(Error("response_failed", "tts"), 1.6) is r
-    assert tracker.feed(ResponseAudioStarted("resp_1", 16000), 1.7) is r
+    assert tracker.feed(ev.ResponseTextDelta("resp_1", "x"), 1.5) is r
+    assert tracker.feed(ev.Error("response_failed", "tts"), 1.6) is r
+    assert tracker.feed(ev.ResponseAudioStarted("resp_1", 16000), 1.7) is r
     assert tracker.audio(FRAME, 1.8) is r
-    assert tracker.feed(ResponseAudioDone("resp_1", 100), 1.9) is r
-    assert tracker.feed(ResponseDone("resp_1", "completed", "x", {}), 2.0) is r
+    assert tracker.feed(ev.ResponseAudioDone("resp_1", 100), 1.9) is r
+    assert tracker.feed(ev.ResponseDone("resp_1", "completed", "x", {}), 2.0) is r
     assert r.chunk_seconds() == [(1.8, pytest.approx(0.1))]
 
 
@@ -233,41 +221,46 @@ VIOLATIONS: list[tuple[str, list[Any], Any, Violation]] = [
     ("audio before audio.started", ANSWERED[:8], AUDIO, Violation.AUDIO_WITHOUT_RESPONSE),
     ("audio after audio.done", ANSWERED[:13], AUDIO, Violation.AUDIO_WITHOUT_RESPONSE),
     ("audio after response.done", ANSWERED, AUDIO, Violation.AUDIO_WITHOUT_RESPONSE),
-    ("delta for an unknown response", PLAYING, ResponseTextDelta("resp_9", "x"), Violation.UNKNOWN_RESPONSE),
-    ("done for an unknown response", PLAYING, ResponseDone("resp_9", "completed", "", {}), Violation.UNKNOWN_RESPONSE),
-    ("audio.started unknown", [], ResponseAudioStarted("resp_9", 16000), Violation.UNKNOWN_RESPONSE),
-    ("audio.done unknown", [], ResponseAudioDone("resp_9", 100), Violation.UNKNOWN_RESPONSE),
-    ("a second response.done", ANSWERED, ResponseDone("resp_1", "completed", "", {}), Violation.RESPONSE_ENDED),
-    ("a delta after done", ANSWERED, ResponseTextDelta("resp_1", "x"), Violation.RESPONSE_ENDED),
-    ("audio.started after done", ANSWERED, ResponseAudioStarted("resp_1", 16000), Violation.RESPONSE_ENDED),
+    ("delta for an unknown response", PLAYING, ev.ResponseTextDelta("resp_9", "x"), Violation.UNKNOWN_RESPONSE),
+    (
+        "done for an unknown response",
+        PLAYING,
+        ev.ResponseDone("resp_9", "completed", "", {}),
+        Violation.UNKNOWN_RESPONSE,
+    ),
+    ("audio.started unknown", [], ev.ResponseAudioStarted("resp_9", 16000), Violation.UNKNOWN_RESPONSE),
+    ("audio.done unknown", [], ev.ResponseAudioDone("resp_9", 100), Violation.UNKNOWN_RESPONSE),
+    ("a second response.done", ANSWERED, ev.ResponseDone("resp_1", "completed", "", {}), Violation.RESPONSE_ENDED),
+    ("a delta after done", ANSWERED, ev.ResponseTextDelta("resp_1", "x"), Violation.RESPONSE_ENDED),
+    ("audio.started after done", ANSWERED, ev.ResponseAudioStarted("resp_1", 16000), Violation.RESPONSE_ENDED),
     (
         "a reused response id",
-        [*ANSWERED, SpeechStarted(2, 0)],
-        ResponseStarted(3, "resp_1"),
+        [*ANSWERED, ev.SpeechStarted(2, 0)],
+        ev.ResponseStarted(3, "resp_1"),
         Violation.DUPLICATE_RESPONSE,
     ),
-    ("two responses at once", PLAYING, ResponseStarted(2, "resp_2"), Violation.OVERLAPPING_RESPONSE),
-    ("a second response for a turn", ANSWERED, ResponseStarted(1, "resp_2"), Violation.TURN_ANSWERED),
-    ("a response before the final", ANSWERED[:4], ResponseStarted(1, "resp_1"), Violation.UTTERANCE_OPEN),
+    ("two responses at once", PLAYING, ev.ResponseStarted(2, "resp_2"), Violation.OVERLAPPING_RESPONSE),
+    ("a second response for a turn", ANSWERED, ev.ResponseStarted(1, "resp_2"), Violation.TURN_ANSWERED),
+    ("a response before the final", ANSWERED[:4], ev.ResponseStarted(1, "resp_1"), Violation.UTTERANCE_OPEN),
     (
         "a response for an old turn id",
         [*ANSWERED, *spoken_turn(3, "resp_3")],
-        ResponseStarted(2, "r"),
+        ev.ResponseStarted(2, "r"),
         Violation.TURN_OUT_OF_ORDER,
     ),
-    ("audio.done without audio.started", ANSWERED[:8], ResponseAudioDone("resp_1", 0), Violation.AUDIO_NOT_STARTED),
-    ("a second audio.started", PLAYING, ResponseAudioStarted("resp_1", 16000), Violation.AUDIO_ALREADY_STARTED),
-    ("a second audio.done", ANSWERED[:13], ResponseAudioDone("resp_1", 300), Violation.AUDIO_ENDED),
-    ("a partial for an unknown turn", [], TranscriptPartial(4, "x", ""), Violation.UNKNOWN_TURN),
-    ("a final for an unknown turn", SPEAKING, TranscriptFinal(2, "x"), Violation.UNKNOWN_TURN),
-    ("a stop for a typed turn", [ResponseStarted(1, "r")], SpeechStopped(1, 0), Violation.UNKNOWN_TURN),
-    ("a turn id reused", ANSWERED, SpeechStarted(1, 0), Violation.TURN_OUT_OF_ORDER),
-    ("a turn id going back", [*ANSWERED, *spoken_turn(5, "r5")], SpeechStarted(3, 0), Violation.TURN_OUT_OF_ORDER),
-    ("two utterances open", SPEAKING, SpeechStarted(2, 0), Violation.UTTERANCE_OPEN),
-    ("a final before speech.stopped", SPEAKING, TranscriptFinal(1, "x"), Violation.UTTERANCE_OPEN),
-    ("a partial after speech.stopped", ANSWERED[:4], TranscriptPartial(1, "x", ""), Violation.UTTERANCE_STOPPED),
-    ("a second speech.stopped", ANSWERED[:4], SpeechStopped(1, 900), Violation.UTTERANCE_STOPPED),
-    ("a second final", ANSWERED[:5], TranscriptFinal(1, "again"), Violation.DUPLICATE_FINAL),
+    ("audio.done without audio.started", ANSWERED[:8], ev.ResponseAudioDone("resp_1", 0), Violation.AUDIO_NOT_STARTED),
+    ("a second audio.started", PLAYING, ev.ResponseAudioStarted("resp_1", 16000), Violation.AUDIO_ALREADY_STARTED),
+    ("a second audio.done", ANSWERED[:13], ev.ResponseAudioDone("resp_1", 300), Violation.AUDIO_ENDED),
+    ("a partial for an unknown turn", [], ev.TranscriptPartial(4, "x", ""), Violation.UNKNOWN_TURN),
+    ("a final for an unknown turn", SPEAKING, ev.TranscriptFinal(2, "x"), Violation.UNKNOWN_TURN),
+    ("a stop for a typed turn", [ev.ResponseStarted(1, "r")], ev.SpeechStopped(1, 0), Violation.UNKNOWN_TURN),
+    ("a turn id reused", ANSWERED, ev.SpeechStarted(1, 0), Violation.TURN_OUT_OF_ORDER),
+    ("a turn id going back", [*ANSWERED, *spoken_turn(5, "r5")], ev.SpeechStarted(3, 0), Violation.TURN_OUT_OF_ORDER),
+    ("two utterances open", SPEAKING, ev.SpeechStarted(2, 0), Violation.UTTERANCE_OPEN),
+    ("a final before speech.stopped", SPEAKING, ev.TranscriptFinal(1, "x"), Violation.UTTERANCE_OPEN),
+    ("a partial after speech.stopped", ANSWERED[:4], ev.TranscriptPartial(1, "x", ""), Violation.UTTERANCE_STOPPED),
+    ("a second speech.stopped", ANSWERED[:4], ev.SpeechStopped(1, 900), Violation.UTTERANCE_STOPPED),
+    ("a second final", ANSWERED[:5], ev.TranscriptFinal(1, "again"), Violation.DUPLICATE_FINAL),
 ]
 
 
@@ -333,14 +326,14 @@ def test_the_tracker_goes_on_after_a_reported_violation() -> None:
     tracker = ConversationTracker()
     play(tracker, PLAYING)
     with pytest.raises(ConversationError):
-        tracker.feed(ResponseStarted(2, "resp_2"), 5.0)
+        tracker.feed(ev.ResponseStarted(2, "resp_2"), 5.0)
     play(tracker, ANSWERED[11:] + spoken_turn(2, "resp_2"))
     assert [r.status for r in tracker.responses.values()] == ["completed", "completed"]
 
 
 def test_scripts_are_valid_server_events() -> None:
     # the fixtures above are real wire events: each survives the codec unchanged
-    events: list[ServerEvent] = [e for e in ANSWERED if e is not AUDIO]
+    events: list[ev.ServerEvent] = [e for e in ANSWERED if e is not AUDIO]
     assert [decode_server(encode(e)) for e in events] == events
 
 
@@ -349,22 +342,22 @@ def test_history_bounds_what_a_long_session_keeps() -> None:
     script: list[Any] = []
     for n in range(1, 6):
         script += spoken_turn(n, f"resp_{n}")
-        script.append(Error("rate_limited", f"e{n}"))
-    script += [SpeechStarted(6, 9000), SpeechStopped(6, 9500)]  # transcribing: not settled, kept
+        script.append(ev.Error("rate_limited", f"e{n}"))
+    script += [ev.SpeechStarted(6, 9000), ev.SpeechStopped(6, 9500)]  # transcribing: not settled, kept
     play(tracker, script)
     assert list(tracker.turns) == [4, 5, 6] and list(tracker.responses) == ["resp_4", "resp_5"]
     assert [e.message for e in tracker.errors] == ["e4", "e5"]
     # what was forgotten still counts for the rules
     for late, violation in (
-        (ResponseTextDelta("resp_1", "x"), Violation.RESPONSE_ENDED),
-        (ResponseDone("resp_9", "completed", "", {}), Violation.UNKNOWN_RESPONSE),
-        (ResponseStarted(7, "resp_2"), Violation.DUPLICATE_RESPONSE),
-        (ResponseStarted(2, "resp_7"), Violation.TURN_OUT_OF_ORDER),
+        (ev.ResponseTextDelta("resp_1", "x"), Violation.RESPONSE_ENDED),
+        (ev.ResponseDone("resp_9", "completed", "", {}), Violation.UNKNOWN_RESPONSE),
+        (ev.ResponseStarted(7, "resp_2"), Violation.DUPLICATE_RESPONSE),
+        (ev.ResponseStarted(2, "resp_7"), Violation.TURN_OUT_OF_ORDER),
     ):
         with pytest.raises(ConversationError) as caught:
             tracker.feed(late, 50.0)
         assert caught.value.violation is violation
-    play(tracker, [TranscriptFinal(6, "")])  # settles turn 6: the oldest beyond the history goes
+    play(tracker, [ev.TranscriptFinal(6, "")])  # settles turn 6: the oldest beyond the history goes
     assert list(tracker.turns) == [5, 6] and tracker.audio_bytes == 5 * 3 * FRAME
     with pytest.raises(ValueError):
         ConversationTracker(history=0)
