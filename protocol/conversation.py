@@ -15,6 +15,8 @@ The rules it checks:
   `response.done` name a started response that is not done yet;
 - reply audio (binary frames, even byte counts) belongs to the response announced by the last
   `response.audio.started`, until its `response.audio.done` or `response.done`.
+Not checked here: field values (the codec's job) and what transcripts say (e.g. that `stable_text`
+only grows, which engines may render differently).
 """
 
 from __future__ import annotations
