@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TEARDOWN_TIMEOUT_S = 5.0  # a session's tasks get this long to stop once cancelled
 FATAL_FLUSH_S = 2.0  # how long a fatal error and its close frame may take to go out
 READ_PROBE_INTERVAL_S = 1.0  # after output, how soon a ping checks that the client reads it
+_PONG_POLL_S = 0.25
 
 
 class WebSocketOutbox:
@@ -53,7 +54,12 @@ class WebSocketOutbox:
         self._closing: asyncio.Task[None] | None = None
 
     def send_event(self, event: ServerEvent) -> None:
-        self._put(encode(event))
+        for text in self.wire_texts(event):
+            self._put(text)
+
+    def wire_texts(self, event: ServerEvent) -> list[str]:
+        """The text frames that carry `event` on this connection's wire protocol."""
+        return [encode(event)]
 
     def send_audio(self, pcm: bytes) -> None:
         self._put(pcm)
@@ -73,7 +79,8 @@ class WebSocketOutbox:
         self._ctx.metrics.errors.labels(code.value).inc()
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             async with asyncio.timeout(FATAL_FLUSH_S):
-                await self._conn.send(encode(Error(code=code.value, message=message, fatal=True)))
+                for text in self.wire_texts(Error(code=code.value, message=message, fatal=True)):
+                    await self._conn.send(text)
         await self._conn.close(close_code, code.value)
 
     def _put(self, item: str | bytes | tuple[int, str]) -> None:
@@ -123,9 +130,9 @@ class HandshakeRefusal:
     message: str
 
 
-def offered_key_matches(config: ServerConfig, request: Request) -> bool:
-    """An API key in `Authorization: Bearer KEY` or `?token=KEY` that is one of the configured keys."""
-    offered: list[str] = []
+def offered_key_matches(config: ServerConfig, request: Request, also_offered: Sequence[str] = ()) -> bool:
+    """An API key in `Authorization: Bearer KEY`, `?token=KEY` or `also_offered` that is one of the configured keys."""
+    offered: list[str] = list(also_offered)
     authorization = request.headers.get("Authorization")
     if authorization and authorization.lower().startswith("bearer "):
         offered.append(authorization[7:].strip())
@@ -134,14 +141,18 @@ def offered_key_matches(config: ServerConfig, request: Request) -> bool:
     return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in config.api_keys)
 
 
-def handshake_refusal(config: ServerConfig, request: Request) -> HandshakeRefusal | None:
+def handshake_refusal(
+    config: ServerConfig, request: Request, also_offered: Sequence[str] = (), key_hint: str = ""
+) -> HandshakeRefusal | None:
     """Origin and API key, checked before the WebSocket exists (401/403 is what clients expect)."""
     origin = request.headers.get("Origin")
     if config.allowed_origins and origin is not None and origin not in config.allowed_origins:
         return HandshakeRefusal(403, ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin[:200]!r} is not allowed")
-    if config.api_keys and not offered_key_matches(config, request):
+    if config.api_keys and not offered_key_matches(config, request, also_offered):
         return HandshakeRefusal(
-            401, ErrorCode.UNAUTHORIZED, "missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'"
+            401,
+            ErrorCode.UNAUTHORIZED,
+            f"missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'{key_hint}",
         )
     return None
 
@@ -154,7 +165,7 @@ class Admission:
         self.open_sessions = 0
 
     @contextlib.asynccontextmanager
-    async def slot(self, conn: ServerConnection) -> AsyncIterator[bool]:
+    async def slot(self, conn: ServerConnection, encode_error: Callable[[Error], str] = encode) -> AsyncIterator[bool]:
         """Yields True with a session slot held, or refuses the connection (fatal server_busy,
         close 1013) and yields False."""
         busy = self._busy_reason()
@@ -162,7 +173,7 @@ class Admission:
             self._ctx.metrics.errors.labels(ErrorCode.SERVER_BUSY.value).inc()
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 async with asyncio.timeout(FATAL_FLUSH_S):
-                    await conn.send(encode(Error(code=ErrorCode.SERVER_BUSY.value, message=busy, fatal=True)))
+                    await conn.send(encode_error(Error(code=ErrorCode.SERVER_BUSY.value, message=busy, fatal=True)))
             await conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY.value)
             yield False
             return
@@ -221,24 +232,22 @@ class StreamHandler:
         self.admission = admission
 
     async def __call__(self, conn: ServerConnection) -> None:
-        async with self.admission.slot(conn) as admitted:
+        async with self.admission.slot(conn, self._encode_error) as admitted:
             if admitted:
                 await self._serve(conn)
 
     async def _serve(self, conn: ServerConnection) -> None:
         session_id = uuid.uuid4().hex
-        outbox = WebSocketOutbox(conn, self._ctx)
         if self._ctx.config.send_buffer_bytes:
             sock = conn.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._ctx.config.send_buffer_bytes)
-        session = Session(self._ctx, outbox, session_id)
-        outbox.send_event(session_created(self._ctx, session))
+        outbox, session = self._open(conn, session_id)
         activity = _Activity()
         tasks = {
             "writer": asyncio.create_task(outbox.run_writer(), name=f"{session_id}-writer"),
             "input": asyncio.create_task(session.run(), name=f"{session_id}-input"),
-            "reader": asyncio.create_task(self._read(conn, session, activity), name=f"{session_id}-reader"),
+            "reader": asyncio.create_task(self._read(conn, session, outbox, activity), name=f"{session_id}-reader"),
             "idle": asyncio.create_task(self._watch_idle(session, outbox, activity), name=f"{session_id}-idle"),
             "probe": asyncio.create_task(self._probe_reading(conn, outbox), name=f"{session_id}-probe"),
             # the socket gone ends the session even while every task above waits on something else
@@ -298,7 +307,18 @@ class StreamHandler:
         log.info("session %s closed (%s)", session_id, conn.close_code)
 
     @staticmethod
-    async def _read(conn: ServerConnection, session: Session, activity: _Activity) -> None:
+    def _encode_error(error: Error) -> str:
+        return encode(error)
+
+    def _open(self, conn: ServerConnection, session_id: str) -> tuple[WebSocketOutbox, Session]:
+        """The session and the outbox it writes to, with session.created queued first."""
+        outbox = WebSocketOutbox(conn, self._ctx)
+        session = Session(self._ctx, outbox, session_id)
+        outbox.send_event(session_created(self._ctx, session))
+        return outbox, session
+
+    @staticmethod
+    async def _read(conn: ServerConnection, session: Session, outbox: WebSocketOutbox, activity: _Activity) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for message in conn:
                 activity.touch()
@@ -342,11 +362,29 @@ class StreamHandler:
             sent = outbox.sent
             try:
                 pong = await conn.ping()
-                async with asyncio.timeout(timeout):
-                    await pong
-            except TimeoutError:
-                outbox.slow_consumer(f"no pong within {timeout:g} s of output")
-                return
+                answered = await _answered_while_reading(conn, pong, timeout)
             except ConnectionClosed:
                 return
+            if not answered:
+                outbox.slow_consumer(f"no pong within {timeout:g} s of output")
+                return
             confirmed = sent
+
+
+async def _answered_while_reading(conn: ServerConnection, pong: Awaitable[float], budget_s: float) -> bool:
+    """Whether the pong arrives within `budget_s` of time the server was reading the socket.
+
+    While the session's inbox is full the server stops reading (backpressure on the client's audio),
+    and the pong waits behind that audio: the time the server did not read is not the client's."""
+    loop = asyncio.get_running_loop()
+    waited = 0.0
+    while waited < budget_s:
+        started = loop.time()
+        try:
+            async with asyncio.timeout(min(_PONG_POLL_S, budget_s - waited)):
+                await asyncio.shield(pong)
+            return True
+        except TimeoutError:
+            if conn.transport.is_reading():
+                waited += loop.time() - started
+    return False

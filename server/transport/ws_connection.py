@@ -27,6 +27,7 @@ from ..ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 _CONTROL = (Opcode.PING, Opcode.PONG)
+FLOOD_CLOSE_GRACE_S = 1.0  # a flooder's socket is aborted this long after its close frame was sent
 
 
 class GuardedConnection(ServerConnection):
@@ -39,7 +40,7 @@ class GuardedConnection(ServerConnection):
         rate = self.control_frames_per_s
         self._control_budget = TokenBucket(rate, max(2.0 * rate, 5.0))
         self.flooded = False
-        self._closing: asyncio.Task[None] | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
         # websockets has no hook for control frames, so the guard wraps the one method of this
         # connection's parser that every received frame goes through
         self._handle_frame = protocol.recv_frame
@@ -60,14 +61,16 @@ class GuardedConnection(ServerConnection):
         rate = self.control_frames_per_s
         log.warning("closing a ping flood from %s (over %g control frames a second)", self.remote_address, rate)
         self._flood_detected()
-        # fail, not close: nothing more this peer sends is processed (websockets discards it)
+        # fail, not close: nothing more this peer sends is processed
         self.protocol.fail(CloseCode.POLICY_VIOLATION, f"{ErrorCode.PING_FLOOD.value}: over {rate:g} pings a second")
         try:
             self.send_data()
         except Exception as exc:  # the transport is already broken: connection_lost follows
             self.set_connection_exc(exc)
-        # waits for the peer to close TCP, at most close_timeout, then aborts: the reader then ends
-        self._closing = self.loop.create_task(self.close())
+        # not even read and discarded (a flooder keeps sending, and reading costs a core): the close
+        # frame gets a moment to leave, then the socket goes, and the session's reader ends with it
+        self.transport.pause_reading()
+        self._abort_timer = self.loop.call_later(FLOOD_CLOSE_GRACE_S, self.transport.abort)
 
     def _flood_detected(self) -> None:
         """Hook for the server's metrics."""

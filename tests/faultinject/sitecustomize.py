@@ -5,6 +5,8 @@ session's reader or writer fail at a moment it chooses.
 - HARK_FAULT_READER=MARKER: a text message containing MARKER makes `Session.on_text` raise.
 - HARK_FAULT_WRITER=MARKER: an outgoing text message containing MARKER makes the socket's send raise
   (a ping whose id is MARKER does it: the pong echoes the id).
+- HARK_FAULT_STALL_AUDIO_S=SECONDS: a session's first audio frame holds its reader that long, as a
+  full inbox would (the server stops reading the socket: backpressure on the client).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 _READER = os.environ.get("HARK_FAULT_READER")
 _WRITER = os.environ.get("HARK_FAULT_WRITER")
+_STALL_AUDIO_S = float(os.environ.get("HARK_FAULT_STALL_AUDIO_S", "0"))
 
 
 class InjectedFault(RuntimeError):
@@ -43,3 +46,19 @@ if _WRITER:
         await _send(self, message, text=text)
 
     ServerConnection.send = send  # type: ignore[method-assign]
+
+if _STALL_AUDIO_S:
+    import asyncio
+
+    from hark.server.session import Session
+
+    _on_binary = Session.on_binary
+    _stalled: set[int] = set()
+
+    async def on_binary(self: Session, frame: bytes) -> None:
+        if id(self) not in _stalled:
+            _stalled.add(id(self))
+            await asyncio.sleep(_STALL_AUDIO_S)
+        await _on_binary(self, frame)
+
+    Session.on_binary = on_binary  # type: ignore[method-assign]
