@@ -35,6 +35,8 @@ from .events import (
     SpeechStopped,
     TranscriptFinal,
     TranscriptPartial,
+    VoiceCreate,
+    VoiceCreated,
 )
 
 PROTOCOL_VERSION: Final = "hark.v1"  # Final: a Literal where SessionCreated.protocol expects one
@@ -84,6 +86,8 @@ __all__ = [
     "Turn",
     "Utterance",
     "Violation",
+    "VoiceCreate",
+    "VoiceCreated",
     "decode_client",
     "decode_server",
     "encode",

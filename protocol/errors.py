@@ -24,6 +24,14 @@ class ErrorCode(StrEnum):
     NO_ACTIVE_RESPONSE = "no_active_response"
     RESPONSE_FAILED = "response_failed"
     LLM_UNAVAILABLE = "llm_unavailable"
+    TTS_UNAVAILABLE = "tts_unavailable"  # the reply goes on as text
+    # voices (non-fatal: nothing is stored or changed)
+    VOICE_CLIP_INVALID = "voice_clip_invalid"
+    VOICE_CLIP_TOO_SHORT = "voice_clip_too_short"
+    VOICE_CLIP_TOO_LONG = "voice_clip_too_long"
+    VOICE_LIMIT_REACHED = "voice_limit_reached"
+    VOICE_CLONING_UNSUPPORTED = "voice_cloning_unsupported"
+    UNKNOWN_VOICE = "unknown_voice"
     # connection-level (fatal: the server closes the socket after sending it)
     UNAUTHORIZED = "unauthorized"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"

@@ -18,6 +18,7 @@ MAX_TEXT_CHARS = 8000  # input.text
 MAX_ID_CHARS = 128  # ids a client sends and the server echoes (ping.id, response ids)
 MAX_PLAYED_MS = 24 * 3600 * 1000  # playback.position: a day of reply audio, far past any reply
 MAX_SAMPLE_RATE = 384_000
+MAX_TRANSCRIPT_CHARS = 1000  # voice.create: what is said in a reference clip
 
 
 class ResponseStatus(StrEnum):
@@ -78,7 +79,20 @@ class SessionClose(_Event, frozen=True, tag="session.close"):
     """The client is done: finish the open turn and the reply, then close with 1000."""
 
 
-ClientEvent = SessionUpdate | AudioCommit | InputText | ResponseCancel | PlaybackPosition | Ping | SessionClose
+class VoiceCreate(_Event, frozen=True, tag="voice.create"):
+    """Register a cloned voice: a reference clip (base64) and what is said in it; answered by
+    `voice.created` (echoing `id`) or an `error`. `sample_rate` is needed for `pcm_s16le` only."""
+
+    audio: Annotated[str, Meta(min_length=1)]
+    transcript: Annotated[str, Meta(min_length=1, max_length=MAX_TRANSCRIPT_CHARS)]
+    format: Literal["wav", "mp3", "flac", "ogg", "pcm_s16le"] = "wav"
+    sample_rate: Annotated[int, Meta(ge=1, le=MAX_SAMPLE_RATE)] | None = None
+    id: Id | None = None
+
+
+ClientEvent = (
+    SessionUpdate | AudioCommit | InputText | ResponseCancel | PlaybackPosition | Ping | SessionClose | VoiceCreate
+)
 CLIENT_EVENTS: tuple[type[_Event], ...] = (
     SessionUpdate,
     AudioCommit,
@@ -87,6 +101,7 @@ CLIENT_EVENTS: tuple[type[_Event], ...] = (
     PlaybackPosition,
     Ping,
     SessionClose,
+    VoiceCreate,
 )
 
 # ---------------------------------------------------------------- server -> client
@@ -194,6 +209,15 @@ class Pong(_Event, frozen=True, tag="pong"):
     id: str | None = None
 
 
+class VoiceCreated(_Event, frozen=True, tag="voice.created"):
+    """A `voice.create` was accepted: `voice` is the name to put in `session.update {"voice": ...}`."""
+
+    voice: str
+    duration_ms: NonNegative
+    sample_rate: NonNegative
+    id: str | None = None
+
+
 ServerEvent = (
     SessionCreated
     | SessionUpdated
@@ -208,6 +232,7 @@ ServerEvent = (
     | ResponseDone
     | Error
     | Pong
+    | VoiceCreated
 )
 SERVER_EVENTS: tuple[type[_Event], ...] = (
     SessionCreated,
@@ -223,6 +248,7 @@ SERVER_EVENTS: tuple[type[_Event], ...] = (
     ResponseDone,
     Error,
     Pong,
+    VoiceCreated,
 )
 Event = ClientEvent | ServerEvent
 

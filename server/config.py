@@ -86,6 +86,11 @@ class ServerConfig:
     llm_idle_timeout_s: float = 10.0
     llm_breaker_failures: int = 3
     llm_breaker_reset_s: float = 10.0
+    # speech server (--tts openai | fish | cosyvoice) and where cloned voices live (server/tts/voices.py)
+    tts_url: str = ""
+    tts_model: str = ""
+    tts_api_key: str = ""
+    voices_dir: str = "voices"
     # STUN/TURN for browsers behind NAT, e.g. [{urls = "turn:turn.example:3478", username = "u", credential = "p"}];
     # none by default (aiortc would otherwise add a public STUN server)
     webrtc_ice_servers: list[dict[str, Any]] = field(default_factory=list)
@@ -185,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefill the confident transcript prefix while the user talks (sglang; default on)",
     )
     p.add_argument("--tts", choices=TTS_ENGINES.names(), help="speech synthesizer (default espeak)")
+    p.add_argument("--tts-url", help="speech server base URL, e.g. http://127.0.0.1:8880 (--tts openai|fish|cosyvoice)")
+    p.add_argument("--tts-model", help="speech model: openai's `model` field; cosyvoice: the model the server runs")
+    p.add_argument("--tts-api-key", help="bearer key for the speech server")
+    p.add_argument("--voices-dir", help="cloned voices: voices.toml and the clips clients register (default ./voices)")
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
     p.add_argument(

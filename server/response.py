@@ -8,6 +8,7 @@ which text each stretch of audio carries, so a barge-in can keep exactly what wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from hark.protocol import ResponseAudioDone, ResponseAudioStarted, ResponseStatus, ResponseTextDelta
+from hark.protocol import Error, ErrorCode, ResponseAudioDone, ResponseAudioStarted, ResponseStatus, ResponseTextDelta
 
 from .audio import resample_pcm16
 from .context import Outbox, ServerContext
 from .llm.base import LLMRequest, LLMUnavailable, LLMUsage
 from .tts.base import Pcm16
 from .tts.chunker import SentenceChunker
+from .tts.streaming import StreamingTTSEngine, StreamResampler, TTSUnavailable, VoiceChoice
+from .tts.voices import VoiceError
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +83,13 @@ class ResponseRun:
         self.timeline = ResponseTimeline()
         self.client_played_ms: float | None = None
         self.failure: LLMUnavailable | None = None
+        # the speech server failed: the rest of this reply goes out as text only
+        self.tts_failure: TTSUnavailable | VoiceError | None = None
 
     async def run(self) -> None:
         """Stream the whole response; raises on engine failure; cancel to interrupt."""
         chunks: asyncio.Queue[str | None] = asyncio.Queue(maxsize=4)
-        audio: asyncio.Queue[tuple[str, Pcm16] | None] = asyncio.Queue(maxsize=2)
+        audio: asyncio.Queue[tuple[str | None, Pcm16] | None] = asyncio.Queue(maxsize=2)
         tasks = [asyncio.create_task(self._generate(chunks), name=f"{self.response_id}-llm")]
         if self._audio_output:
             tasks.append(asyncio.create_task(self._synthesize(chunks, audio), name=f"{self.response_id}-tts"))
@@ -127,9 +132,13 @@ class ResponseRun:
                 await chunks.put(chunk)
 
     async def _synthesize(
-        self, chunks: asyncio.Queue[str | None], audio: asyncio.Queue[tuple[str, Pcm16] | None]
+        self, chunks: asyncio.Queue[str | None], audio: asyncio.Queue[tuple[str | None, Pcm16] | None]
     ) -> None:
+        """Audio items are (text, pcm) for the start of a chunk and (None, pcm) for more of it."""
         tts = self._ctx.tts
+        if isinstance(tts, StreamingTTSEngine):
+            await self._stream_speech(tts, chunks, audio)
+            return
         while (text := await chunks.get()) is not _END:
             started = time.monotonic()
             pcm = await tts.synthesize(text, self._voice)
@@ -137,7 +146,51 @@ class ResponseRun:
             await audio.put((text, resample_pcm16(pcm, tts.sample_rate, self._rate)))
         await audio.put(_END)
 
-    async def _pace(self, audio: asyncio.Queue[tuple[str, Pcm16] | None]) -> None:
+    async def _stream_speech(
+        self,
+        tts: StreamingTTSEngine,
+        chunks: asyncio.Queue[str | None],
+        audio: asyncio.Queue[tuple[str | None, Pcm16] | None],
+    ) -> None:
+        """One request at a time, its audio passed on piece by piece as the server sends it; the next
+        chunk waits in `chunks` meanwhile. A failure ends the speech of this reply, not the reply."""
+        voice = VoiceChoice(self._voice)
+        if tts.voices is not None:
+            try:
+                voice = await tts.voices.resolve(self._voice)
+            except VoiceError as exc:
+                self._speech_failed(exc)
+        resampler = StreamResampler(self._rate)
+        while (text := await chunks.get()) is not _END:
+            if self.tts_failure is not None:
+                continue  # keep taking chunks: the text must not wait on a queue nobody reads
+            started = time.monotonic()
+            label: str | None = text
+            try:
+                async with contextlib.aclosing(tts.stream(text, voice)) as pieces:
+                    async for piece in pieces:
+                        pcm = resampler.feed(piece)
+                        if len(pcm):
+                            await audio.put((label, pcm))
+                            label = None
+                tail = resampler.flush()
+                if len(tail):
+                    await audio.put((label, tail))
+            except TTSUnavailable as exc:
+                resampler.flush()
+                self._speech_failed(exc)
+            self._ctx.metrics.observe("tts_chunk", time.monotonic() - started)
+        await audio.put(_END)
+
+    def _speech_failed(self, exc: TTSUnavailable | VoiceError) -> None:
+        self.tts_failure = exc
+        code = exc.code if isinstance(exc, VoiceError) else ErrorCode.TTS_UNAVAILABLE
+        log.warning("%s: speech failed, the reply goes on as text: %s", self.response_id, exc)
+        self._ctx.metrics.errors.labels(code.value).inc()
+        message = exc.message if isinstance(exc, VoiceError) else str(exc)
+        self._outbox.send_event(Error(code=code.value, message=f"{message}; the reply goes on as text"))
+
+    async def _pace(self, audio: asyncio.Queue[tuple[str | None, Pcm16] | None]) -> None:
         cfg = self._ctx.config
         frame_samples = self._rate * cfg.output_frame_ms // 1000
         frame_ms = frame_samples * 1000.0 / self._rate
@@ -150,7 +203,10 @@ class ResponseRun:
                 self._outbox.send_event(
                     ResponseAudioStarted(response_id=self.response_id, sample_rate=self._rate, encoding="pcm_s16le")
                 )
-            tl.chunks.append(SpokenChunk(text, tl.audio_sent_ms, len(pcm) * 1000.0 / self._rate))
+            if text is not None:
+                tl.chunks.append(SpokenChunk(text, tl.audio_sent_ms, len(pcm) * 1000.0 / self._rate))
+            elif tl.chunks:  # more audio of the chunk being spoken
+                tl.chunks[-1].duration_ms += len(pcm) * 1000.0 / self._rate
             for offset in range(0, len(pcm), frame_samples):
                 frame = pcm[offset : offset + frame_samples]
                 now = time.monotonic()

@@ -37,6 +37,7 @@ from hark.protocol import (
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
+    VoiceCreate,
     decode_client,
     validate_audio_frame,
 )
@@ -50,6 +51,8 @@ from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
 from .transcriber import Transcriber
+from .tts.voice_ops import SessionVoices
+from .tts.voices import VoiceError
 from .turn.endpoint import TurnEnd, create_endpointer
 from .vad import SAMPLE_RATE, VadEventKind
 
@@ -71,7 +74,7 @@ class AudioIn:
 class ClientEventIn:
     """A client event applied in order with the audio before it, timed from its arrival."""
 
-    event: SessionUpdate | AudioCommit | InputText
+    event: SessionUpdate | AudioCommit | InputText | VoiceCreate
     arrival: float
 
 
@@ -124,6 +127,7 @@ class Session:
         self._listener = Listener(ctx, self.config, self._endpointer.pause_ms)
         self._transcriber = Transcriber(ctx.asr.open_stream(session_id), self._listener, ctx.metrics, self._asr_failed)
         self._history = History(ctx.config.max_history_messages, limits.max_carried_text_chars)
+        self._voices = SessionVoices(ctx.tts)
         self._turn_id = 0
         self._utterance: _Utterance | None = None
         self._response_seq = 0
@@ -225,7 +229,7 @@ class Session:
                 if not self._closing:
                     self._closing = True
                     await self._inbox.put(CloseIn())
-            case SessionUpdate() | AudioCommit() | InputText():
+            case SessionUpdate() | AudioCommit() | InputText() | VoiceCreate():
                 if self._closing:
                     self.report(ErrorCode.SESSION_CLOSED, f"{event.TYPE} after session.close is ignored")
                     return
@@ -245,6 +249,12 @@ class Session:
                         await self._on_audio(frame, arrival)
                     case ClientEventIn(event=SessionUpdate(config=patch)):
                         self._apply_update(patch)
+                    case ClientEventIn(event=VoiceCreate() as create):
+                        # in order: a session.update naming the new voice right after it finds it
+                        try:
+                            self.emit(await self._voices.create(create))
+                        except VoiceError as exc:
+                            self.report(exc.code, exc.message)
                     case ClientEventIn(event=AudioCommit(), arrival=arrival):
                         if self._utterance is None:
                             self.report(ErrorCode.NOTHING_TO_COMMIT, "audio.commit while no speech is in progress")
@@ -268,6 +278,9 @@ class Session:
 
     def _apply_update(self, patch: dict[str, Any]) -> None:
         new = self.config.updated(patch)
+        if "voice" in patch and (refusal := self._voices.refusal(new.voice)):
+            self.report(ErrorCode.UNKNOWN_VOICE, f"{refusal}; nothing of this update was applied")
+            return
         self._endpointer.reconfigure(new)
         self._listener.reconfigure(new, self._endpointer.pause_ms)
         self.config = new

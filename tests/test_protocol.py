@@ -21,6 +21,7 @@ CLIENT_SAMPLES: list[p.ClientEvent] = [
     p.Ping(id="abc"),
     p.Ping(),
     p.SessionClose(),
+    p.VoiceCreate(audio="UklGRg==", transcript="hello there", format="wav", id="v1"),
 ]
 
 SERVER_SAMPLES: list[p.ServerEvent] = [
@@ -37,6 +38,7 @@ SERVER_SAMPLES: list[p.ServerEvent] = [
     p.ResponseDone(response_id="resp_1", status=p.ResponseStatus.COMPLETED, text="You said", metrics={"final_ms": 300}),
     p.Error(code="invalid_json", message="bad", fatal=False),
     p.Pong(id="abc"),
+    p.VoiceCreated(voice="clone-AAAAAAAAAAAAAAAAAAAAAA", duration_ms=7100, sample_rate=16000, id="v1"),
 ]
 
 

@@ -149,7 +149,7 @@ async def test_event_loop_not_blocked_during_synthesis(engine: EspeakEngine) -> 
 async def test_factory() -> None:
     eng = TTS_ENGINES.create("espeak", ServerConfig())
     assert isinstance(eng, EspeakEngine)
-    with pytest.raises(ValueError, match="--tts 'nope': unknown speech synthesizer \\(known: espeak\\)"):
+    with pytest.raises(ValueError, match="--tts 'nope': unknown speech synthesizer \\(known: espeak, openai, fish, cosyvoice\\)"):
         TTS_ENGINES.create("nope", ServerConfig())
 
 

@@ -1,5 +1,7 @@
-"""Text-to-speech: engines behind `TTSEngine` (chosen by name in `registry.TTS_ENGINES`), and the
-chunker that feeds them LLM text."""
+"""Text-to-speech: engines behind `TTSEngine` (chosen by name in `registry.TTS_ENGINES`): espeak-ng
+embedded, and HTTP servers streamed as they speak (`streaming.StreamingTTSEngine`: OpenAI-style
+speech, Fish Speech, CosyVoice) with cloned voices (`voices.VoiceStore`); and the chunker that feeds
+them LLM text."""
 
 from __future__ import annotations
 
