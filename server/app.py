@@ -119,14 +119,14 @@ class HarkServer:
         Also samples the process tree's CPU and memory once a second (each worker its own)."""
         ticks = 0
         while True:
+            ready = self._ready  # a tick begun while loading measures the loading, not the load
             before = time.monotonic()
             await asyncio.sleep(interval)
             lag = max(0.0, time.monotonic() - before - interval)
             self.metrics.loop_lag.observe(lag)
-            if self._ctx is not None:  # ~2 s memory at 20 samples a second
-                self._ctx.loop_lag_s += (lag - self._ctx.loop_lag_s) / 40.0
-                if time.monotonic() - self._ctx.frame_wait_at > 1.0:  # no audio lately: nothing waits
-                    self._ctx.frame_wait_s = 0.0
+            if ready and self._ctx is not None:  # smoothed over wall time (server/context.py)
+                self._ctx.note_loop_lag(lag, interval + lag)
+                self._ctx.refresh_frame_wait(time.monotonic())
             ticks += 1
             if ticks % 20 == 0:
                 self.metrics.sample_process_tree()

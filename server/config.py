@@ -28,7 +28,8 @@ class ServerConfig:
     api_keys: list[str] = field(default_factory=list)
     metrics_public: bool = False  # with api_keys: true serves /metrics without a key
     allowed_origins: list[str] = field(default_factory=list)  # empty: any Origin (or none) is accepted
-    max_sessions: int = 100
+    # concurrent sessions; 0: what the ASR workers carry (server/admission.py: pocketsphinx 12 per worker)
+    max_sessions: int = 0
     asr_workers: int = 0  # 0: one per CPU, at most 4 (pocketsphinx decodes on one core per process)
     # FunASR engines: a local model directory or a ModelScope id (empty: the engine's default id)
     asr_model: str = ""
@@ -206,7 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="close a session with idle_timeout after this long without audio or events (default 60; 0: never)",
     )
-    p.add_argument("--max-sessions", type=int, help="concurrent sessions before refusing with server_busy")
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        help="concurrent sessions before refusing with server_busy (default 0: what the ASR workers carry, "
+        "measured: pocketsphinx 12 per worker, FunASR 4 per worker, --asr none 500)",
+    )
     p.add_argument(
         "--asr-workers",
         type=int,

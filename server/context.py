@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
+
+from prometheus_client import Counter, Gauge
 
 from hark.protocol import ServerEvent
 
@@ -33,11 +36,51 @@ class ServerContext:
     # smoothed time audio frames waited in sessions' inboxes before the VAD took them: grows when
     # the server falls behind even while the loop itself stays punctual (inference is elsewhere)
     frame_wait_s: float = 0.0
-    frame_wait_at: float = 0.0  # when it was last updated; stale values are reset
+    frame_wait_at: float = 0.0  # when a frame was last taken
+
+    # Both signals are smoothed over wall time, not over samples: a loop that runs one tick a second
+    # or an inbox taken from once a second would otherwise take minutes to move an average kept
+    # per sample, which is how an overloaded server kept admitting (issue 12).
 
     def note_frame_wait(self, seconds: float, now: float) -> None:
-        self.frame_wait_s += (seconds - self.frame_wait_s) * 0.05
+        """A frame was taken from an inbox after waiting `seconds`."""
+        elapsed = now - self.frame_wait_at if self.frame_wait_at else SIGNAL_TIME_CONSTANT_S
+        self.frame_wait_s += (seconds - self.frame_wait_s) * _weight(elapsed)
         self.frame_wait_at = now
+
+    def note_loop_lag(self, lag: float, elapsed: float) -> None:
+        """A loop tick that took `elapsed` seconds ran `lag` seconds late."""
+        self.loop_lag_s += (lag - self.loop_lag_s) * _weight(elapsed)
+
+    def refresh_frame_wait(self, now: float) -> None:
+        """Between frames: audio that is queued and not taken for a while is waiting that long
+        (a stalled engine stops every inbox, and a value kept from the last frame taken would read
+        as punctual); no audio queued means nothing waits."""
+        stalled = now - self.frame_wait_at
+        if self.frame_wait_at and self.frames_pending() > 0:
+            self.frame_wait_s = max(self.frame_wait_s, stalled)
+        elif stalled > 1.0:
+            self.frame_wait_s = 0.0
+
+    def frames_pending(self) -> float:
+        """Audio frames received and neither processed nor dropped yet (in inboxes, or in the VAD)."""
+        m = self.metrics
+        if _value(m.sessions_open) <= 0:  # a frame miscounted somewhere must not read as a stall forever
+            return 0.0
+        return _value(m.audio_frames) - _value(m.audio_frames_processed) - _value(m.audio_frames_dropped)
+
+
+SIGNAL_TIME_CONSTANT_S = 2.0  # the overload signals follow a change within a few seconds
+
+
+def _value(metric: Counter | Gauge) -> float:
+    """This process's value of a metric, summed over its labels (prometheus-client's public API)."""
+    return sum(s.value for family in metric.collect() for s in family.samples if not s.name.endswith("_created"))
+
+
+def _weight(elapsed: float) -> float:
+    """How much a new sample moves an exponential average with SIGNAL_TIME_CONSTANT_S."""
+    return 1.0 - math.exp(-max(0.0, elapsed) / SIGNAL_TIME_CONSTANT_S)
 
 
 class Outbox(Protocol):

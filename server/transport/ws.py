@@ -32,6 +32,7 @@ from websockets.http11 import Request
 
 from hark.protocol import PROTOCOL_VERSION, CloseCode, Error, ErrorCode, ServerEvent, SessionCreated, encode
 
+from ..admission import session_limit
 from ..config import ServerConfig
 from ..context import ServerContext
 from ..session import Session, TurnState
@@ -163,6 +164,8 @@ class Admission:
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
         self.open_sessions = 0
+        self.limit = session_limit(ctx.config)  # --max-sessions, or what the engines carry
+        log.info("admitting up to %d sessions", self.limit)
 
     @contextlib.asynccontextmanager
     async def slot(self, conn: ServerConnection, encode_error: Callable[[Error], str] = encode) -> AsyncIterator[bool]:
@@ -190,8 +193,8 @@ class Admission:
         """Why one more session would hurt the running ones: capacity, a late loop, audio waiting
         to be processed (the server is behind real time), or an ASR engine at its limit."""
         cfg, ctx = self._ctx.config, self._ctx
-        if self.open_sessions >= cfg.max_sessions:
-            reason = f"server is at its limit of {cfg.max_sessions} sessions"
+        if self.open_sessions >= self.limit:
+            reason = f"server is at its limit of {self.limit} sessions"
         elif 0 < cfg.overload_loop_lag_ms < ctx.loop_lag_s * 1000.0:
             reason = f"server is overloaded (event loop {ctx.loop_lag_s * 1000.0:.0f} ms late)"
         elif 0 < cfg.overload_frame_wait_ms < ctx.frame_wait_s * 1000.0:

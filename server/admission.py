@@ -1,0 +1,45 @@
+"""How many sessions this server takes by default: the ASR workers times what one of them carries.
+
+`--max-sessions 0` (the default) means this number. It comes from measurements on a 2-core x86_64
+machine (docs/performance.md, "Many sessions" and "FunASR"): one pocketsphinx worker process on one
+core held 12 sessions of the embedded pipeline within the latency SLO (14 did not); one FunASR
+process worker held 4 streams; the ingest path (`--asr none`: VAD only) held 500 on one core. A
+faster machine carries more: measure it with `hark-loadtest --find-capacity` and set
+`--max-sessions`. Beyond the count, admission also refuses while the server is late (the
+event-loop lag and frame-wait signals, server/context.py) or the ASR engine says it is at capacity.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .config import ServerConfig
+
+# sessions one ASR worker carries within the SLO, measured (docs/performance.md)
+SESSIONS_PER_ASR_WORKER = {
+    "pocketsphinx": 12,
+    "funasr-paraformer-streaming": 4,
+    "funasr-window": 4,  # not measured on its own: paraformer-streaming's figure, same architecture size
+}
+SESSIONS_WITHOUT_ASR = 500  # --asr none: one core of batched VAD
+UNKNOWN_ENGINE_SESSIONS_PER_WORKER = 4  # an engine registered without a measurement: the cautious figure
+
+
+def asr_worker_count(config: ServerConfig) -> int:
+    """The workers the ASR engine starts (the engines' own rule for `--asr-workers 0`)."""
+    if config.asr_workers > 0:
+        return config.asr_workers
+    cpus = os.cpu_count() or 1
+    return min(4, cpus) if config.asr == "pocketsphinx" else cpus
+
+
+def default_max_sessions(config: ServerConfig) -> int:
+    if config.asr == "none":
+        return SESSIONS_WITHOUT_ASR
+    per_worker = SESSIONS_PER_ASR_WORKER.get(config.asr, UNKNOWN_ENGINE_SESSIONS_PER_WORKER)
+    return per_worker * asr_worker_count(config)
+
+
+def session_limit(config: ServerConfig) -> int:
+    """`--max-sessions`, or the default that fits the engines when it is 0."""
+    return config.max_sessions if config.max_sessions > 0 else default_max_sessions(config)

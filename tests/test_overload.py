@@ -1,0 +1,145 @@
+"""Overload sheds (issue 12): a server behind real time refuses new sessions within seconds, and the
+default --max-sessions is what the ASR workers carry.
+
+Before: the frame-wait signal was reset to zero whenever no frame had been taken for a second, so
+a hung ASR (every inbox stopped) read as a punctual server and new sessions kept being admitted; and
+both signals were averaged per sample, so a loop running one late tick a second took ~40 s to count
+as late. The default was a flat 100 sessions, four times what this 2-core machine carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from conftest import REPO, RunningServer, load_pcm
+from wsclient import Peer
+
+from hark.server.admission import SESSIONS_PER_ASR_WORKER, default_max_sessions, session_limit
+from hark.server.config import ServerConfig, load_config
+from hark.server.context import ServerContext
+from hark.server.metrics import Metrics
+
+FAULTS = Path(__file__).resolve().parent / "overload_faults"
+REFUSAL_DEADLINE_S = 10.0  # "within a few seconds"; before the fix it never came
+RECOVERY_DEADLINE_S = 30.0
+
+
+def _context(config: ServerConfig | None = None) -> ServerContext:
+    none = cast(Any, None)  # the signals need no engines
+    return ServerContext(config or ServerConfig(), Metrics(), none, none, none, none, none)
+
+
+# ---------------------------------------------------------------------- the signals alone
+
+
+def test_loop_lag_counts_as_late_within_seconds_when_ticks_are_sparse() -> None:
+    """A loop blocked ~1 s at a time runs one tick a second: three such ticks pass the 250 ms guard."""
+    ctx = _context()
+    for _ in range(3):
+        ctx.note_loop_lag(1.0, 1.05)
+    assert ctx.loop_lag_s * 1000.0 > ctx.config.overload_loop_lag_ms, ctx.loop_lag_s
+    for _ in range(20 * 10):  # ten seconds of punctual 50 ms ticks bring it back
+        ctx.note_loop_lag(0.0, 0.05)
+    assert ctx.loop_lag_s * 1000.0 < 10.0, ctx.loop_lag_s
+
+
+def test_frame_wait_follows_time_not_the_number_of_frames() -> None:
+    """The same second of 1 s waits moves the average alike whether 1 or 50 frames reported it."""
+    few, many = _context(), _context()
+    few.note_frame_wait(0.0, 100.0)
+    many.note_frame_wait(0.0, 100.0)
+    few.note_frame_wait(1.0, 101.0)
+    for i in range(1, 51):
+        many.note_frame_wait(1.0, 100.0 + i / 50)
+    assert abs(few.frame_wait_s - many.frame_wait_s) < 0.05, (few.frame_wait_s, many.frame_wait_s)
+
+
+def test_queued_audio_not_taken_reads_as_waiting_and_no_session_as_none() -> None:
+    ctx = _context()
+    ctx.note_frame_wait(0.01, 100.0)
+    ctx.metrics.sessions_open.inc()
+    ctx.metrics.audio_frames.inc(3)
+    ctx.metrics.audio_frames_processed.inc(1)
+    ctx.refresh_frame_wait(103.0)  # two frames queued, none taken for 3 s
+    assert ctx.frame_wait_s >= 3.0, ctx.frame_wait_s
+    ctx.metrics.sessions_open.dec()  # no session: a miscounted frame must not read as a stall forever
+    ctx.refresh_frame_wait(110.0)
+    assert ctx.frame_wait_s == 0.0
+
+
+# ---------------------------------------------------------------------- the default limit
+
+
+def test_default_max_sessions_comes_from_the_asr_workers_and_is_overridable() -> None:
+    cfg = load_config([], environ={})
+    assert cfg.max_sessions == 0
+    cpus = os.cpu_count() or 1
+    assert session_limit(cfg) == SESSIONS_PER_ASR_WORKER["pocketsphinx"] * min(4, cpus)
+    assert session_limit(load_config(["--asr-workers", "2"], environ={})) == 24
+    assert session_limit(load_config(["--max-sessions", "7", "--asr-workers", "2"], environ={})) == 7
+    assert session_limit(load_config([], environ={"HARK_MAX_SESSIONS": "9"})) == 9
+    assert default_max_sessions(load_config(["--asr", "none"], environ={})) >= 200
+
+
+# ---------------------------------------------------------------------- a real server, ASR hung
+
+
+async def _talk(peer: Peer, pcm: bytes) -> None:
+    """Real speech at real time, again and again, as a live microphone would."""
+    with contextlib.suppress(Exception):
+        while True:
+            await peer.send_pcm(pcm, speed=1.0)
+
+
+async def _admitted(url: str) -> tuple[bool, dict[str, Any]]:
+    peer = await Peer.open(url)
+    first = peer.events[0]
+    if first["type"] == "session.created":
+        await peer.close()
+        return True, first
+    await peer.wait_closed(timeout=10)
+    assert peer.conn.close_code == 1013, peer.conn.close_code
+    return False, first
+
+
+async def test_a_hung_asr_refuses_new_sessions_within_seconds_and_recovers(server_factory: Any, tmp_path: Path) -> None:
+    hang = tmp_path / "hang-asr"
+    env = {"PYTHONPATH": os.pathsep.join((str(FAULTS), str(REPO))), "HARK_FAULT_HANG_ASR_FILE": str(hang)}
+    srv: RunningServer = server_factory("--max-sessions", "10", env=env)
+    speaker = await Peer.open(srv.url)
+    talking = asyncio.create_task(_talk(speaker, load_pcm("en_librivox_sense_0870")))
+    try:
+        await speaker.wait_for(lambda e: e["type"] == "transcript.partial", timeout=30)  # the ASR works
+        admitted, first = await _admitted(srv.url)
+        assert admitted, first
+
+        hang.touch()
+        hung_at = time.monotonic()
+        refusal: dict[str, Any] | None = None
+        while refusal is None and time.monotonic() - hung_at < REFUSAL_DEADLINE_S:
+            admitted, first = await _admitted(srv.url)
+            if not admitted:
+                refusal = first
+            else:
+                await asyncio.sleep(0.5)
+        assert refusal is not None, f"still admitting {REFUSAL_DEADLINE_S:g} s after the ASR hung:\n{srv.log()[-2000:]}"
+        assert refusal["code"] == "server_busy" and "behind real time" in refusal["message"], refusal
+
+        hang.unlink()  # the ASR answers again: the inboxes drain and the server admits again
+        recovered_at = time.monotonic()
+        while not admitted:
+            assert time.monotonic() - recovered_at < RECOVERY_DEADLINE_S, f"still refusing:\n{srv.log()[-2000:]}"
+            await asyncio.sleep(1.0)
+            admitted, first = await _admitted(srv.url)
+        srv.assert_alive()
+    finally:
+        hang.unlink(missing_ok=True)
+        talking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await talking
+        await speaker.close()
