@@ -269,8 +269,8 @@ def _exit_if_stuck(deadline_s: float) -> None:
     """The drain is bounded step by step; this is the bound on all of it, threads at exit included."""
 
     def hard_exit() -> None:
-        log.error("shutdown took over %g s; exiting now", deadline_s)
-        logging.shutdown()
+        # straight to fd 2: a logging lock held by a stuck thread must not stop the exit
+        os.write(2, f"hark-server: shutdown took over {deadline_s:g} s; exiting now\n".encode())
         os._exit(1)
 
     timer = threading.Timer(deadline_s, hard_exit)

@@ -141,6 +141,26 @@ async def test_sigterm_drains_live_sessions_and_a_client_that_stopped_reading(se
     stuck.transport.abort()
 
 
+def test_a_shutdown_that_hangs_is_ended_by_the_watchdog(server_factory: Any) -> None:
+    srv: RunningServer = server_factory(env=_faulty_env(HARK_FAULT_HANG_STOP="1"))
+    children = _children(srv.process.pid)
+    srv.process.terminate()
+    assert srv.process.wait(timeout=60) == 1
+    assert "shutdown took over 15 s; exiting now" in srv.log()
+    for _ in range(100):  # its worker processes notice and go too
+        if not any(Path(f"/proc/{pid}").exists() for pid in children):
+            break
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), children
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
 # ---------------------------------------------------------------------- D2: ping floods
 
 

@@ -7,6 +7,8 @@ session's reader or writer fail at a moment it chooses.
   (a ping whose id is MARKER does it: the pong echoes the id).
 - HARK_FAULT_STALL_AUDIO_S=SECONDS: a session's first audio frame holds its reader that long, as a
   full inbox would (the server stops reading the socket: backpressure on the client).
+- HARK_FAULT_HANG_STOP=1: a step of the server's shutdown never finishes, not even when cancelled
+  (what only the exit watchdog ends).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 _READER = os.environ.get("HARK_FAULT_READER")
 _WRITER = os.environ.get("HARK_FAULT_WRITER")
 _STALL_AUDIO_S = float(os.environ.get("HARK_FAULT_STALL_AUDIO_S", "0"))
+_HANG_STOP = os.environ.get("HARK_FAULT_HANG_STOP") == "1"
 
 
 class InjectedFault(RuntimeError):
@@ -62,3 +65,18 @@ if _STALL_AUDIO_S:
         await _on_binary(self, frame)
 
     Session.on_binary = on_binary  # type: ignore[method-assign]
+
+if _HANG_STOP:
+    import asyncio
+
+    # a step of the server's shutdown (app.py runs as __main__: patch what it calls, not it)
+    from hark.server.vad_batch import VadBatcher
+
+    async def stop(self: VadBatcher) -> None:
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:  # the worst kind of stuck: it even ignores cancellation
+                continue
+
+    VadBatcher.stop = stop  # type: ignore[method-assign]
