@@ -81,3 +81,9 @@ sglang-check: install-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# turn taking (issue 11): dead air and false cut-offs of each endpointing setting on corpus speech
+# streamed at real time through a server; the "turns" section of docs/performance.md (~13 min)
+.PHONY: bench-turns
+bench-turns: install-dev
+	$(BIN)/python -m bench.turns --write docs/performance.md

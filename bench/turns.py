@@ -1,0 +1,527 @@
+"""`make bench-turns`: how each endpointing setting takes turns, on real speech streamed at real
+time through a real hark-server (issue 11, the turn-taking benchmark).
+
+The set (bench/turnset.py): corpus sentences in English and Mandarin, each as recorded and with a
+pause of 300 / 600 / 1000 / 1500 ms inserted at word boundaries inside it. Every setting streams
+every item in its own session (bench/turnstream.py), `--concurrency` sessions at once, one setting
+after another on one server, so the server's CPU time (with its ASR worker processes, from /proc)
+over a setting's phase divided by the turns it ended is that setting's CPU per turn. The settings:
+`silence` at 300 / 500 / 800 ms and `semantic` at each eagerness, with and without the transcript's
+text signal. Scored by bench/turnscore.py; the section "turns" of docs/performance.md gets the
+table, a plot of dead air against false cut-offs (one point per setting, like LiveKit's
+end-of-turn benchmark) and the issue's targets beside what was measured.
+
+    python -m bench.turns [--write docs/performance.md] [--plot docs/bench-turns.png]
+                          [--concurrency 6] [--settings NAME ...] [--quick] [--render]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.run import tree_cpu_s
+from bench.sections import write_section
+from bench.turnscore import score, summarize
+from bench.turnset import CLIPS, PAUSES_MS, TurnItem, build_set
+from bench.turnstream import BenchError, ItemTrace, ServerBusy, stream_item
+from hark.loadtest.spawn import ServerProcess
+from hark.loadtest.stats import bucket_delta, histogram_quantile
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / ".cache" / "bench-turns"
+DEFAULT_PLOT = REPO / "docs" / "bench-turns.png"
+SERVER_ARGS = ("--max-sessions", "64")
+STAGGER_S = 0.37  # sessions of a phase start apart, so their endpoints do not fall in lockstep
+ITEM_LIMIT_S = 60.0  # one item's session: a stuck server fails the run instead of hanging it
+BUSY_RETRIES, BUSY_WAIT_S = 30, 2.0
+SILENCE_MS = (300, 500, 800)
+EAGERNESS = ("low", "medium", "high")
+COMMAND = "make bench-turns"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    turn_detection: dict[str, Any]
+
+    @property
+    def patch(self) -> dict[str, Any]:
+        return {"turn_detection": self.turn_detection}
+
+    @property
+    def family(self) -> str:
+        """What the plot joins with a line: the silence sweep, and the semantic sweep per text signal."""
+        td = self.turn_detection
+        if td["type"] != "semantic":
+            return str(td["type"])
+        return "semantic" if td.get("text_signal", True) else "semantic, no text signal"
+
+
+def standard_settings() -> list[Setting]:
+    out = [Setting(f"silence-{ms}", {"type": "silence", "silence_ms": ms}) for ms in SILENCE_MS]
+    for text_signal in (True, False):
+        for eagerness in EAGERNESS:
+            name = f"semantic-{eagerness}" + ("" if text_signal else "-notext")
+            out.append(Setting(name, {"type": "semantic", "eagerness": eagerness, "text_signal": text_signal}))
+    return out
+
+
+def pick_settings(names: Sequence[str] | None) -> list[Setting]:
+    known = {s.name: s for s in standard_settings()}
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+# ---------------------------------------------------------------- the server's side
+
+
+def server_cpu_s(server: ServerProcess) -> float:
+    return tree_cpu_s(server.process.pid)
+
+
+LAG_BUCKET = "hark_event_loop_lag_seconds_bucket"
+
+
+def scrape_metrics(http_url: str) -> dict[str, float]:
+    """The server's hark_turn* samples (turns by reason, the turn detector's where it has them) and
+    its event-loop lag histogram."""
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("hark_turn", LAG_BUCKET)) and " " in line and "_created" not in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def loop_lag_p99_ms(before: dict[str, float], after: dict[str, float]) -> float | None:
+    def buckets(samples: dict[str, float]) -> dict[float, float]:
+        found = {}
+        for name, value in samples.items():
+            if name.startswith(LAG_BUCKET) and 'le="' in name:
+                found[float(name.split('le="', 1)[1].split('"', 1)[0])] = value
+        return found
+
+    p99 = histogram_quantile(0.99, bucket_delta(buckets(after), buckets(before)))
+    return None if p99 is None else p99 * 1000.0
+
+
+async def patiently(make: Callable[[], Awaitable[ItemTrace]]) -> tuple[ItemTrace, int]:
+    """Run a session, waiting and retrying while the server refuses it as busy (it is behind real
+    time because of other work on the machine: nothing to measure then); returns the refusals too."""
+    for refused in range(BUSY_RETRIES):
+        try:
+            return await asyncio.wait_for(make(), ITEM_LIMIT_S), refused
+        except ServerBusy:
+            await asyncio.sleep(BUSY_WAIT_S)
+    raise BenchError(f"the server refused {BUSY_RETRIES} sessions in a row as busy")
+
+
+async def probe(url: str, settings: Sequence[Setting]) -> dict[str, Any]:
+    """Every setting is accepted by this server (fails now rather than after minutes of streaming),
+    and what `semantic` means on it when nothing else is said (its default eagerness)."""
+    silence = b"\0" * 3200
+    for setting in settings:
+        trace, _ = await patiently(partial(stream_item, url, "probe", silence, 0, setting.patch, max_tail_ms=0))
+        if trace.config.get("turn_detection", {}).get("type") != setting.turn_detection["type"]:
+            raise BenchError(f"{setting.name}: the server did not take {setting.patch}: {trace.config}")
+    semantic = {"turn_detection": {"type": "semantic"}}
+    default, _ = await patiently(partial(stream_item, url, "probe", silence, 0, semantic, max_tail_ms=0))
+    return {"semantic_defaults": default.config.get("turn_detection", {})}
+
+
+# ---------------------------------------------------------------- one setting's phase
+
+
+async def run_phase(
+    server: ServerProcess, setting: Setting, items: Sequence[TurnItem], concurrency: int, max_tail_ms: int
+) -> dict[str, Any]:
+    # longest first, so the phase does not end waiting on one long item; each worker starts a
+    # little after the previous one, so the sessions' endpoints do not fall in lockstep
+    pending = sorted(items, key=lambda i: (i.duration_ms, i.id))
+    traces: dict[str, ItemTrace] = {}
+    refused = 0
+
+    async def worker(index: int) -> None:
+        nonlocal refused
+        await asyncio.sleep(index * STAGGER_S)
+        while pending:
+            item = pending.pop()
+            traces[item.id], busy = await patiently(
+                partial(stream_item, server.url, item.id, item.pcm, item.true_end, setting.patch, max_tail_ms)
+            )
+            refused += busy
+
+    cpu_before, metrics_before = server_cpu_s(server), scrape_metrics(server.http_url)
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    wall = time.monotonic() - started
+    cpu = server_cpu_s(server) - cpu_before
+    metrics_after = scrape_metrics(server.http_url)
+    results = [score(item, traces[item.id]) for item in items]
+    summary = summarize(results)
+    turns = summary["turns"]
+    summary.update(
+        setting=setting.name,
+        turn_detection=setting.turn_detection,
+        family=setting.family,
+        wall_s=wall,
+        server_cpu_s=cpu,
+        cpu_ms_per_turn=cpu * 1000.0 / turns if turns else None,
+        turn_metrics={
+            k: v - metrics_before.get(k, 0.0) for k, v in metrics_after.items() if not k.startswith(LAG_BUCKET)
+        },
+        loop_lag_p99_ms=loop_lag_p99_ms(metrics_before, metrics_after),
+        max_send_lag_ms=max(t.max_send_lag_ms for t in traces.values()),
+        sessions_refused_busy=refused,
+    )
+    return {
+        "summary": summary,
+        "items": [{**asdict(r), "trace": raw_trace(traces[r.item_id])} for r in results],
+    }
+
+
+def raw_trace(trace: ItemTrace) -> dict[str, Any]:
+    """What the session saw, in ms from its first frame (to check a score by hand)."""
+    t0 = trace.frame_sent[0] - 0.1 if trace.frame_sent else 0.0
+
+    def ms(t: float | None) -> int | None:
+        return None if t is None else round((t - t0) * 1000)
+
+    return {
+        "starts": trace.starts,
+        "stops": [
+            {"turn": s.turn_id, "audio_ms": s.audio_ms, "at_ms": ms(s.arrival), "reason": s.reason, "p": s.probability}
+            for s in trace.stops
+        ],
+        "replies": [
+            {"id": r.response_id, "turn": r.turn_id, "at_ms": ms(r.started), "status": r.status}
+            for r in trace.replies.values()
+        ],
+        "final_stop": trace.stops.index(trace.final_stop) if trace.final_stop is not None else None,
+        "final_reply": trace.final_reply,
+        "tail_ms": trace.tail_ms,
+    }
+
+
+def estimate_s(items: Sequence[TurnItem], settings: int, concurrency: int, max_tail_ms: int) -> float:
+    per_item = sum(i.duration_ms + max_tail_ms / 3 for i in items) / 1000.0  # most tails end early
+    return settings * per_item / concurrency
+
+
+async def run_all(args: argparse.Namespace, items: Sequence[TurnItem], settings: Sequence[Setting]) -> dict[str, Any]:
+    log_path = Path(args.out) / "server.log"
+    server_args = [*SERVER_ARGS, *shlex.split(args.server_args)]
+    async with ServerProcess(server_args, log_path=log_path, cwd=REPO) as server:
+        info = await probe(server.url, settings)
+        # not measured: the first utterances build the ASR workers' decoders
+        warm = [i for i in items if i.pause is None][: args.concurrency]
+        await run_phase(server, Setting("warm-up", {"type": "silence", "silence_ms": 500}), warm, len(warm), 1000)
+        phases = []
+        for setting in settings:
+            print(f"== {setting.name}: {len(items)} items, {args.concurrency} at once", flush=True)
+            phase = await run_phase(server, setting, items, args.concurrency, args.max_tail_ms)
+            print(render_row(phase["summary"]), flush=True)
+            phases.append(phase)
+    return {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": host_info(),
+        "server_args": server_args,
+        "concurrency": args.concurrency,
+        "max_tail_ms": args.max_tail_ms,
+        "items": len(items),
+        "clips": sorted({i.clip for i in items}),
+        "set": [
+            {"id": i.id, "duration_ms": i.duration_ms, "true_end_ms": i.true_end // 16, "pause_ms": i.pause_ms}
+            for i in items
+        ],
+        **info,
+        "phases": phases,
+    }
+
+
+def host_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
+def render_row(s: dict[str, Any]) -> str:
+    dead, cut = s["dead_air_ms"], s["false_cutoff"]
+    return (
+        f"{s['setting']}: dead air p50 {_ms(dead['p50'])} ms p90 {_ms(dead['p90'])} ms (n {dead['n']}, "
+        f"{s['not_ended']} not ended), false cut-offs {_pct(cut['rate'])} ({cut['cut']}/{cut['items']}), "
+        f"natural pauses cut {s['natural_pauses']['cut']}/{s['natural_pauses']['pauses']}, "
+        f"replies cancelled {s['cancelled']}, CPU {_ms(s['cpu_ms_per_turn'])} ms/turn, {s['wall_s']:.0f} s"
+    )
+
+
+def table(phases: Sequence[dict[str, Any]]) -> list[str]:
+    pauses = sorted({int(ms) for p in phases for ms in p["summary"]["false_cutoff"]["by_pause_ms"]})
+    by_pause = " / ".join(str(ms) for ms in pauses)
+    lines = [
+        f"| setting | dead air p50 | p90 | not ended | false cut-offs | by pause {by_pause} ms | natural pauses cut"
+        " | replies to cut turns | replies cancelled | first audio p50 | CPU ms / turn | turns |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for phase in phases:
+        s = phase["summary"]
+        cut, nat = s["false_cutoff"], s["natural_pauses"]
+        per_pause = " / ".join(_pct(cut["by_pause_ms"].get(str(ms), {}).get("rate")) for ms in pauses)
+        lines.append(
+            f"| {s['setting']} | {_ms(s['dead_air_ms']['p50'])} ms | {_ms(s['dead_air_ms']['p90'])} ms"
+            f" | {s['not_ended']} | {_pct(cut['rate'])} ({cut['cut']}/{cut['items']}) | {per_pause}"
+            f" | {nat['cut']}/{nat['pauses']} | {s['cut_replies']} | {s['cancelled']}"
+            f" | {_ms(s['first_audio_ms']['p50'])} ms"
+            f" | {_ms(s['cpu_ms_per_turn'])} | {s['turns']} |"
+        )
+    return lines
+
+
+def health(phases: Sequence[dict[str, Any]]) -> str:
+    """Whether the server kept up: a server behind real time makes every number above late."""
+    parts = []
+    for phase in phases:
+        s = phase["summary"]
+        parts.append(
+            f"{s['setting']} {s['sessions_refused_busy']} refused, loop lag p99 {_ms(s['loop_lag_p99_ms'])} ms, "
+            f"send lag max {_ms(s['max_send_lag_ms'])} ms, {s['wall_s']:.0f} s"
+        )
+    return (
+        "Run health (sessions the server refused as busy and the benchmark retried 2 s later; the "
+        "server's event-loop lag p99; the benchmark's own worst frame lateness; phase wall time): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _by_name(phases: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {p["summary"]["setting"]: p["summary"] for p in phases}
+
+
+def targets(result: dict[str, Any]) -> list[str]:
+    """Issue 11's targets beside what this run measured (a missing setting says so)."""
+    s = _by_name(result["phases"])
+    eagerness = result.get("semantic_defaults", {}).get("eagerness", "medium")
+    default_name = f"semantic-{'medium' if eagerness == 'auto' else eagerness}"
+    sem, base = s.get(default_name), s.get("silence-500")
+    if sem is None or base is None:
+        return [f"- (targets need {default_name} and silence-500 in the run)"]
+    dead, base_dead = sem["dead_air_ms"]["p50"], base["dead_air_ms"]["p50"]
+    rate, base_rate = sem["false_cutoff"]["rate"], base["false_cutoff"]["rate"]
+
+    def verdict(ok: bool | None) -> str:
+        return "**met**" if ok else ("not measured" if ok is None else "**not met**")
+
+    lines = [
+        f"- `semantic` at the default eagerness ({default_name}): median dead air {_ms(dead)} ms, target <= 250 ms: "
+        f"{verdict(None if dead is None else dead <= 250)}.",
+        f"- Its false cut-off rate {_pct(rate)} against `silence` 500 ms {_pct(base_rate)}, target lower: "
+        f"{verdict(None if rate is None or base_rate is None else rate < base_rate)}.",
+    ]
+    no_worse = [
+        (name, x)
+        for name, x in s.items()
+        if x["turn_detection"]["type"] == "semantic"
+        and x["false_cutoff"]["rate"] is not None
+        and base_rate is not None
+        and x["false_cutoff"]["rate"] <= base_rate
+        and x["dead_air_ms"]["p50"] is not None
+    ]
+    if no_worse and base_dead is not None:
+        name, best = min(no_worse, key=lambda nx: nx[1]["dead_air_ms"]["p50"])
+        saved = base_dead - best["dead_air_ms"]["p50"]
+        lines.append(
+            f"- At a false cut-off rate no higher than `silence` 500 ms's, the least dead air is {name}'s: "
+            f"{_ms(best['dead_air_ms']['p50'])} ms, {_ms(abs(saved))} ms {'less' if saved >= 0 else 'more'} than "
+            f"its {_ms(base_dead)} ms; "
+            f"target >= 200 ms less: {verdict(saved >= 200)}."
+        )
+    else:
+        lines.append("- No semantic setting cut off as rarely as `silence` 500 ms: the 200 ms target is **not met**.")
+    fa, base_fa = sem["first_audio_ms"]["p50"], base["first_audio_ms"]["p50"]
+    lines.append(
+        f"- `first_audio_ms` p50 of the replies at the true ends (the server's, from its speech end): {_ms(fa)} ms "
+        f"with {default_name}, {_ms(base_fa)} ms with `silence` 500; target <= 300 ms: "
+        f"{verdict(None if fa is None else fa <= 300)} (`make bench` measures its own turns)."
+    )
+    lines.append(
+        "- LiveKit's published anchor (their 14-language set, not this one): 5 % false cut-offs at 543 ms of "
+        "dead air; 9.9 % at a 300 ms budget."
+    )
+    return lines
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    families: dict[str, list[dict[str, Any]]] = {}
+    for phase in result["phases"]:
+        families.setdefault(phase["summary"]["family"], []).append(phase["summary"])
+    styles = {
+        "silence": ("tab:gray", "s"),
+        "semantic": ("tab:blue", "o"),
+        "semantic, no text signal": ("tab:orange", "^"),
+    }
+    for family, points in families.items():
+        color, marker = styles.get(family, ("tab:green", "D"))
+        shown = [p for p in points if p["false_cutoff"]["rate"] is not None and p["dead_air_ms"]["p50"] is not None]
+        xs = [100 * p["false_cutoff"]["rate"] for p in shown]
+        ys = [p["dead_air_ms"]["p50"] for p in shown]
+        ax.plot(xs, ys, color=color, marker=marker, linestyle="-", label=family)
+        for p, x, y in zip(shown, xs, ys, strict=True):
+            p90 = p["dead_air_ms"]["p90"]
+            if p90 is not None:
+                ax.vlines(x, y, p90, color=color, alpha=0.3, linewidth=3)
+            ax.annotate(p["setting"].split("-", 1)[1], (x, y), textcoords="offset points", xytext=(6, -4), fontsize=8)
+    ax.plot(
+        [5.0], [543.0], marker="*", markersize=12, color="tab:red", linestyle="none", label="LiveKit v1 (their set)"
+    )
+    ax.set_xlabel("false cut-offs at inserted pauses (%)")
+    ax.set_ylabel("dead air at true ends, p50 (ms); bar to p90")
+    ax.set_title(f"Turn taking on {result['items']} streamed items ({len(result['clips'])} recordings)")
+    ax.set_xlim(left=-2)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def section(result: dict[str, Any], plot_path: Path, page: Path, argv: Sequence[str]) -> str:
+    host = result["host"]
+    langs = sorted({c.split("_", 1)[0] for c in result["clips"]})
+    pauses = " / ".join(str(p) for p in sorted({i["pause_ms"] for i in result["set"] if i["pause_ms"]}))
+    invocation = shlex.join(["python", "-m", "bench.turns", *argv])
+    rel_plot = os.path.relpath(plot_path, page.parent)
+    lines = [
+        "## Turn taking (dead air against false cut-offs)",
+        "",
+        f"Measured by `{COMMAND}` (`{invocation}`), {result['when']}, on {host['cpu']} ({host['cpus']} CPUs, "
+        f"load {host['load']:.1f} at the start, shared with other work). One hark-server "
+        f"(`{shlex.join(result['server_args'])}`: the embedded default, pocketsphinx, echo, espeak-ng); "
+        f"{result['items']} items streamed per setting at real time in 100 ms frames, "
+        f"{result['concurrency']} sessions at once, then silence until the turn at the true end was decided "
+        f"and its reply sounded (at most {result['max_tail_ms']} ms). Each setting ran in its own phase, "
+        "so CPU per turn is the server's CPU time (with its ASR worker processes) over the phase divided "
+        "by the turns it ended.",
+        "",
+        f"The set (`bench/turnset.py`): {len(result['clips'])} recorded sentences ({', '.join(langs)}: "
+        f"{', '.join(result['clips'])}), each as recorded and with a pause of {pauses} ms inserted at "
+        "two word boundaries inside it (English: pocketsphinx forced alignment of the transcript; "
+        "Mandarin: the signal's energy dips, syllable boundaries). The true end is where Silero VAD last "
+        "hears speech. Dead air: from the last speech sample, as a live microphone would have captured "
+        "it, to the arrival of the `speech.stopped` that ended the turn there. A false cut-off: a turn "
+        "ended inside the inserted pause while the person went on. Natural pauses: the recordings' own "
+        "silences (>= 200 ms) inside a sentence. Replies to cut turns: replies started for a turn "
+        "that ended before the true end; replies cancelled: replies the server started and then "
+        "cancelled (barge-in, a newer turn, a merge). First audio: the server's `first_audio_ms` "
+        "of the reply at the true end. Every sentence ending is streamed once per item, so the dead "
+        f"air quantiles are over {result['items']} streamed endings of only {len(result['clips'])} "
+        "sentences: indicative, not a population estimate.",
+        "",
+        *table(result["phases"]),
+        "",
+        health(result["phases"]),
+        "",
+        f"![dead air against false cut-offs]({rel_plot})",
+        "",
+        "Targets of issue 11, measured here:",
+        "",
+        *targets(result),
+    ]
+    defaults = result.get("semantic_defaults")
+    if defaults:
+        lines += ["", f"`semantic` with nothing else said, on this server: `{json.dumps(defaults)}`."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def build_items(quick: bool) -> list[TurnItem]:
+    if quick:  # checks the benchmark itself, measures nothing
+        return build_set(clips=(CLIPS[0], CLIPS[-1]), pauses_ms=(600, 1500), per_clip=1)
+    return build_set(pauses_ms=PAUSES_MS)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--write", type=Path, help="write the section 'turns' into this page (docs/performance.md)")
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="the plot (png), with --write")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results.json and the server log")
+    parser.add_argument("--concurrency", type=int, default=6, help="sessions streaming at once (default 6)")
+    parser.add_argument("--settings", nargs="*", help="only these settings (default: all)")
+    parser.add_argument("--max-tail-ms", type=int, default=4000, help="silence streamed after an item at most")
+    parser.add_argument("--server-args", default="", help="extra hark-server options")
+    parser.add_argument("--quick", action="store_true", help="2 clips, 2 settings: checks the benchmark only")
+    parser.add_argument("--render", action="store_true", help="run nothing: rewrite the report from --out")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    results_path = Path(args.out) / "results.json"
+    if args.render:
+        result = json.loads(results_path.read_text())
+    else:
+        settings = pick_settings(args.settings or (["silence-500", "semantic-medium"] if args.quick else None))
+        items = build_items(args.quick)
+        guess = estimate_s(items, len(settings), args.concurrency, args.max_tail_ms)
+        print(f"{len(items)} items x {len(settings)} settings, about {guess / 60:.0f} min", flush=True)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(run_all(args, items, settings))
+        result["argv"] = argv
+        results_path.write_text(json.dumps(result, indent=1))
+        print(f"results: {results_path}")
+    print("\n".join(table(result["phases"])))
+    print("\n".join(targets(result)))
+    if args.write:
+        plot(result, args.plot)
+        write_section(args.write, "turns", section(result, args.plot, args.write, result.get("argv", argv)))
+        print(f"wrote the section 'turns' of {args.write} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
