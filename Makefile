@@ -87,3 +87,11 @@ clean:
 .PHONY: bench-turns
 bench-turns: install-dev
 	$(BIN)/python -m bench.turns --write docs/performance.md
+
+# leak check (issue 12): SOAK_SESSIONS sessions of real speech for SOAK_MINUTES against a spawned server;
+# RSS slope, asyncio tasks, fds, frames in = processed + dropped; exit 1 on a leak (docs/performance.md, "hardening")
+SOAK_SESSIONS ?= 16
+SOAK_MINUTES  ?= 10
+.PHONY: soak
+soak: install-dev
+	$(BIN)/python -m hark.loadtest.soak --sessions $(SOAK_SESSIONS) --minutes $(SOAK_MINUTES) --log loadtest-report/soak-server.log --json loadtest-report/soak.json

@@ -8,6 +8,8 @@ workers still running.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -103,6 +105,11 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        # a session leaves none behind when it ends: the soak (loadtest/soak.py) checks it returns to its baseline
+        self.tasks = Gauge(
+            "hark_tasks", "asyncio tasks alive in the server's event loop", registry=r, multiprocess_mode="livesum"
+        )
+
     def observe(self, stage: str, seconds: float) -> None:
         if stage not in STAGES:  # a new stage is named in STAGES, so the help text stays true
             raise ValueError(f"unknown latency stage {stage!r} (add it to metrics.STAGES)")
@@ -112,6 +119,8 @@ class Metrics:
         usage = tree_usage()
         self.cpu_seconds.set(usage.cpu_seconds)
         self.resident_bytes.set(usage.resident_bytes)
+        with contextlib.suppress(RuntimeError):  # no loop running in this thread: nothing to count
+            self.tasks.set(len(asyncio.all_tasks()))
 
     def render(self) -> bytes:
         self.sample_process_tree()
