@@ -20,7 +20,7 @@ def test_slope_is_per_minute() -> None:
 
 def _result(rss: list[float], tasks_after: float, frames_dropped: float) -> SoakResult:
     result = SoakResult(sessions=4, minutes=1, warmup_s=0.0, turns=5)
-    result.points = [Point(10.0 * i, r, 30, 20, 4) for i, r in enumerate(rss)]
+    result.points = [Point(10.0 * i, r + 400, 30, 20, 4, r) for i, r in enumerate(rss)]
     result.baseline = Point(0.0, rss[0], 10, 20, 0)
     result.final = Point(100.0, rss[-1], tasks_after, 20, 0)
     result.frames_in, result.frames_processed, result.frames_dropped = 100, 90, {"session_ended": frames_dropped}
