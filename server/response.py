@@ -83,6 +83,7 @@ class ResponseRun:
         self.timeline = ResponseTimeline()
         self.client_played_ms: float | None = None
         self.failure: LLMUnavailable | None = None
+        self.first_clause = True  # the chunker's first chunk may be a clause (bench/tts.py turns it off)
         # the speech server failed: the rest of this reply goes out as text only
         self.tts_failure: TTSUnavailable | VoiceError | None = None
 
@@ -104,7 +105,7 @@ class ResponseRun:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _generate(self, chunks: asyncio.Queue[str | None]) -> None:
-        chunker = SentenceChunker()
+        chunker = SentenceChunker(first_clause=self.first_clause)
         stream = self._ctx.llm.stream(self._request, self.usage)
         try:
             async for delta in stream:
