@@ -18,7 +18,8 @@ server has settled it checks:
 - frames in = processed + dropped (no frame lost unaccounted);
 - sessions_open back to 0.
 
-Verdict on stdout (and --json); exit 1 on a leak, 2 when the run itself could not happen.
+Verdict on stdout (and --json); exit 1 on a leak, 2 when the run itself could not happen or its
+sessions ended before it did (a client starved off the CPU, say).
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ class SoakResult:
     @property
     def passed(self) -> bool:
         return all(ok for _, ok, _ in self.checks)
+
+    @property
+    def fewest_open(self) -> float | None:
+        """The fewest sessions open after the ramp: below the admitted count, the soak did not soak."""
+        held = [p.sessions_open for p in self.points if p.at >= self.warmup_s and p.sessions_open is not None]
+        return min(held) if held else None
+
+    @property
+    def held(self) -> bool:
+        fewest = self.fewest_open
+        return fewest is not None and fewest >= self.sessions - self.refused
 
 
 def process_rss_mib(pid: int) -> float | None:
@@ -279,6 +291,11 @@ def report(result: SoakResult) -> str:
         lines.append(f"  first refusal: {result.first_refusal}")
     for name, ok, detail in result.checks:
         lines.append(f"  {'ok  ' if ok else 'LEAK'} {name}: {detail}")
+    if not result.held:
+        lines.append(
+            f"  NOTE sessions ended early: {result.fewest_open} open at the fewest of "
+            f"{result.sessions - result.refused} admitted (the run is no soak; exit 2 unless a leak shows)"
+        )
     lines.append(f"verdict: {'no leak' if result.passed else 'LEAK'}")
     return "\n".join(lines)
 
@@ -310,8 +327,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(report(result))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**dataclasses.asdict(result), "passed": result.passed}, indent=1))
-    raise SystemExit(0 if result.passed else 1)
+        record = {**dataclasses.asdict(result), "passed": result.passed, "held": result.held}
+        args.json.write_text(json.dumps(record, indent=1))
+    raise SystemExit(1 if not result.passed else 0 if result.held else 2)
 
 
 if __name__ == "__main__":
