@@ -41,9 +41,9 @@ def _speak(host: DecoderHost, stream_id: str, pcm: bytes) -> None:
 
 
 def _finalize(host: DecoderHost, stream_id: str) -> str:
-    text, _cmn = host("finalize", stream_id, None)
+    result = host("finalize", stream_id, None)  # (text, the speaker's cepstral mean, ...)
     host.after_reply()  # what the worker does once the reply has gone
-    return str(text)
+    return str(result[0])
 
 
 def test_decoders_are_held_per_utterance_and_the_idle_ones_are_bounded() -> None:
