@@ -24,6 +24,7 @@ from typing import Any
 from . import progress
 from .analysis import run_summary, series
 from .capacity import CapacityPlan, CapacityResult, find_capacity
+from .realtime_device import RealtimeDevice, realtime_url
 from .recorder import Recorder
 from .report import write_html, write_json
 from .runner import Load, run_fixed
@@ -33,6 +34,7 @@ from .slo import DEFAULT_MAX_LOOP_LAG_MS, Verdict, default_slo_ms, evaluate
 from .spawn import ServerProcess, parse_cpus
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/stream"
+PROTOCOLS = ("hark.v1", "openai-realtime")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-ramp", type=float, default=5.0, help="capacity search: seconds to ramp in a step")
     p.add_argument("--max-sessions", type=int, default=500, help="capacity search: stop here even if it holds")
     p.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between GET /metrics")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="hark.v1",
+        help="what the devices speak: hark.v1 (/v1/stream) or the OpenAI Realtime API (/v1/realtime, same server)",
+    )
     return p
 
 
@@ -120,6 +128,8 @@ async def run(args: argparse.Namespace, scenario: Scenario, clips: dict[str, byt
     rec = Recorder()
     scraper = Scraper(url, rec, args.scrape_interval)
     load = Load(url, scenario, clips, rec)
+    if args.protocol == "openai-realtime":  # --url names the server; its /v1/realtime is used
+        load.device_class = RealtimeDevice
     interrupted = _install_signals(load)
     capacity: CapacityResult | None = None
     background: list[asyncio.Task[None]] = []
@@ -151,7 +161,8 @@ async def run(args: argparse.Namespace, scenario: Scenario, clips: dict[str, byt
         "command": command,
         "started_utc": started_utc,
         "wall_s": round(time.monotonic() - wall, 1),
-        "url": url,
+        "url": realtime_url(url) if args.protocol == "openai-realtime" else url,
+        "protocol": args.protocol,
         "sessions": args.sessions,
         "ramp_s": args.ramp,
         "duration_s": args.duration,

@@ -99,6 +99,8 @@ def _words(turn: Turn) -> str:
 
 
 class Device:
+    connection_class = ClientConnection  # the wire: realtime_device.py's speaks OpenAI Realtime underneath
+
     def __init__(
         self, index: int, url: str, scenario: Scenario, clips: dict[str, bytes], recorder: Recorder, stop: asyncio.Event
     ) -> None:
@@ -129,7 +131,12 @@ class Device:
         self.rec.sessions_started += 1
         try:
             conn = await connect(
-                self.url, open_timeout=CONNECT_TIMEOUT_S, close_timeout=10, max_size=16 << 20, compression=None
+                self.url,
+                open_timeout=CONNECT_TIMEOUT_S,
+                close_timeout=10,
+                max_size=16 << 20,
+                compression=None,
+                create_connection=self.connection_class,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self.rec.error(self.index, "connect_failed", True, repr(exc))

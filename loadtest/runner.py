@@ -28,6 +28,7 @@ class Load:
     rec: Recorder
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # devices finish their turn and close
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    device_class: type[Device] = Device  # hark.v1, or realtime_device.RealtimeDevice
 
     @property
     def count(self) -> int:
@@ -39,7 +40,7 @@ class Load:
         for i in range(n):
             if self.stop.is_set():
                 return
-            device = Device(self.count, self.url, self.scenario, self.clips, self.rec, self.stop)
+            device = self.device_class(self.count, self.url, self.scenario, self.clips, self.rec, self.stop)
             self.tasks.append(asyncio.create_task(device.run(), name=f"device-{device.index}"))
             if ramp_s > 0 and i < n - 1:
                 with contextlib.suppress(TimeoutError):

@@ -51,6 +51,27 @@ class History:
         """Nothing of the reply to `user_text` reached the user: ask again with their next turn."""
         self._carried = keep_newest(user_text, self._max_carried)
 
+    # a client that edits the conversation item by item (OpenAI Realtime) names messages by identity:
+    # equal texts in two places are still two messages
+
+    def add(self, message: Message) -> Message:
+        self._messages.append(message)
+        return message
+
+    def remove(self, message: Message) -> bool:
+        for i, held in enumerate(self._messages):
+            if held is message:
+                del self._messages[i]
+                return True
+        return False
+
+    def replace(self, old: Message, new: Message) -> bool:
+        for i, held in enumerate(self._messages):
+            if held is old:
+                self._messages[i] = new
+                return True
+        return False
+
 
 def keep_newest(text: str, max_chars: int) -> str:
     """The last `max_chars` characters of `text`, without a cut word at the front."""
