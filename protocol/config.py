@@ -34,6 +34,9 @@ class SessionConfig:
     audio_output: bool = True
     voice: Annotated[str, Meta(max_length=64)] = "en-us"
     instructions: Annotated[str, Meta(max_length=MAX_INSTRUCTIONS_CHARS)] = ""
+    # a spoken turn the recognizer is less sure of than this is not answered: the assistant asks
+    # to repeat or type it (0 turns that off; engines that report no confidence never trigger it)
+    min_asr_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.65
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

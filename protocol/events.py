@@ -148,11 +148,17 @@ class TranscriptPartial(_Event, frozen=True, tag="transcript.partial"):
 
 
 class TranscriptFinal(_Event, frozen=True, tag="transcript.final"):
-    """The turn's transcript; empty text means nothing intelligible was said (no reply follows)."""
+    """The turn's transcript; empty text means nothing intelligible was said (no reply follows).
+
+    `confidence` is the recognizer's, in [0, 1] (null when the engine cannot say). `low_confidence`:
+    below the session's `min_asr_confidence`, so the assistant does not answer the words: it asks
+    the person to say it again or type it (a reply of its own, not the language model's)."""
 
     turn_id: NonNegative
     text: str
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    confidence: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    low_confidence: bool = False
 
 
 class ResponseStarted(_Event, frozen=True, tag="response.started"):

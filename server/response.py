@@ -20,7 +20,7 @@ from hark.protocol import Error, ErrorCode, ResponseAudioDone, ResponseAudioStar
 
 from .audio import resample_pcm16
 from .context import Outbox, ServerContext
-from .llm.base import LLMRequest, LLMUnavailable, LLMUsage
+from .llm.base import LLMEngine, LLMRequest, LLMUnavailable, LLMUsage
 from .tts.base import Pcm16
 from .tts.chunker import SentenceChunker
 from .tts.streaming import StreamingTTSEngine, StreamResampler, TTSUnavailable, VoiceChoice
@@ -84,6 +84,7 @@ class ResponseRun:
         self.client_played_ms: float | None = None
         self.failure: LLMUnavailable | None = None
         self.first_clause = True  # the chunker's first chunk may be a clause (bench/tts.py turns it off)
+        self.llm: LLMEngine = ctx.llm  # where the words come from: the model, or a line of the server's own
         # the speech server failed: the rest of this reply goes out as text only
         self.tts_failure: TTSUnavailable | VoiceError | None = None
 
@@ -106,7 +107,7 @@ class ResponseRun:
 
     async def _generate(self, chunks: asyncio.Queue[str | None]) -> None:
         chunker = SentenceChunker(first_clause=self.first_clause)
-        stream = self._ctx.llm.stream(self._request, self.usage)
+        stream = self.llm.stream(self._request, self.usage)
         try:
             async for delta in stream:
                 if delta:

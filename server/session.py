@@ -43,6 +43,7 @@ from hark.protocol import (
 )
 
 from .asr.base import ASRError
+from .clarify import ASK_AGAIN, ScriptedReply, is_low_confidence
 from .context import Outbox, ServerContext
 from .history import History
 from .listener import Listener
@@ -347,10 +348,22 @@ class Session:
         text = await self._transcriber.finalize()
         self.ctx.metrics.turns.labels(end.reason.value).inc()
         now = time.monotonic()
-        self.emit(TranscriptFinal(turn_id=turn, text=text, metadata=self._transcriber.metadata))
-        if not text and self._speculator is not None:
+        confidence = self._transcriber.confidence if text else None
+        low = is_low_confidence(confidence, self.config.min_asr_confidence)
+        self.emit(
+            TranscriptFinal(
+                turn_id=turn,
+                text=text,
+                metadata=self._transcriber.metadata,
+                confidence=None if confidence is None else round(confidence, 3),
+                low_confidence=low,
+            )
+        )
+        if (not text or low) and self._speculator is not None:
             self._speculator.settle("")  # nothing to answer: drop any speculation still running
-        if text:
+        if low:  # clarify.py: ask, do not guess
+            await self._ask_again(turn, speech_end_wall, (now - speech_end_wall) * 1000.0, None)
+        elif text:
             await self._respond(turn, text, speech_end_wall, final_ms=(now - speech_end_wall) * 1000.0)
 
     # ------------------------------------------------------------------ responses
@@ -431,6 +444,39 @@ class Session:
             self.report(ErrorCode.NO_ACTIVE_RESPONSE, f"no {which} in progress to cancel")
             return
         self._cancel_response("response.cancel")
+
+    async def _ask_again(self, turn_id: int, speech_end: float, final_ms: float, endpoint_ms: float | None) -> None:
+        """The reply to a turn the recognizer was unsure of (clarify.py): the server's own question,
+        spoken like any reply (barge-in cancels it); neither it nor the unsure words enter the
+        conversation, and words carried from an earlier turn stay carried."""
+        self._cancel_response("new turn")
+        if self._response_task is not None:
+            await asyncio.wait({self._response_task})
+        self._response_seq += 1
+        response_id = f"resp_{self._response_seq}"
+        request = LLMRequest(messages=[], request_id=request_id(self.id, self._response_seq), session_id=self.id)
+        config = self.config
+        run = ResponseRun(
+            self.ctx, self._outbox, request, response_id, config.output_sample_rate, config.voice, config.audio_output
+        )
+        run.llm = ScriptedReply(ASK_AGAIN)
+        self._response = run
+        self.emit(ResponseStarted(turn_id=turn_id, response_id=response_id))
+        task = asyncio.create_task(run.run(), name=f"{self.id}-{response_id}")
+        task.add_done_callback(lambda _: self._finish_ask_again(run, task, speech_end, final_ms, endpoint_ms))
+        self._response_task = task
+
+    def _finish_ask_again(
+        self, run: ResponseRun, task: asyncio.Task[None], speech_end: float, final_ms: float, endpoint_ms: float | None
+    ) -> None:
+        status = self._status_of(run, task)
+        heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
+        metrics = run.record_done(status, speech_end, final_ms)
+        metrics["endpoint_ms"] = None if endpoint_ms is None else round(endpoint_ms)
+        self.emit(ResponseDone(response_id=run.response_id, status=status, text=heard, metrics=metrics))
+        if self._response is run:
+            self._response = None
+            self._response_task = None
 
     # ------------------------------------------------------------------ teardown
 

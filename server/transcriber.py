@@ -44,6 +44,11 @@ class Transcriber:
     def metadata(self) -> dict[str, Any]:
         return self._stream.metadata
 
+    @property
+    def confidence(self) -> float | None:
+        """The engine's confidence in the last final; None when it cannot say or the ASR failed."""
+        return None if self._failed else self._stream.confidence
+
     async def begin(self, turn_id: int, start: int) -> None:
         self._turn_id = turn_id
         self._cursor = self._last_partial_at = start

@@ -142,6 +142,15 @@ function onEvent(event) {
   }
   view.handle(event);
   updateInterrupt();
+  if (event.type === 'transcript.final' && event.low_confidence) offerTyping();
+}
+
+// The server did not catch a spoken turn and asks to repeat or type it: put the text box forward.
+function offerTyping() {
+  const input = $('text-input');
+  $('text-form').classList.add('offered');
+  input.placeholder = "Didn't catch that. Type it here, or say it again…";
+  if (!input.disabled) input.focus();
 }
 
 // How a session ended, in words. A fatal error event, if any, has already said why.
@@ -182,6 +191,8 @@ $('text-form').addEventListener('submit', (e) => {
   session.send({ type: 'input.text', text: text.slice(0, 8000) });
   view.addTyped(text);
   $('text-input').value = '';
+  $('text-form').classList.remove('offered');
+  $('text-input').placeholder = 'Say something…';
 });
 
 // Mic processing toggles apply to the running track where the browser allows it, else next Start.

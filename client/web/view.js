@@ -148,6 +148,9 @@ export class ConversationView {
         const node = el('div', text ? 'bubble final' : 'bubble final empty', text || '(nothing intelligible heard)');
         node.dataset.turn = event.turn_id;
         node.dataset.text = text;
+        // the recognizer was unsure: the server asks to repeat or type instead of answering these words
+        if (event.low_confidence) node.classList.add('unsure');
+        if (typeof event.confidence === 'number') node.dataset.confidence = String(event.confidence);
         this.finals.push(text);
         this.append(this.els.finals, node);
         break;

@@ -33,6 +33,13 @@ class ASRStream(ABC):
         last hypothesis or final; goes into the transcript events' `metadata`."""
         return {}
 
+    @property
+    def confidence(self) -> float | None:
+        """How sure the engine is of the last final (after `finalize`), in [0, 1]: roughly the
+        share of its words it expects to be right. None when the engine cannot say (then the
+        session never asks the person to repeat on its account)."""
+        return None
+
     @abstractmethod
     async def finalize(self) -> str:
         """End the utterance and return the final text."""

@@ -28,10 +28,13 @@ from typing import Any
 from .base import ASREngine
 from .inference_pool import InferencePool
 from .pooled import PooledStream
+from .posterior import CONFIDENCE_OPTIONS, mean_word_posterior
 
 # Only the first (fwdtree) search pass: the fwdflat second pass and bestpath lattice rescoring
 # run at end_utt, i.e. while the user waits for the reply (135-485 ms per utterance here), and on
 # the corpus clips they did not lower the word error rate (docs/performance.md, "ASR settings").
+# With `confidence` (the default) a bounded bestpath pass runs after all, for its word posteriors:
+# posterior.py says what it costs (bench/asr_confidence.py)
 DEFAULT_OPTIONS: dict[str, Any] = {"bestpath": False, "fwdflat": False}
 RATE = 16000
 # what one request to a worker carries at most: 8 in flight of this stay far below the socket
@@ -110,6 +113,7 @@ class DecoderHost:
         self.decoders = DecoderPool(make, keep_idle)
         self._recycle_after = int(recycle_after_s * RATE)
         self._utterances: dict[str, _Utterance] = {}
+        self._posteriors = bool(options.get("bestpath"))  # without the lattice pass every posterior is 1.0
         # a reused decoder still holds the last speaker's cepstral mean: new sessions start from this
         probe = self.decoders.take()
         self._initial_cmn: str = probe.get_cmn()
@@ -139,7 +143,8 @@ class DecoderHost:
             utt = self._utterances[stream_id]
             utt.decoder.end_utt()
             hyp = utt.decoder.hyp()
-            result = (hyp.hypstr if hyp is not None else "", utt.decoder.get_cmn())
+            confidence = mean_word_posterior(utt.decoder.seg()) if self._posteriors and hyp is not None else None
+            result = (hyp.hypstr if hyp is not None else "", utt.decoder.get_cmn(), confidence)
             self._end(stream_id, ended=True)
             return result
         if op == "close":
@@ -178,8 +183,11 @@ class PocketsphinxEngine(ASREngine):
         keep_idle: int = KEEP_IDLE,
         options: dict[str, Any] | None = None,
         recycle_after_s: float = RECYCLE_AFTER_S,
+        confidence: bool = True,
     ) -> None:
-        factory = DecoderHostFactory({**DEFAULT_OPTIONS, **(options or {})}, keep_idle, recycle_after_s)
+        # confidence: word posteriors from the lattice pass (posterior.py), so a final says how sure it is
+        settings = {**DEFAULT_OPTIONS, **(CONFIDENCE_OPTIONS if confidence else {}), **(options or {})}
+        factory = DecoderHostFactory(settings, keep_idle, recycle_after_s)
         self.pool = InferencePool(
             "asr-pocketsphinx", factory, workers, "process", max_in_flight=MAX_IN_FLIGHT, parallel_start=True
         )
@@ -201,6 +209,11 @@ class PocketsphinxStream(PooledStream):
     def __init__(self, pool: InferencePool, session_id: str) -> None:
         super().__init__(pool, session_id, "pocketsphinx")
         self._cmn: str | None = None  # this speaker's channel, carried from one utterance to the next
+        self._confidence: float | None = None
+
+    @property
+    def confidence(self) -> float | None:
+        return self._confidence
 
     async def begin(self) -> None:
         await self._begin(self._cmn)
@@ -212,6 +225,7 @@ class PocketsphinxStream(PooledStream):
         return str(result)
 
     async def finalize(self) -> str:
-        text, self._cmn = await self._call("finalize")
+        self._confidence = None
+        text, self._cmn, self._confidence = await self._call("finalize")
         await self._finished()
         return str(text)
