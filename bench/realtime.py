@@ -137,8 +137,12 @@ def analyse(measured: dict[str, Any]) -> dict[str, Any]:
         for r in runs:
             for status, count in r["summary"]["statuses"].items():
                 statuses[status] = statuses.get(status, 0) + count
+        turns = [t for r in runs for t in r["turns"] if t.first_audio_ms is not None and t.final_ms is not None]
         out[protocol] = {
             "first_audio_ms": summary(latencies, (50, 90)),
+            # where the time goes: the end of the turn and its transcript, then the reply path
+            "final_ms": summary([t.final_ms for t in turns], (50, 90)),
+            "reply_path_ms": summary([t.first_audio_ms - t.final_ms for t in turns], (50, 90)),
             "turns": len(latencies),
             "statuses": statuses,
             "cpu_per_session_second": cpu,
@@ -162,8 +166,8 @@ def capacity(out_dir: Path) -> dict[str, Any]:
         report = out_dir / f"capacity-{protocol}"
         cmd = [
             *("hark-loadtest", "--spawn-server", "--asr none --max-sessions 5000", "--protocol", protocol),
-            *("--find-capacity", "--sessions", "40", "--step", "40", "--step-hold", "10", "--step-ramp", "4"),
-            *("--max-sessions", "600", "--report", str(report)),
+            *("--find-capacity", "--sessions", "20", "--step", "20", "--step-hold", "10", "--step-ramp", "4"),
+            *("--max-sessions", "400", "--report", str(report)),
         ]
         server_cpus, harness_cpus = pinning()
         if server_cpus is not None and harness_cpus is not None:
@@ -171,8 +175,24 @@ def capacity(out_dir: Path) -> dict[str, Any]:
         print(f"capacity, {protocol}: {shlex.join(cmd)}", flush=True)
         subprocess.run([sys.executable, "-m", "hark.loadtest.cli", *cmd[1:]], cwd=REPO, check=False)
         result = json.loads((report / "report.json").read_text())
-        results[protocol] = {"command": shlex.join(cmd), **(result.get("capacity") or {})}
+        found = result.get("capacity") or {}
+        steps = found.get("steps") or []
+        held = [step for step in steps if step["passed"]]
+        broke = [step for step in steps if not step["passed"]]
+        results[protocol] = {
+            "command": shlex.join(c for c in cmd if c not in ("--report", str(report))),  # the report is temporary
+            "held": found.get("held"),
+            "broke_at": found.get("broke_at"),
+            "why": "; ".join(broke[0]["failures"]) if broke else "",
+            # the ingest path's server CPU (VAD, protocol, framing) per session-second, at the largest held step
+            "cpu_ms_per_session_second": _step_cpu_ms(held[-1]) if held else None,
+        }
     return results
+
+
+def _step_cpu_ms(step: dict[str, Any]) -> float | None:
+    cpu, seconds = step.get("cpu_seconds"), step["end"] - step["start"]
+    return None if cpu is None or seconds <= 0 else cpu / (step["sessions"] * seconds) * 1000.0
 
 
 def _ms(stats: dict[str, float], q: int) -> str:
@@ -214,6 +234,12 @@ def markdown(command: str, measured: dict[str, Any], result: dict[str, Any], cap
         + " | ".join(f"{result[a]['turns']} ({result[a]['statuses']})" for a in arms)
         + " |",
         "| server CPU per session-second, per round (ms) | " + " | ".join(cpu(a) for a in arms) + " |",
+        "| of which speech end -> transcript.final, p50 (ms) | "
+        + " | ".join(_ms(result[a]["final_ms"], 50) for a in arms)
+        + " |",
+        "| of which transcript.final -> first reply audio, p50 / p90 (ms) | "
+        + " | ".join(f"{_ms(result[a]['reply_path_ms'], 50)} / {_ms(result[a]['reply_path_ms'], 90)}" for a in arms)
+        + " |",
         "| error events, frames dropped | "
         + " | ".join(f"{result[a]['errors']}, {result[a]['frames_dropped']}" for a in arms)
         + " |",
@@ -229,10 +255,20 @@ def markdown(command: str, measured: dict[str, Any], result: dict[str, Any], cap
         ),
     ]
     if caps is not None:
-        lines += ["", "Ingest capacity (`--asr none`), sessions held by the SLO at the last step that held:", ""]
-        lines += ["| protocol | sessions held | broke at | command |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Ingest capacity (`--asr none`: VAD, framing and the protocol; no ASR, LLM or TTS), a capacity search "
+            "per protocol on a server of its own (steps of 20 sessions held 10 s):",
+            "",
+            "| protocol | sessions held | broke at (why) | server CPU per session-second, last held step | command |",
+            "|---|---|---|---|---|",
+        ]
         for protocol, cap in caps.items():
-            lines.append(f"| {protocol} | {cap.get('held') or 0} | {cap.get('broke_at') or '-'} | `{cap['command']}` |")
+            cpu_ms = cap["cpu_ms_per_session_second"]
+            lines.append(
+                f"| {protocol} | {cap['held'] or 0} | {cap['broke_at'] or '-'} ({cap['why'] or '-'}) | "
+                f"{'-' if cpu_ms is None else f'{cpu_ms:.1f} ms'} | `{cap['command']}` |"
+            )
     return "\n".join(lines)
 
 
