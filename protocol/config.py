@@ -11,11 +11,19 @@ from msgspec import Meta
 
 from .errors import ErrorCode, ProtocolError
 from .schema import FieldSchema, Mismatch, OneOf, UnknownField
+from .turn_detection import (
+    SilenceMs,
+    SilenceTurnDetection,
+    TurnDetection,
+    parse_turn_detection,
+    turn_detection_dict,
+)
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 MAX_INSTRUCTIONS_CHARS = 4000
 
 SampleRate = Annotated[int, OneOf(SUPPORTED_SAMPLE_RATES)]
+SILENCE_POLICY = SilenceTurnDetection()  # the protocol's default; a server with a turn model says semantic
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +31,14 @@ class SessionConfig:
     """Everything a client may set with `session.update`. Defaults are the server's.
 
     The annotations are the rules `session.update` is checked against (`validate_config_patch`).
+    `turn_detection` is how a turn ends (turn_detection.py); its silence policy's `silence_ms` is
+    `min_silence_ms`, which also stays the semantic policy's fallback when its model cannot answer.
     """
 
     input_sample_rate: SampleRate = 16000
     output_sample_rate: SampleRate = 16000
     vad_threshold: Annotated[float, Meta(ge=0.05, le=0.95)] = 0.5
-    min_silence_ms: Annotated[int, Meta(ge=100, le=5000)] = 500
+    min_silence_ms: SilenceMs = 500
     speech_pad_ms: Annotated[int, Meta(ge=0, le=1000)] = 200
     min_interrupt_ms: Annotated[int, Meta(ge=0, le=5000)] = 300
     audio_output: bool = True
@@ -37,22 +47,52 @@ class SessionConfig:
     # a spoken turn the recognizer is less sure of than this is not answered: the assistant asks
     # to repeat or type it (0 turns that off; engines that report no confidence never trigger it)
     min_asr_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.65
+    turn_detection: TurnDetection = SILENCE_POLICY
+
+    def __post_init__(self) -> None:
+        # built from a dict (a client reading session.created, a TOML table): parse it; a silence
+        # policy's own silence_ms moves into min_silence_ms, its one home
+        policy = self.turn_detection
+        if not isinstance(policy, SilenceTurnDetection) or policy.silence_ms is not None:
+            try:
+                policy = parse_turn_detection(policy)
+            except ProtocolError as exc:
+                raise TypeError(exc.message) from None
+            if isinstance(policy, SilenceTurnDetection):
+                if policy.silence_ms is not None:
+                    object.__setattr__(self, "min_silence_ms", policy.silence_ms)
+                policy = SilenceTurnDetection()
+            object.__setattr__(self, "turn_detection", policy)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["turn_detection"] = turn_detection_dict(self.turn_detection, self.min_silence_ms)
+        return data
 
     def updated(self, patch: Mapping[str, Any]) -> SessionConfig:
-        """Return a copy with `patch` applied; raises ProtocolError(invalid_field) naming the bad key."""
-        return dataclasses.replace(self, **validate_config_patch(patch))
+        """Return a copy with `patch` applied; raises ProtocolError(invalid_field) naming the bad key.
+
+        `min_silence_ms` without `turn_detection` in the same patch selects the silence policy (what
+        an old client that sets it means); with `turn_detection` in the patch, that one decides."""
+        changes = validate_config_patch(patch)
+        if "turn_detection" not in changes and "min_silence_ms" in changes:
+            changes["turn_detection"] = SilenceTurnDetection()
+        return dataclasses.replace(self, **changes)
 
 
 _CONFIG_SCHEMA = FieldSchema(SessionConfig)
 
 
 def validate_config_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every key and value of a partial config; unknown keys are errors (typos must not pass silently)."""
+    """Check every key and value of a partial config; unknown keys are errors (typos must not pass silently).
+
+    `turn_detection` comes back parsed (a policy object), so a checked patch checks again unchanged."""
+    policy: TurnDetection | None = None
+    if isinstance(patch, Mapping) and "turn_detection" in patch:
+        policy = parse_turn_detection(patch["turn_detection"])
+        patch = {key: value for key, value in patch.items() if key != "turn_detection"}
     try:
-        return _CONFIG_SCHEMA.check(patch)
+        checked = _CONFIG_SCHEMA.check(patch)
     except UnknownField as exc:
         known = ", ".join(_CONFIG_SCHEMA.hints)
         raise ProtocolError(
@@ -60,6 +100,9 @@ def validate_config_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
         ) from None
     except Mismatch as exc:
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{exc.name} must be {exc.expected}") from None
+    if policy is not None:
+        checked["turn_detection"] = policy
+    return checked
 
 
 @dataclass(frozen=True, slots=True)

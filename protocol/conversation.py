@@ -8,7 +8,10 @@ reference client, the load harness and the benchmarks share one reading of the r
 
 The rules it checks:
 - turn ids only increase: `speech.started` opens a new turn, `response.started` names the turn it
-  answers (a spoken one whose `transcript.final` has arrived, or a new typed one);
+  answers (a spoken one whose `transcript.final` has arrived, or a new typed one); the one exception
+  is a joined turn: `speech.started` with the last turn's id while its reply is cancelled or still
+  going (speech that resumed right after the turn ended continues it: a second utterance, a second
+  `transcript.final` with the whole turn's text, and a new response in place of the cancelled one);
 - one utterance at a time: `speech.started` -> `transcript.partial`* -> `speech.stopped` ->
   `transcript.final`, each once (partials only before the stop);
 - one response at a time, each id once, at most one per turn; its text deltas, audio events and
@@ -75,6 +78,7 @@ class Utterance:
     partials: list[ev.TranscriptPartial] = field(default_factory=list)
     final: ev.TranscriptFinal | None = None
     final_at: float | None = None
+    joins: Utterance | None = None  # a joined turn: the utterance (and final) this one continues
 
     @property
     def stopped(self) -> bool:
@@ -266,11 +270,24 @@ class ConversationTracker:
                 f"speech.started for turn {event.turn_id} while turn {self.open_utterance.turn_id} "
                 "has had no speech.stopped",
             )
+        joined = self.turns.get(event.turn_id) if event.turn_id == self.last_turn_id else None
+        if joined is not None and self._joinable(joined):
+            assert joined.utterance is not None
+            utterance = Utterance(event.turn_id, event.audio_ms, at, joins=joined.utterance)
+            joined.utterance = utterance
+            self.open_utterance = utterance
+            return
         self._check_new_turn(event.turn_id, "speech.started")
         utterance = Utterance(event.turn_id, event.audio_ms, at)
         self.turns[event.turn_id] = Turn(event.turn_id, utterance)
         self.open_utterance = utterance
         self.last_turn_id = event.turn_id
+
+    @staticmethod
+    def _joinable(turn: Turn) -> bool:
+        """Speech may join `turn`: spoken and transcribed, and its reply (if any) not completed."""
+        u, r = turn.utterance, turn.response
+        return u is not None and u.final is not None and (r is None or r.done is None or r.status == "cancelled")
 
     def _partial(self, event: ev.TranscriptPartial) -> None:
         utterance = self._utterance(event.turn_id, "transcript.partial")
@@ -325,7 +342,7 @@ class ConversationTracker:
         if turn is None:  # a typed turn: a new turn id
             self._check_new_turn(event.turn_id, f"response.started for {rid}")
             turn = Turn(event.turn_id)
-        elif turn.response is not None:
+        elif turn.response is not None and not self._replaces(turn):
             raise ConversationError(
                 Violation.TURN_ANSWERED,
                 f"response.started for {rid}: turn {event.turn_id} already got {turn.response.response_id}",
@@ -335,12 +352,21 @@ class ConversationTracker:
                 Violation.UTTERANCE_OPEN, f"response.started for {rid} before turn {event.turn_id}'s transcript.final"
             )
         response = TrackedResponse(rid, event.turn_id, at)
+        if turn.response is not None and self.history is not None:  # the joined turn's cancelled reply
+            del self.responses[turn.response.response_id]
+            self._forgotten.add(turn.response.response_id)
         turn.response = response
         self.turns[event.turn_id] = turn
         self.last_turn_id = max(self.last_turn_id, event.turn_id)
         self.responses[rid] = response
         self.current = response
         return response
+
+    @staticmethod
+    def _replaces(turn: Turn) -> bool:
+        """A joined turn's new response takes the place of its cancelled one."""
+        u, r = turn.utterance, turn.response
+        return u is not None and u.joins is not None and r is not None and r.status == "cancelled"
 
     def _live(self, response_id: str, what: str) -> TrackedResponse:
         """The started, not yet done response `response_id` names, or the violation."""

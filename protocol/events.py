@@ -131,10 +131,19 @@ class SpeechStarted(_Event, frozen=True, tag="speech.started"):
 
 
 class SpeechStopped(_Event, frozen=True, tag="speech.stopped"):
-    """The user's turn ended at `audio_ms` on the input clock."""
+    """The user's turn ended at `audio_ms` on the input clock.
+
+    `reason` says why (`TURN_END_REASONS`; typed `str` so that a client still reads a reason a newer
+    server adds), `probability` is the turn detector's P(turn complete) when it took part."""
 
     turn_id: NonNegative
     audio_ms: NonNegative
+    reason: str | None = None
+    probability: float | None = None
+
+
+# speech.stopped.reason: what ended the turn
+TURN_END_REASONS = ("semantic", "silence", "max_silence", "commit", "max_utterance", "close")
 
 
 class TranscriptPartial(_Event, frozen=True, tag="transcript.partial"):
