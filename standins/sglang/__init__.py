@@ -9,6 +9,9 @@ own HTTP server (`python/sglang/srt/entrypoints/http_server.py`, `GenerateReqInp
 - `POST /generate` (native API): `text` or `input_ids`, `rid`, `priority`, `sampling_params`
   (`max_new_tokens` default 128, 0 = prefill only; `temperature`, `top_p`, `stop`), `stream`.
   Streaming sends `data: <json>` events with cumulative `text` and `output_ids`, then `data: [DONE]`.
+  `return_logprob` (with `top_logprobs_num`, `return_text_in_logprobs`) adds SGLang's
+  `meta_info.output_token_logprobs` / `output_top_logprobs`, with MADE-UP probabilities (logprobs.py):
+  after a prompt ending inside the user's turn, P(`<|im_end|>`) follows the words' last character or word.
 - `POST /abort_request` (`{"rid": ...}` or `{"abort_all": true}`), `GET /health`,
   `GET /get_model_info`, `GET /metrics`, `POST /flush_cache`, `GET /v1/models`,
   `POST /v1/chat/completions` (rendered with Qwen's ChatML template).
@@ -38,11 +41,12 @@ Behaviours copied from real SGLang that may surprise a client:
 - `usage.prompt_tokens_details` is null when nothing was cached (and needs `--enable-cache-report`).
 
 Modules, one job each: `config` (SimConfig: the latency model and where its numbers come from),
-`tokens` (the stand-in tokenizer), `chat` (ChatML template, canned replies), `radix` (the prefix
-cache), `request` (one request's state), `scheduler` (the simulated GPU: prefill queue, batched
-decode, aborts), `faults` (injected failures), `parse` (request bodies -> requests, with SGLang's
-checks), `payloads` (response bodies in SGLang's shapes), `wire` (JSON/SSE/error plumbing),
-`http_app` (the aiohttp server) and `cli` (`python -m standins.sglang`).
+`tokens` (the stand-in tokenizer), `chat` (ChatML template, canned replies), `logprobs` (made-up
+next-token logprobs in SGLang's shapes), `radix` (the prefix cache), `request` (one request's
+state), `scheduler` (the simulated GPU: prefill queue, batched decode, aborts), `faults` (injected
+failures), `parse` (request bodies -> requests, with SGLang's checks), `payloads` (response bodies
+in SGLang's shapes), `wire` (JSON/SSE/error plumbing), `http_app` (the aiohttp server) and `cli`
+(`python -m standins.sglang`).
 
 Run it: `python -m standins.sglang --host 127.0.0.1 --port 30000`. In-process:
 `async with SGLangSimulator(SimConfig(port=0)) as sim: ... sim.url ...`.

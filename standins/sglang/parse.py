@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .chat import canned_reply, last_user_turn, render_chatml
+from .logprobs import LogprobRequest, first_token
 from .request import BadRequest, SimRequest
 from .scheduler import Scheduler
 from .tokens import IM_END_ID
@@ -74,6 +75,11 @@ def parse_generate(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) 
     max_prefix = (
         logprob_start_len if return_logprob and logprob_start_len is not None and logprob_start_len >= 0 else None
     )
+    top_logprobs_num = _field(body, "top_logprobs_num", int, "a valid integer", default=0)
+    with_text = _field(body, "return_text_in_logprobs", bool, "a valid boolean", default=False)
+    if top_logprobs_num < 0:
+        raise BadRequest(f"top_logprobs_num must be at least 0, got {top_logprobs_num}.")
+    logprobs = LogprobRequest(top_logprobs_num, with_text) if return_logprob else None
 
     # From here on, what SGLang raises as ValueError while normalizing the request.
     if text is None and input_ids is None:
@@ -108,6 +114,7 @@ def parse_generate(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) 
         routing_key=routing_key,
         namespace="&".join(namespace_parts) or None,
         max_prefix=max_prefix,
+        logprobs=logprobs,
     )
 
 
@@ -153,6 +160,7 @@ def new_request(
     routing_key: str | None,
     namespace: str | None = None,
     max_prefix: int | None = None,
+    logprobs: LogprobRequest | None = None,
 ) -> SimRequest:
     if rid in scheduler.requests:
         raise BadRequest(f"Duplicate request ID: {rid} is already in flight.")
@@ -163,6 +171,12 @@ def new_request(
         )
     reply = scheduler.tokenizer.encode_pieces(canned_reply(prompt_text))
     reply.append(("", IM_END_ID))
+    if logprobs is not None:
+        # a prompt that ends inside the user's turn: the first token is the made-up distribution's
+        # most likely one, so the sampled token and its logprobs agree (logprobs.py)
+        first = first_token(prompt_text)
+        if first is not None:
+            reply = [first] if first[1] == IM_END_ID else [first, *reply]
     request_obj = SimRequest(
         rid=rid,
         endpoint=endpoint,
@@ -178,6 +192,8 @@ def new_request(
         seq=scheduler.next_seq(),
         namespace=namespace,
         max_prefix=max_prefix,
+        logprobs=logprobs,
+        prompt_text=prompt_text if logprobs is not None else "",
     )
     request_obj.last_user_turn = last_user_turn(prompt_text)
     return request_obj

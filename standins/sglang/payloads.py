@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .logprobs import meta_logprobs
 from .request import SimRequest
 from .scheduler import Scheduler
+from .tokens import IM_END_ID
 
 
 def native_payload(req: SimRequest) -> dict[str, Any]:
@@ -19,6 +21,9 @@ def native_payload(req: SimRequest) -> dict[str, Any]:
     }
     if req.finished and req.t_finished is not None:
         meta["e2e_latency"] = round(req.t_finished - req.arrival, 6)
+    if req.logprobs is not None:
+        pieces = [req.reply[i] if i < len(req.reply) else ("", IM_END_ID) for i in range(len(req.output_ids))]
+        meta.update(meta_logprobs(req.logprobs, req.prompt_text, pieces))
     return {"text": req.visible_text, "output_ids": list(req.output_ids), "meta_info": meta}
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .logprobs import LogprobRequest
 from .radix import RadixNode
 
 
@@ -40,6 +41,8 @@ class SimRequest:
     last_user_turn: str = ""  # for tests: what the client asked, as the prompt's last user turn
     namespace: str | None = None  # extra_key / cache_salt: a separate corner of the radix cache
     max_prefix: int | None = None  # logprob_start_len caps the reusable prefix when logprobs are asked
+    logprobs: LogprobRequest | None = None  # return_logprob: what meta_info reports per output token
+    prompt_text: str = ""  # kept only when logprobs are asked (they are computed from it)
     state: str = "queued"  # queued | prefilling | decoding | finished
     cached_tokens: int = 0
     output_ids: list[int] = field(default_factory=list)
