@@ -26,6 +26,7 @@ from .config import ServerConfig, load_config
 from .context import ServerContext
 from .engines import create_asr, create_llm, create_tts
 from .metrics import Metrics
+from .models import ModelFileError
 from .transport.ws import (
     TEARDOWN_TIMEOUT_S,
     Admission,
@@ -35,6 +36,7 @@ from .transport.ws import (
     offered_key_matches,
 )
 from .transport.ws_connection import guarded_connection
+from .turn.setup import prepare_turn_detection
 from .web import WEBRTC_PATH, web_file
 
 if TYPE_CHECKING:
@@ -103,11 +105,17 @@ class HarkServer:
         self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         log.info("listening on ws://%s:%d%s (loading models)", cfg.host, self.port, STREAM_PATH)
         vad = await loop.run_in_executor(pool, SileroVad)
+        try:  # before the engines start: a refusal here leaves no worker behind
+            cfg.session_defaults, turn_detector = await loop.run_in_executor(pool, prepare_turn_detection, cfg)
+        except ModelFileError as exc:  # semantic turn detection asked for by name, and no model
+            raise StartupError(str(exc)) from None
         await asyncio.gather(asr.start(), llm.start(), tts.start())
         batcher = VadBatcher(vad, pool, self.metrics) if cfg.vad_batching else None
         if batcher is not None:
             batcher.start()
-        self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool, batcher)
+        if turn_detector is not None:
+            await turn_detector.start()
+        self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool, batcher, turn_detector=turn_detector)
         admission = Admission(self._ctx)
         self.handler = StreamHandler(self._ctx, admission)
         self.webrtc = _webrtc_handler(self._ctx, admission)
@@ -200,6 +208,8 @@ class HarkServer:
         if self._ctx is not None:
             if self._ctx.vad_batcher is not None:
                 await self._ctx.vad_batcher.stop()
+            if self._ctx.turn_detector is not None:
+                await self._ctx.turn_detector.stop()
             await asyncio.gather(self._ctx.asr.aclose(), self._ctx.llm.aclose(), self._ctx.tts.aclose())
             self._ctx.inference_pool.shutdown(wait=False, cancel_futures=True)
 

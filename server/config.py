@@ -48,6 +48,9 @@ class ServerConfig:
     vad_batching: bool = True
     # Smart Turn ONNX file for semantic turn detection (empty: the one `make install` fetched)
     turn_model: str = ""
+    # the sessions' default turn_detection: JSON or a policy's type ("semantic", "silence"); empty:
+    # semantic when the turn model is installed, else silence (server/turn/setup.py)
+    turn_detection: str = ""
     # refuse new sessions (server_busy) while the event loop runs this late on average (smoothed over
     # ~2 s): past it, every session's frames and replies are late. 0 turns the guard off
     overload_loop_lag_ms: float = 250.0
@@ -225,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every session's VAD window in one model call per tick (default on)",
     )
     p.add_argument("--turn-model", help="Smart Turn ONNX file (default: the one `make install` fetched)")
+    p.add_argument(
+        "--turn-detection",
+        help='default turn ending: semantic, silence, or JSON such as \'{"type":"semantic","eagerness":"high"}\' '
+        "(default: semantic when the turn model is installed, else silence)",
+    )
     p.add_argument(
         "--overload-loop-lag-ms",
         type=float,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -18,6 +18,9 @@ from .metrics import Metrics
 from .tts.base import TTSEngine
 from .vad import SileroVad
 from .vad_batch import VadBatcher
+
+if TYPE_CHECKING:
+    from .turn.smart_turn import SmartTurnDetector
 
 
 @dataclass(slots=True)
@@ -32,6 +35,8 @@ class ServerContext:
     # so the pool's queue is bounded by the number of sessions
     inference_pool: ThreadPoolExecutor
     vad_batcher: VadBatcher | None = None  # None: each session runs its own VAD calls in the pool
+    # the turn-completion model for semantic turn detection; None: no model here, silence only
+    turn_detector: SmartTurnDetector | None = None
     loop_lag_s: float = 0.0  # smoothed event-loop lag, for admission
     # smoothed time audio frames waited in sessions' inboxes before the VAD took them: grows when
     # the server falls behind even while the loop itself stays punctual (inference is elsewhere)

@@ -45,6 +45,9 @@ class Listener:
         self._clock = ArrivalClock()
         self._ring: deque[tuple[int, Int16Array]] = deque()  # (first sample, PCM16), in order
         self.samples_in = 0  # 16 kHz samples received so far: the input audio clock
+        # audio kept behind the newest frame: the pre-roll, or more for a turn detector that scores
+        # the utterance's last seconds (the session raises it)
+        self.retain_samples = PREROLL_SAMPLES
         self._floor = 0  # audio before this sample went to an utterance that has ended
         # taken from the inbox and not through the VAD yet: counted as dropped if the session ends now
         self.frame_in_flight = False
@@ -82,7 +85,7 @@ class Listener:
             self._ring.append((self.samples_in, pcm))
             self.samples_in += len(pcm)
         self._clock.add(self.samples_in, arrival)
-        while self._ring and self._ring[0][0] + len(self._ring[0][1]) < self.samples_in - PREROLL_SAMPLES:
+        while self._ring and self._ring[0][0] + len(self._ring[0][1]) < self.samples_in - self.retain_samples:
             self._ring.popleft()
         return events
 

@@ -4,11 +4,17 @@ Input side (one task, in arrival order): audio -> `Listener` (resample, VAD) -> 
 (ASR, partials) while the user speaks -> `Endpointer` (is the turn over?) -> final transcript ->
 response. Output side: a `ResponseRun` per reply. Barge-in: speech that lasts `min_interrupt_ms`
 during a reply cancels it and only what the user heard stays in the `History`.
+
+A false end of turn is cheap to undo: speech that resumes within `JOIN_WINDOW_MS` of a `semantic`
+end, before anything of the reply was heard, joins the same turn (same `turn_id`): the reply is
+cancelled, and when the joined utterance ends the whole turn's text is transcribed and answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -37,16 +43,18 @@ from hark.protocol import (
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
+    TranscriptPartial,
     VoiceCreate,
     decode_client,
     validate_audio_frame,
 )
+from hark.protocol.turn_detection import SemanticTurnDetection
 
 from .asr.base import ASRError
 from .clarify import ASK_AGAIN, ScriptedReply, is_low_confidence
 from .context import Outbox, ServerContext
 from .history import History
-from .listener import Listener
+from .listener import PREROLL_SAMPLES, Listener, samples_of_ms
 from .llm.base import LLMRequest, Message, SpeculativeLLM, request_id
 from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
@@ -54,7 +62,10 @@ from .response import ResponseRun
 from .transcriber import Transcriber
 from .tts.voice_ops import SessionVoices
 from .tts.voices import VoiceError
-from .turn.endpoint import TurnEnd, create_endpointer
+from .turn.endpoint import Endpointer, EndReason, TurnEnd, create_endpointer
+from .turn.features import N_SAMPLES
+from .turn.llm_signal import LLMTurnJudge
+from .turn.semantic import SemanticEndpointer, TurnSignals
 from .vad import SAMPLE_RATE, VadEventKind
 
 log = logging.getLogger(__name__)
@@ -84,7 +95,17 @@ class CloseIn:
     """session.close: end the utterance, let the reply finish, then stop."""
 
 
-InboxMessage = AudioIn | ClientEventIn | CloseIn
+@dataclass(frozen=True, slots=True)
+class WakeIn:
+    """The endpointer's check of a pause finished: decide now rather than at the next frame."""
+
+
+InboxMessage = AudioIn | ClientEventIn | CloseIn | WakeIn
+
+# speech this soon after a semantic end, before any of the reply was heard, continues that turn
+JOIN_WINDOW_MS = 1500
+# a semantic endpointer scores up to the last 8 s of an utterance: the listener keeps that much
+TURN_AUDIO_SAMPLES = N_SAMPLES + SAMPLE_RATE
 
 
 class TurnState(StrEnum):
@@ -98,6 +119,19 @@ class TurnState(StrEnum):
 class _Utterance:
     turn_id: int
     start: int  # input-clock sample, pre-roll included
+    joins: _Joinable | None = None  # the semantic end this utterance undoes, when it joins that turn
+
+
+@dataclass(frozen=True, slots=True)
+class _Joinable:
+    """A turn that ended by `semantic`, and what joining speech to it needs."""
+
+    turn_id: int
+    text: str  # its transcript.final text
+    user_text: str  # the user message its reply was asked with (carried words included)
+    decided_at: int  # input sample at which the endpointer decided
+    audio_from: int  # where the turn's audio starts
+    response: ResponseRun
 
 
 class Session:
@@ -124,20 +158,25 @@ class Session:
         # bounded: when processing falls behind, the transport stops reading the socket (TCP backpressure)
         self._inbox: asyncio.Queue[InboxMessage] = asyncio.Queue(maxsize=64)
         self._receipt_rate = self.config.input_sample_rate
-        self._endpointer = create_endpointer(self.config, limits)
+        self._speculator: Speculator | None = None
+        self._llm_judge: LLMTurnJudge | None = None
+        if isinstance(ctx.llm, SpeculativeLLM) and ctx.config.llm_speculation:
+            self._speculator = Speculator(ctx.llm, session_id, ctx.config.llm_speculation_min_words, ctx.metrics)
+            self._llm_judge = LLMTurnJudge(ctx.llm, self._speculator, session_id)
+        self._endpointer = self._create_endpointer(self.config)
         self._listener = Listener(ctx, self.config, self._endpointer.pause_ms)
+        self._listener.retain_samples = self._retain_samples()
         self._transcriber = Transcriber(ctx.asr.open_stream(session_id), self._listener, ctx.metrics, self._asr_failed)
         self._history = History(ctx.config.max_history_messages, limits.max_carried_text_chars)
         self._voices = SessionVoices(ctx.tts)
         self._turn_id = 0
         self._utterance: _Utterance | None = None
+        self._joinable: _Joinable | None = None
+        self._joined_replies: set[str] = set()  # replies cancelled because speech joined their turn
         self._response_seq = 0
         self._response: ResponseRun | None = None
         self._response_task: asyncio.Task[None] | None = None
         self._closing = False
-        self._speculator: Speculator | None = None
-        if isinstance(ctx.llm, SpeculativeLLM) and ctx.config.llm_speculation:
-            self._speculator = Speculator(ctx.llm, session_id, ctx.config.llm_speculation_min_words, ctx.metrics)
         self.closed = asyncio.Event()  # set when a graceful session.close has finished
 
     @property
@@ -261,11 +300,17 @@ class Session:
                             self.report(ErrorCode.NOTHING_TO_COMMIT, "audio.commit while no speech is in progress")
                         else:
                             await self._end_utterance(self._endpointer.commit(self._listener.samples_in), arrival)
+                    case WakeIn():
+                        if self._utterance is not None and (
+                            end := await self._endpointer.on_progress(self._listener.samples_in)
+                        ):
+                            await self._end_utterance(end, time.monotonic())
                     case ClientEventIn(event=InputText(text=text), arrival=arrival):
                         self._turn_id += 1
+                        self._joinable = None  # a typed turn in between: spoken words no longer join
                         if self._speculator is not None:
                             self._speculator.begin_turn()  # a typed turn had no speculation of its own
-                        await self._respond(self._turn_id, text, arrival, final_ms=None)
+                        await self._respond(self._turn_id, text, arrival, final_ms=None, endpoint_ms=None)
                     case CloseIn():
                         if self._utterance is not None:
                             end = self._endpointer.close(self._listener.samples_in)
@@ -282,10 +327,61 @@ class Session:
         if "voice" in patch and (refusal := self._voices.refusal(new.voice)):
             self.report(ErrorCode.UNKNOWN_VOICE, f"{refusal}; nothing of this update was applied")
             return
-        self._endpointer.reconfigure(new)
+        if isinstance(new.turn_detection, SemanticTurnDetection) and self.ctx.turn_detector is None:
+            self.report(
+                ErrorCode.INVALID_FIELD,
+                'config.turn_detection: "semantic" is not available on this server (it has no turn model: '
+                "it needs `make install`, or --turn-model); nothing of this update was applied",
+            )
+            return
+        if type(new.turn_detection) is not type(self.config.turn_detection):
+            endpointer = self._create_endpointer(new)
+            endpointer.adopt(self._endpointer)  # the open utterance and a pause under way go on
+            self._endpointer = endpointer
+            self._listener.retain_samples = self._retain_samples()
+        else:
+            self._endpointer.reconfigure(new)
         self._listener.reconfigure(new, self._endpointer.pause_ms)
         self.config = new
         self.emit(SessionUpdated(config=new.to_dict()))
+
+    # ------------------------------------------------------------------ the endpointer's evidence
+
+    def _create_endpointer(self, config: SessionConfig) -> Endpointer:
+        detector = self.ctx.turn_detector
+        semantic = None
+        if detector is not None:
+            llm = self._llm_end_probability if self._llm_judge is not None else None
+            signals = TurnSignals(detector, self._turn_audio, self._turn_text, self._wake, llm)
+            semantic = functools.partial(SemanticEndpointer, signals=signals)
+        return create_endpointer(config, self.ctx.config.limits, semantic)
+
+    def _retain_samples(self) -> int:
+        semantic = isinstance(self.config.turn_detection, SemanticTurnDetection) and self.ctx.turn_detector
+        return TURN_AUDIO_SAMPLES if semantic else PREROLL_SAMPLES
+
+    def _turn_audio(self, start: int, end: int) -> bytes:
+        return self._listener.audio_between(start, end)
+
+    def _turn_text(self) -> str:
+        """The turn's words so far: a joined turn's earlier text, then the recognizer's newest."""
+        joined = self._utterance.joins.text if self._utterance and self._utterance.joins else ""
+        return f"{joined} {self._transcriber.hypothesis}".strip()
+
+    def _user_words(self, words: str) -> str:
+        """The user message so far for `words` of the open utterance (a joined turn's first)."""
+        joins = self._utterance.joins if self._utterance else None
+        return f"{joins.user_text} {words}".strip() if joins else self._history.user_text(words)
+
+    async def _llm_end_probability(self) -> float | None:
+        if self._llm_judge is None or self._response is not None:  # a reply still changes the conversation
+            return None
+        history = self._history.conversation(self.config.instructions)
+        return await self._llm_judge.probability(history, self._user_words(self._transcriber.hypothesis))
+
+    def _wake(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a full inbox has frames that ask anyway
+            self._inbox.put_nowait(WakeIn())
 
     async def _on_audio(self, frame: bytes, arrival: float) -> None:
         listener = self._listener
@@ -307,24 +403,50 @@ class Session:
 
     async def _begin_utterance(self, speech_sample: int) -> None:
         start = self._listener.utterance_start(speech_sample, self.config.speech_pad_ms)
-        self._turn_id += 1
-        self._utterance = _Utterance(self._turn_id, start)
-        self._endpointer.begin(start)
+        joins, self._joinable = self._joinable, None
+        if joins is not None and not self._can_join(joins, speech_sample):
+            joins = None
+        if joins is not None:
+            turn_id = joins.turn_id  # the semantic end was premature: this speech continues the turn
+            self._joined_replies.add(joins.response.response_id)
+            self._cancel_response("speech resumed: it joins the turn")
+        else:
+            self._turn_id += 1
+            turn_id = self._turn_id
+        self._utterance = _Utterance(turn_id, start, joins)
+        self._endpointer.begin(start, joins.audio_from if joins else None)
         if self._speculator is not None:
             self._speculator.begin_turn()
-        self.emit(SpeechStarted(turn_id=self._turn_id, audio_ms=start * 1000 // SAMPLE_RATE))
-        await self._transcriber.begin(self._turn_id, start)
+        self.emit(SpeechStarted(turn_id=turn_id, audio_ms=start * 1000 // SAMPLE_RATE))
+        await self._transcriber.begin(turn_id, start)
+
+    def _can_join(self, joins: _Joinable, speech_sample: int) -> bool:
+        """Speech at `speech_sample` continues `joins`' turn: soon enough, and nothing of its reply heard."""
+        run, task = joins.response, self._response_task
+        if self._response is not run or task is None or task.done() or task.cancelling():
+            return False  # the reply is over (or going): it is in the history now
+        if speech_sample - joins.decided_at > samples_of_ms(JOIN_WINDOW_MS):
+            return False
+        if run.client_played_ms is not None:  # the client's own playback report wins over our pacing
+            return run.client_played_ms <= 0
+        heard_at = run.timeline.first_audio if self.config.audio_output else run.timeline.first_token
+        resumed_at = self._listener.wall_time_of(speech_sample)
+        return heard_at is None or (resumed_at is not None and heard_at > resumed_at)
 
     async def _hear(self, until: int) -> None:
         partial = await self._transcriber.hear(until)
         if partial is None:
             return
+        stable = partial.stable_text  # this utterance's own
+        joins = self._utterance.joins if self._utterance else None
+        if joins is not None and joins.text:  # a joined turn's partials go on from its earlier text
+            partial = TranscriptPartial(
+                partial.turn_id, f"{joins.text} {partial.text}", f"{joins.text} {stable}".strip(), partial.metadata
+            )
         self.emit(partial)
         # not while a reply plays: its end changes the conversation the prefix starts with
-        if self._speculator is not None and partial.stable_text and self._response is None:
-            self._speculator.offer(
-                self._history.conversation(self.config.instructions), self._history.user_text(partial.stable_text)
-            )
+        if self._speculator is not None and stable and self._response is None:
+            self._speculator.offer(self._history.conversation(self.config.instructions), self._user_words(stable))
 
     def _asr_failed(self, exc: ASRError) -> None:
         log.error("session %s: ASR failed: %s", self.id, exc)
@@ -337,18 +459,36 @@ class Session:
         if heard_ms >= self.config.min_interrupt_ms + self.config.speech_pad_ms:
             self._cancel_response("barge-in")
 
-    async def _end_utterance(self, end: TurnEnd, speech_end_wall: float) -> None:
-        """The endpointer said the turn is over: the rest of its audio to the ASR, final, reply."""
-        assert self._utterance is not None
-        turn = self._utterance.turn_id
+    async def _end_utterance(self, end: TurnEnd, arrival: float) -> None:
+        """The endpointer said the turn is over: the rest of its audio to the ASR, final, reply.
+
+        `arrival`: when what ended it arrived (a frame, audio.commit); a turn that ended at the
+        speech end the VAD found is timed from the wall time that audio reached the server."""
+        decided = time.monotonic()
+        utterance = self._utterance
+        assert utterance is not None
+        turn, joins = utterance.turn_id, utterance.joins
+        speech_end_wall = arrival
+        if end.reason in (EndReason.SEMANTIC, EndReason.SILENCE, EndReason.MAX_SILENCE):
+            speech_end_wall = self._listener.wall_time_of(end.speech_end) or arrival
+        endpoint_ms = max(0.0, (decided - speech_end_wall) * 1000.0)
         await self._hear(end.audio_end)
         self._utterance = None
         self._listener.utterance_ended(end.audio_end)
-        self.emit(SpeechStopped(turn_id=turn, audio_ms=end.speech_end * 1000 // SAMPLE_RATE))
-        text = await self._transcriber.finalize()
+        probability = None if end.probability is None else round(end.probability, 3)
+        self.emit(
+            SpeechStopped(
+                turn_id=turn,
+                audio_ms=end.speech_end * 1000 // SAMPLE_RATE,
+                reason=end.reason.value,
+                probability=probability,
+            )
+        )
+        own_text = await self._transcriber.finalize()
         self.ctx.metrics.turns.labels(end.reason.value).inc()
         now = time.monotonic()
-        confidence = self._transcriber.confidence if text else None
+        text = f"{joins.text} {own_text}".strip() if joins else own_text
+        confidence = self._transcriber.confidence if own_text else None
         low = is_low_confidence(confidence, self.config.min_asr_confidence)
         self.emit(
             TranscriptFinal(
@@ -361,14 +501,31 @@ class Session:
         )
         if (not text or low) and self._speculator is not None:
             self._speculator.settle("")  # nothing to answer: drop any speculation still running
+        if not text:
+            return
         if low:  # clarify.py: ask, do not guess
-            await self._ask_again(turn, speech_end_wall, (now - speech_end_wall) * 1000.0, None)
-        elif text:
-            await self._respond(turn, text, speech_end_wall, final_ms=(now - speech_end_wall) * 1000.0)
+            await self._ask_again(turn, speech_end_wall, (now - speech_end_wall) * 1000.0, endpoint_ms)
+            return
+        # a joined turn asks again with everything its first reply was asked with, and the new words
+        user_text = f"{joins.user_text} {own_text}".strip() if joins else text
+        run, user_message = await self._respond(
+            turn, user_text, speech_end_wall, final_ms=(now - speech_end_wall) * 1000.0, endpoint_ms=endpoint_ms
+        )
+        if end.reason is EndReason.SEMANTIC:
+            audio_from = joins.audio_from if joins else utterance.start
+            self._joinable = _Joinable(turn, text, user_message, self._listener.samples_in, audio_from, run)
 
     # ------------------------------------------------------------------ responses
 
-    async def _respond(self, turn_id: int, user_text: str, speech_end: float, final_ms: float | None) -> None:
+    async def _respond(
+        self,
+        turn_id: int,
+        user_text: str,
+        speech_end: float,
+        final_ms: float | None,
+        endpoint_ms: float | None,
+    ) -> tuple[ResponseRun, str]:
+        """Start the reply to `user_text`; returns its run and the user message it was asked with."""
         self._cancel_response("new turn")
         if self._response_task is not None:
             await asyncio.wait({self._response_task})
@@ -396,8 +553,9 @@ class Session:
         task = asyncio.create_task(run.run(), name=f"{self.id}-{response_id}")
         # a callback, not a `finally` in the task: a task cancelled before its first step (a newer
         # turn right behind this one) never runs its body, and response.done must still go out
-        task.add_done_callback(lambda _: self._finish_response(run, task, user_text, speech_end, final_ms))
+        task.add_done_callback(lambda _: self._finish_response(run, task, user_text, speech_end, final_ms, endpoint_ms))
         self._response_task = task
+        return run, user_text
 
     def _status_of(self, run: ResponseRun, task: asyncio.Task[None]) -> ResponseStatus:
         if task.cancelled():
@@ -413,15 +571,26 @@ class Session:
         return ResponseStatus.COMPLETED
 
     def _finish_response(
-        self, run: ResponseRun, task: asyncio.Task[None], user_text: str, speech_end: float, final_ms: float | None
+        self,
+        run: ResponseRun,
+        task: asyncio.Task[None],
+        user_text: str,
+        speech_end: float,
+        final_ms: float | None,
+        endpoint_ms: float | None,
     ) -> None:
         status = self._status_of(run, task)
         heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
-        if status != ResponseStatus.FAILED and heard:
+        if run.response_id in self._joined_replies:
+            # speech joined its turn before any of it was heard: the joined turn asks with these words
+            self._joined_replies.discard(run.response_id)
+            heard = ""
+        elif status != ResponseStatus.FAILED and heard:
             self._history.add_exchange(user_text, heard)
         else:  # the model never answered, or nothing of it was heard: ask again with the next turn
             self._history.carry(user_text)
         metrics = run.record_done(status, speech_end, final_ms)
+        metrics["endpoint_ms"] = None if endpoint_ms is None else round(endpoint_ms)
         self.emit(ResponseDone(response_id=run.response_id, status=status, text=heard, metrics=metrics))
         if self._response is run:
             self._response = None
@@ -491,6 +660,9 @@ class Session:
         unprocessed = self._drop_queued_frames() + self._listener.frame_in_flight
         if unprocessed:
             self.ctx.metrics.audio_frames_dropped.labels("session_ended").inc(unprocessed)
+        self._endpointer.release()
+        if self._llm_judge is not None:
+            await self._llm_judge.close()
         if self._speculator is not None:
             await self._speculator.close()
         if self._response_task is not None:

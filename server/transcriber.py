@@ -39,6 +39,7 @@ class Transcriber:
         self._cursor = 0  # input sample the recognizer has heard up to
         self._last_partial_at = 0
         self._failed = False
+        self.hypothesis = ""  # the recognizer's newest text for this utterance (partials are sent less often)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -54,6 +55,7 @@ class Transcriber:
         self._cursor = self._last_partial_at = start
         self._stability.reset()
         self._failed = False
+        self.hypothesis = ""
         try:
             await self._stream.begin()
         except ASRError as exc:
@@ -72,6 +74,8 @@ class Transcriber:
             self._fail(exc)
             return None
         self._metrics.observe("asr", time.monotonic() - started)
+        if hypothesis:
+            self.hypothesis = hypothesis
         if self._cursor - self._last_partial_at < PARTIAL_EVERY_SAMPLES or not hypothesis:
             return None
         self._last_partial_at = self._cursor

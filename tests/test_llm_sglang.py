@@ -38,7 +38,10 @@ async def test_spoken_turn_is_prefilled_while_speaking(server_factory: Any, sim:
     assert metrics["cached_tokens"] >= 0.9 * metrics["prompt_tokens"], metrics
     records = sim.requests()
     prefills = [r for r in records if r["max_new_tokens"] == 0]
-    replies = [r for r in records if r["max_new_tokens"] > 0]
+    replies = [r for r in records if r["max_new_tokens"] > 0 and r["stream"]]
+    # the rest: the turn detector's end-of-turn checks at pauses (one token, its logprobs)
+    checks = [r for r in records if r["max_new_tokens"] == 1 and not r["stream"]]
+    assert len(prefills) + len(replies) + len(checks) == len(records)
     assert len(prefills) == metrics["speculative_prefills"]
     assert len(replies) == 1 and replies[0]["stream"]
     assert all(r["priority"] < replies[0]["priority"] for r in prefills)  # speculation yields to replies

@@ -89,3 +89,8 @@ class SpeculativeLLM(ABC):
     @abstractmethod
     async def abort(self, request_id: str) -> None:
         """Stop a request on the server (best effort)."""
+
+    async def end_of_turn(self, prompt: str, request_id: str, session_id: str) -> float | None:
+        """P(the user's turn is over) from the model's next token after `prompt`, which ends in the
+        user's words (a `partial_prompt`); None where the engine cannot say. Raises LLMUnavailable."""
+        return None

@@ -4,22 +4,28 @@ Requests carry our own ChatML prompt text (the radix cache matches text-derived 
 prefix we prefill while the user talks is exactly the start of the final prompt), a `rid` to
 abort by, and a `priority`: replies outrank speculation (`--enable-priority-scheduling`), and
 speculative leaves are evicted first (`--radix-eviction-policy priority`).
+
+The model's own opinion on the end of a turn (`end_of_turn`) is one more request on the prompt the
+speculation already cached: one decoded token (`max_new_tokens: 1`) with the top 20 next-token
+logprobs; P(`<|im_end|>`) there is P(the user's turn is over).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .base import LLMEngine, LLMRequest, LLMUnavailable, LLMUsage, Message, PrefillResult, SpeculativeLLM
 from .http import HttpLLMClient, LLMSettings
-from .prompt import ChatMLPrompt
+from .prompt import IM_END, ChatMLPrompt
 
 log = logging.getLogger(__name__)
 
 REPLY_PRIORITY = 10
 SPECULATION_PRIORITY = 0
+END_OF_TURN_TOP_LOGPROBS = 20
 
 
 class SGLangEngine(LLMEngine, SpeculativeLLM):
@@ -103,3 +109,35 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
 
     async def abort(self, request_id: str) -> None:
         self._http.fire_and_forget("abort_request", {"rid": request_id})
+
+    async def end_of_turn(self, prompt: str, request_id: str, session_id: str) -> float | None:
+        body = {
+            "text": prompt,
+            "rid": request_id,
+            # on the path to the reply: it outranks speculation like the reply itself
+            "priority": REPLY_PRIORITY,
+            "sampling_params": {"max_new_tokens": 1, "temperature": 0.0},
+            # logprob_start_len stays at its default (-1, output tokens only): a small value would
+            # also ask for input logprobs and cap the prefix the radix cache may reuse
+            "return_logprob": True,
+            "top_logprobs_num": END_OF_TURN_TOP_LOGPROBS,
+            "return_text_in_logprobs": True,
+            "stream": False,
+        }
+        result = await self._http.post_json("generate", body, session_id)
+        meta = result.get("meta_info", {}) if isinstance(result, dict) else {}
+        return im_end_probability(meta.get("output_top_logprobs"))
+
+
+def im_end_probability(top_logprobs: object) -> float | None:
+    """P(`<|im_end|>`) at the first output position of SGLang's `meta_info.output_top_logprobs`
+    (one list per position of `[logprob, token_id, token_text]`); 0 when it is not among the top
+    ones, None when the answer has no such list."""
+    if not isinstance(top_logprobs, list) or not top_logprobs or not isinstance(top_logprobs[0], list):
+        return None
+    for entry in top_logprobs[0]:
+        if isinstance(entry, list | tuple) and len(entry) >= 3 and entry[2] == IM_END:
+            logprob = entry[0]
+            if isinstance(logprob, int | float) and not isinstance(logprob, bool) and math.isfinite(logprob):
+                return min(1.0, math.exp(min(0.0, float(logprob))))
+    return 0.0

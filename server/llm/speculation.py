@@ -72,9 +72,14 @@ class Speculator:
             self._abort(current, "diverged")
         self._send(prompt, words)
 
-    def _send(self, prompt: str, words: int) -> None:
+    def next_request_id(self) -> str:
+        """A rid in this turn's scheme for another request on the speculated prompt (the turn
+        detector's end-of-turn check), unique and prefix-free like the prefills'."""
         self._seq += 1
-        rid = request_id(self._session_id, self._turn, self._seq)
+        return request_id(self._session_id, self._turn, self._seq)
+
+    def _send(self, prompt: str, words: int) -> None:
+        rid = self.next_request_id()
         self._words_sent = words
         self.turn_prefills += 1
         task = asyncio.create_task(self._run(prompt, rid), name=rid)
