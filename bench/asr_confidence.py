@@ -11,6 +11,7 @@ clean and under white noise as loud as the speech (the fallback's two sides). Ea
 from __future__ import annotations
 
 import json
+import os
 import time
 import wave
 from pathlib import Path
@@ -22,7 +23,7 @@ from bench.wer import edit_distance, normalize
 from hark.server.asr.pocketsphinx import DEFAULT_OPTIONS
 from hark.server.asr.posterior import CONFIDENCE_OPTIONS, mean_word_posterior
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CORPUS = Path(os.environ.get("HARK_CORPUS", Path(__file__).resolve().parents[1].parent / "shared" / "corpus"))
 CLEAN = ("en_goforward_command", "en_librivox_sense_0870", "en_librivox_sense_0920", "en_vosk_digits", "en_whisper_jfk")
 NOISY = ("en_goforward_command", "en_librivox_sense_0870", "en_librivox_sense_0920")
 NOISE_RMS = 900.0  # about the LibriVox speech's own level: 0 dB SNR
@@ -34,7 +35,8 @@ SETTINGS = {
 
 def load(name: str) -> bytes:
     with wave.open(str(CORPUS / "audio" / f"{name}.wav")) as wav:
-        return wav.readframes(wav.getnframes())
+        frames: bytes = wav.readframes(wav.getnframes())
+    return frames
 
 
 def with_noise(pcm: bytes, rms: float, seed: int = 12) -> bytes:
