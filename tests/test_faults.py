@@ -247,7 +247,9 @@ async def test_sigterm_with_sessions_mid_turn_closes_them_all_and_exits(server_f
     await asyncio.gather(*(p.wait_for(lambda e: e["type"] == "speech.started") for p in speaking))
     assert await _sessions_open_becomes(srv, 6) == 6
 
+    started = time.monotonic()
     await asyncio.to_thread(stop_server, srv)  # SIGTERM; fails the test if it had to SIGKILL
+    print(f"SIGTERM with 6 sessions mid-turn: exited in {time.monotonic() - started:.2f} s")
     assert srv.process.returncode == 0, srv.log()[-3000:]
     for peer in peers:
         await peer.wait_closed(timeout=10)
