@@ -13,11 +13,12 @@ For each clip of the speech corpus that is one spoken sentence with a transcript
   quietest within +-100 ms): syllable boundaries, each one a character boundary, not checked to
   be a word boundary (no Mandarin aligner runs here).
 
-Each clip gives one item as recorded and, at `per_clip` boundaries spread over the sentence (near
-1/3 and 2/3 of its usable boundaries), one copy per pause length with that much digital silence inserted (at the
-quietest 5 ms within +-30 ms of the boundary, then the nearest zero crossing, so the cut does not
-click). The trailing silence a live microphone would go on sending is the streamer's business,
-not the set's.
+Each clip gives one item as recorded and one copy per pause length with that much digital silence
+inserted, each length at a different one of up to `BOUNDARIES` boundaries spread over the sentence
+(which length goes where rotates from clip to clip), at the quietest 5 ms within +-30 ms of the
+boundary, then the nearest zero crossing, so the cut does not click. The silence before the first
+word is cut to `LEAD_MS`: it is only waiting time. The trailing silence a live microphone would
+go on sending is the streamer's business, not the set's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ CLIPS = (
     "zh_funasr_asr_example",
 )
 PAUSES_MS = (300, 600, 1000, 1500)
+BOUNDARIES = 4  # per clip, where it has that many: each pause length goes in at a different one
+LEAD_MS = 300  # silence kept before the first speech
 SPEECH_THRESHOLD = 0.5  # the server's VAD threshold
 SILENCE_THRESHOLD = 0.35  # and its hysteresis: below this after speech is silence
 NATURAL_PAUSE_MS = 200
@@ -93,7 +96,8 @@ class Recording:
     name: str
     language: str  # "en" or "zh"
     transcript: str
-    pcm: Int16Array
+    pcm: Int16Array  # from `lead` samples into the corpus file on
+    lead: int
     speech_start: int  # first sample of the first speech window
     true_end: int  # end of the last speech window (exclusive)
     natural_pauses: tuple[tuple[int, int], ...]  # [start, end) samples of silences inside the speech
@@ -252,8 +256,11 @@ def load_recording(name: str) -> Recording:
     pcm = load_pcm(name)
     probs = speech_probabilities(pcm)
     trimmed = trim_cut_edge(pcm, probs)
-    if len(trimmed) < len(pcm):
-        pcm, probs = trimmed, speech_probabilities(trimmed)
+    # the silence before the first word is only waiting time (up to 1 s in some clips): keep LEAD_MS
+    lead = max(0, speech_extent(probs)[0] - _samples(LEAD_MS)) // WINDOW * WINDOW
+    if lead or len(trimmed) < len(pcm):
+        pcm = trimmed[lead:]
+        probs = speech_probabilities(pcm)
     speech_start, true_end, pauses = speech_extent(probs)
     language = "zh" if name.startswith("zh_") else "en"
     transcript = str(info["transcript"])
@@ -261,7 +268,7 @@ def load_recording(name: str) -> Recording:
         candidates = alignment_boundaries(pcm, transcript)
     else:
         candidates = energy_boundaries(pcm, speech_start, true_end)
-    return Recording(name, language, transcript, pcm, speech_start, true_end, pauses, tuple(candidates))
+    return Recording(name, language, transcript, pcm, lead, speech_start, true_end, pauses, tuple(candidates))
 
 
 # ------------------------------------------------------------------------------ building items
@@ -277,14 +284,14 @@ def usable(recording: Recording, boundary: Boundary) -> bool:
 
 
 def choose_boundaries(recording: Recording, count: int) -> list[Boundary]:
-    """`count` distinct usable boundaries spread evenly over them (near 1/3 and 2/3 of the
-    sentence's usable boundaries for two): by order, not by time, so a long natural pause does not
-    pull two choices together."""
+    """Up to `count` distinct usable boundaries spread evenly over them (the middles of `count`
+    equal shares): by order, not by time, so a long natural pause does not pull two together."""
     pool = sorted((b for b in recording.boundaries if usable(recording, b)), key=lambda b: b.sample)
-    if len(pool) < count:
-        raise ValueError(f"{recording.name}: only {len(pool)} usable word boundaries, {count} wanted")
-    picks = sorted({round((len(pool) - 1) * k / (count + 1)) for k in range(1, count + 1)})
-    return [pool[i] for i in picks] if len(picks) == count else pool[:: max(1, len(pool) // count)][:count]
+    if not pool:
+        raise ValueError(f"{recording.name}: no usable word boundary")
+    count = min(count, len(pool))
+    picks = sorted({round((len(pool) - 1) * (k + 0.5) / count) for k in range(count)})
+    return [pool[i] for i in picks]
 
 
 def snap(pcm: Int16Array, sample: int) -> int:
@@ -312,7 +319,10 @@ def _shift(pauses: Sequence[tuple[int, int]], at: int, by: int) -> tuple[tuple[i
     return tuple((s + by, e + by) if s >= at else (s, e) for s, e in pauses)
 
 
-def items_of(recording: Recording, pauses_ms: Sequence[int], per_clip: int) -> list[TurnItem]:
+def items_of(recording: Recording, pauses_ms: Sequence[int], boundaries: int, rotate: int = 0) -> list[TurnItem]:
+    """The recording as it is, and one copy per pause length, each length at one of up to
+    `boundaries` boundaries (length i at boundary (i + rotate) mod their number: `rotate` varies
+    which length meets which part of the sentence from clip to clip)."""
     whole = TurnItem(
         id=f"{recording.name}/whole",
         clip=recording.name,
@@ -322,29 +332,32 @@ def items_of(recording: Recording, pauses_ms: Sequence[int], per_clip: int) -> l
         natural_pauses=recording.natural_pauses,
     )
     out = [whole]
-    for n, boundary in enumerate(choose_boundaries(recording, per_clip) if pauses_ms else ()):
-        at = snap(recording.pcm, boundary.sample)
-        chosen = replace(boundary, sample=at)
-        for ms in pauses_ms:
-            length = _samples(ms)
-            out.append(
-                TurnItem(
-                    id=f"{recording.name}/b{n + 1}@{_ms(at)}ms+{ms}",
-                    clip=recording.name,
-                    language=recording.language,
-                    pcm=insert_pause(recording.pcm, at, ms).tobytes(),
-                    true_end=recording.true_end + length,
-                    natural_pauses=_shift(recording.natural_pauses, at, length),
-                    pause=(at, at + length),
-                    boundary=chosen,
-                )
+    if not pauses_ms:
+        return out
+    chosen = [replace(b, sample=snap(recording.pcm, b.sample)) for b in choose_boundaries(recording, boundaries)]
+    for i, ms in enumerate(pauses_ms):
+        n = (i + rotate) % len(chosen)
+        boundary, at, length = chosen[n], chosen[n].sample, _samples(ms)
+        out.append(
+            TurnItem(
+                id=f"{recording.name}/b{n + 1}@{_ms(at)}ms+{ms}",
+                clip=recording.name,
+                language=recording.language,
+                pcm=insert_pause(recording.pcm, at, ms).tobytes(),
+                true_end=recording.true_end + length,
+                natural_pauses=_shift(recording.natural_pauses, at, length),
+                pause=(at, at + length),
+                boundary=boundary,
             )
-    return out
+        )
+    return sorted(out, key=lambda item: (item.pause is not None, item.pause or (0, 0)))
 
 
-def build_set(clips: Sequence[str] = CLIPS, pauses_ms: Sequence[int] = PAUSES_MS, per_clip: int = 2) -> list[TurnItem]:
-    """Every clip as recorded, plus `per_clip` boundaries x `pauses_ms` copies with a pause inserted."""
-    return [item for name in clips for item in items_of(load_recording(name), pauses_ms, per_clip)]
+def build_set(
+    clips: Sequence[str] = CLIPS, pauses_ms: Sequence[int] = PAUSES_MS, boundaries: int = BOUNDARIES
+) -> list[TurnItem]:
+    """Every clip as recorded, plus one copy per pause length, spread over `boundaries` boundaries."""
+    return [item for n, name in enumerate(clips) for item in items_of(load_recording(name), pauses_ms, boundaries, n)]
 
 
 def describe(items: Sequence[TurnItem]) -> str:

@@ -21,7 +21,7 @@ from bench.turnscore import score, summarize
 from bench.turnstream import FRAME_SAMPLES, SAMPLE_RATE, ItemTrace, Reply, Stop
 
 ENGLISH, MANDARIN = "en_librivox_sense_0920", "zh_funasr_asr_example"
-PAUSES = (300, 1500)
+PAUSES = turnset.PAUSES_MS
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +33,32 @@ def recordings() -> dict[str, turnset.Recording]:
 
 @pytest.fixture(scope="module")
 def items(recordings: dict[str, turnset.Recording]) -> list[turnset.TurnItem]:
-    return [item for rec in recordings.values() for item in turnset.items_of(rec, PAUSES, per_clip=2)]
+    return [item for rec in recordings.values() for item in turnset.items_of(rec, PAUSES, boundaries=4)]
 
 
 def pcm_of(item: turnset.TurnItem) -> np.ndarray:
     return np.frombuffer(item.pcm, dtype=np.int16)
 
 
-def test_each_clip_gives_the_recording_and_two_boundaries_times_each_pause(items: list[turnset.TurnItem]) -> None:
+def test_each_clip_gives_the_recording_and_each_pause_length_once_at_its_own_boundary(
+    items: list[turnset.TurnItem],
+) -> None:
     for name in (ENGLISH, MANDARIN):
         mine = [i for i in items if i.clip == name]
-        assert [i.pause_ms for i in mine] == [0, *PAUSES, *PAUSES]
-        assert len({i.pause[0] for i in mine if i.pause is not None}) == 2
+        assert mine[0].pause is None and sorted(i.pause_ms for i in mine[1:]) == sorted(PAUSES)
+        assert len({i.pause[0] for i in mine if i.pause is not None}) == len(PAUSES)
         assert len({i.id for i in mine}) == len(mine)
+
+
+def test_a_sentence_with_few_boundaries_shares_them_and_the_lengths_rotate_between_clips(
+    recordings: dict[str, turnset.Recording],
+) -> None:
+    rec = recordings[ENGLISH]
+    two = turnset.items_of(rec, PAUSES, boundaries=2)
+    at = {i.pause_ms: i.pause[0] for i in two if i.pause is not None}
+    assert len(set(at.values())) == 2 and at[PAUSES[0]] == at[PAUSES[2]] and at[PAUSES[1]] == at[PAUSES[3]]
+    rotated = {i.pause_ms: i.pause[0] for i in turnset.items_of(rec, PAUSES, boundaries=2, rotate=1) if i.pause}
+    assert rotated[PAUSES[0]] == at[PAUSES[1]] and rotated[PAUSES[1]] == at[PAUSES[0]]
 
 
 def test_a_pause_is_exactly_that_much_silence_and_the_rest_is_the_recording(
@@ -82,8 +95,11 @@ def test_pauses_sit_inside_the_sentence_away_from_its_ends_and_its_natural_pause
             assert not start <= at <= end, item.id
 
 
-def test_english_pauses_go_between_two_consecutive_words_of_the_transcript(items: list[turnset.TurnItem]) -> None:
-    original = turnset.load_pcm(ENGLISH)
+def test_english_pauses_go_between_two_consecutive_words_of_the_transcript(
+    recordings: dict[str, turnset.Recording], items: list[turnset.TurnItem]
+) -> None:
+    original = turnset.load_pcm(ENGLISH)  # aligned as recorded, before the set trimmed its lead
+    lead = recordings[ENGLISH].lead
     transcript = str(turnset.manifest()[ENGLISH]["transcript"]).split()
     words = [(w, s, e) for w, s, e in turnset.aligned_words(original, " ".join(transcript)) if w != "<sil>"]
     assert [w for w, _, _ in words] == transcript
@@ -91,7 +107,7 @@ def test_english_pauses_go_between_two_consecutive_words_of_the_transcript(items
     for item in items:
         if item.clip != ENGLISH or item.pause is None:
             continue
-        at, boundary = item.pause[0], item.boundary
+        at, boundary = lead + item.pause[0], item.boundary
         assert boundary is not None and boundary.source == "alignment"
         pairs = [(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(words)) if b[1] - snap <= at <= a[2] + snap]
         assert pairs, f"{item.id}: {at} is not at a word boundary"
@@ -121,11 +137,14 @@ def test_mandarin_pauses_go_into_a_dip_of_the_signal(
 def test_the_true_end_is_where_speech_last_is_heard(recordings: dict[str, turnset.Recording]) -> None:
     # zh_funasr_regression_sample's reference VAD says speech ends at 5980 ms
     rec = turnset.load_recording("zh_funasr_regression_sample")
-    assert abs(rec.true_end * 1000 / SAMPLE_RATE - 5980) <= 100
-    assert any(s <= 2300 * 16 and e >= 3400 * 16 for s, e in rec.natural_pauses)  # its 1.24 s pause
+    assert abs((rec.lead + rec.true_end) * 1000 / SAMPLE_RATE - 5980) <= 100
+    assert any(rec.lead + s <= 2300 * 16 and rec.lead + e >= 3400 * 16 for s, e in rec.natural_pauses)  # 1.24 s
+    # the silence before the first word is cut to about LEAD_MS (the VAD, run again on the cut
+    # audio, finds the first speech window a little later or earlier)
+    assert rec.lead > 0 and abs(rec.speech_start / 16 - turnset.LEAD_MS) <= 100
     # en_whisper_jfk is cut on the start of a noise: that blip is no speech of the sentence
     jfk = turnset.load_recording("en_whisper_jfk")
-    assert 10400 <= jfk.true_end * 1000 / SAMPLE_RATE <= 10700
+    assert 10400 <= (jfk.lead + jfk.true_end) * 1000 / SAMPLE_RATE <= 10700
 
 
 # ---------------------------------------------------------------- scoring
@@ -173,7 +192,7 @@ def test_a_turn_ended_in_the_inserted_pause_is_a_false_cut_off_and_dead_air_runs
 
 def test_a_cut_at_a_natural_pause_is_not_a_false_cut_off_at_the_inserted_one() -> None:
     rec = turnset.load_recording("zh_funasr_regression_sample")
-    item = turnset.items_of(rec, (600,), per_clip=1)[1]
+    item = turnset.items_of(rec, (600,), boundaries=1)[1]
     natural_start_ms = item.natural_pauses[0][0] * 1000 // SAMPLE_RATE
     end_ms = item.true_end * 1000 // SAMPLE_RATE
     trace = _trace(
@@ -208,4 +227,4 @@ def test_item_ids_name_the_clip_boundary_and_pause(items: list[turnset.TurnItem]
         if item.pause is None:
             assert item.id == f"{item.clip}/whole"
         else:
-            assert re.fullmatch(rf"{item.clip}/b[12]@\d+ms\+{item.pause_ms}", item.id)
+            assert re.fullmatch(rf"{item.clip}/b[1-4]@\d+ms\+{item.pause_ms}", item.id)
