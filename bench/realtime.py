@@ -254,11 +254,32 @@ def markdown(command: str, measured: dict[str, Any], result: dict[str, Any], cap
             if " - " in name
         ),
     ]
+    lines += [
+        "",
+        "Reading it. The reply path (transcript.final -> first reply audio) is where the translation's own work "
+        "shows: JSON events, base64 audio, the translator. Speech end -> transcript.final is not the protocol's: "
+        "hark.v1 at 24 kHz pays the same. It is the server's input resampler (server/audio.py, a soxr HQ "
+        'stream), which holds back 20-36 ms of every 100 ms frame (`python -c "import numpy, soxr; '
+        "s = soxr.ResampleStream(24000, 16000, 1, dtype='float32'); "
+        "print([len(s.resample_chunk(numpy.zeros(2400, 'float32'))) for _ in range(5)])\"` prints 1468 where "
+        "1600 samples are due), so the silence that ends a turn is often complete only one frame later. Every "
+        "client sending another rate than 16 kHz pays it, and the Realtime API has only 24 kHz PCM (and 8 kHz "
+        "G.711). The p90s are the machine's as much as the server's: two cores, shared with other work.",
+    ]
     if caps is not None:
+        intro = (
+            "Ingest capacity (`--asr none`: VAD, framing and the protocol; no ASR, LLM or TTS), a capacity search "
+            "per protocol on a server of its own (steps of 20 sessions held 10 s)."
+        )
+        v1_cpu, rt_cpu = (caps[p]["cpu_ms_per_session_second"] for p in PROTOCOLS)
+        if v1_cpu and rt_cpu:
+            intro += (
+                f" The Realtime protocol's ingest costs {rt_cpu / v1_cpu:.1f}x the server CPU per session-second "
+                "(every 100 ms of audio is a JSON event with base64 inside); each figure is at its own last held step."
+            )
         lines += [
             "",
-            "Ingest capacity (`--asr none`: VAD, framing and the protocol; no ASR, LLM or TTS), a capacity search "
-            "per protocol on a server of its own (steps of 20 sessions held 10 s):",
+            intro,
             "",
             "| protocol | sessions held | broke at (why) | server CPU per session-second, last held step | command |",
             "|---|---|---|---|---|",

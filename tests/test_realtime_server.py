@@ -158,14 +158,20 @@ async def test_binary_frames_are_refused_and_the_session_goes_on(server: Running
         await peer.close()
 
 
-async def test_a_flood_of_events_is_rate_limited_and_the_session_goes_on(server: RunningServer) -> None:
+@pytest.mark.parametrize("flood", ["events", "binary frames"])
+async def test_a_flood_is_rate_limited_and_the_session_goes_on(server: RunningServer, flood: str) -> None:
     peer = await Peer.open(realtime_url(server))
     try:
         for i in range(120):  # well past the burst of text events
-            await peer.send_json({"type": "conversation.item.retrieve", "event_id": f"r{i}", "item_id": "nope"})
+            if flood == "events":
+                await peer.send_json({"type": "conversation.item.retrieve", "event_id": f"r{i}", "item_id": "nope"})
+            else:
+                await peer.conn.send(bytes(480))
         await peer.wait_for(lambda e: e["type"] == "error" and e["error"]["code"] == "rate_limited")
         codes = set(error_codes(peer))
-        assert codes == {"item_not_found", "rate_limited"}, codes
+        refused = "item_not_found" if flood == "events" else "binary_frame_not_supported"
+        assert codes == {refused, "rate_limited"}, codes
+        assert len(peer.of("error")) < 120, "the flood is not answered message by message"
         await asyncio.sleep(1.5)  # the bucket refills
         await peer.send_json({**user_item("hello"), "event_id": "after"})
         added = await peer.wait_for(lambda e: e["type"] == "conversation.item.added")

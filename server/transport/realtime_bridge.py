@@ -86,18 +86,18 @@ class RealtimeBridge:
     # ------------------------------------------------------------------ client -> Session
 
     async def receive(self, message: str | bytes) -> None:
+        if not self._admit(message):
+            return
         if isinstance(message, bytes):
-            inbound = self.translator.receive_binary(message)
+            inbound = self.translator.receive_binary(message)  # refused: audio is base64 in appends
         else:
-            if not self._admit(message):
-                return
             inbound = self.translator.receive_text(message)
         self._send(inbound.events)
         for op in inbound.ops:
             await self.apply(op)
 
-    def _admit(self, message: str) -> bool:
-        append = _APPEND_TYPE in message[:_TYPE_WINDOW]
+    def _admit(self, message: str | bytes) -> bool:
+        append = isinstance(message, str) and _APPEND_TYPE in message[:_TYPE_WINDOW]
         if (self._append_bucket if append else self._event_bucket).try_take(1):
             return True
         limits = self.session.ctx.config.limits
