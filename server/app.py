@@ -21,12 +21,14 @@ from websockets.http11 import Request, Response
 
 from hark.protocol import STREAM_PATH, CloseCode, Error, ErrorCode, encode
 from hark.protocol.ready import format_ready_line, stream_url
+from hark.protocol.realtime import REALTIME_PATH
 
 from .config import ServerConfig, load_config
 from .context import ServerContext
 from .engines import create_asr, create_llm, create_tts
 from .metrics import Metrics
 from .models import ModelFileError
+from .transport.realtime import RealtimeHandler, realtime_handshake_refusal, refuse_not_ready, select_subprotocol
 from .transport.ws import (
     TEARDOWN_TIMEOUT_S,
     Admission,
@@ -69,6 +71,7 @@ class HarkServer:
         self._ctx: ServerContext | None = None
         self.handler: StreamHandler | None = None
         self.webrtc: WebRTCHandler | None = None
+        self.realtime: RealtimeHandler | None = None
         self._lag_task: asyncio.Task[None] | None = None
 
     @property
@@ -92,6 +95,7 @@ class HarkServer:
                 cfg.port,
                 process_request=self._route,
                 create_connection=guarded_connection(cfg.ws_max_pings_per_s, ping_floods.inc),
+                select_subprotocol=select_subprotocol,  # `realtime` on /v1/realtime
                 max_size=HARD_MAX_MESSAGE_BYTES,
                 compression=None,  # PCM does not deflate; compression would cost CPU for nothing
                 reuse_port=cfg.reuse_port,  # --workers: several processes accept on one port
@@ -119,6 +123,7 @@ class HarkServer:
         admission = Admission(self._ctx)
         self.handler = StreamHandler(self._ctx, admission)
         self.webrtc = _webrtc_handler(self._ctx, admission)
+        self.realtime = RealtimeHandler(self._ctx, admission)  # the OpenAI Realtime API, same Session
         self._ready = True
         log.info("ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name)
 
@@ -140,6 +145,9 @@ class HarkServer:
                 self.metrics.sample_process_tree()
 
     async def _handle(self, conn: ServerConnection) -> None:
+        if conn.request is not None and conn.request.path.split("?", 1)[0] == REALTIME_PATH:
+            await (self.realtime or refuse_not_ready)(conn)  # its errors in its own protocol
+            return
         if self.handler is None:  # still loading (the port is bound first): nothing to admit to yet
             refusal = Error(
                 code=ErrorCode.SERVER_NOT_READY.value, message="models are still loading; retry shortly", fatal=True
@@ -168,6 +176,12 @@ class HarkServer:
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        if path == REALTIME_PATH:
+            refusal = realtime_handshake_refusal(self.config, request)
+            if refusal is not None:
+                self.metrics.errors.labels(refusal.code.value).inc()
+                return _refusal_response(refusal)
+            return None
         if path in WEBSOCKET_PATHS:
             refusal = handshake_refusal(self.config, request)
             if refusal is not None:

@@ -55,10 +55,11 @@ from .clarify import ASK_AGAIN, ScriptedReply, is_low_confidence
 from .context import Outbox, ServerContext
 from .history import History
 from .listener import PREROLL_SAMPLES, Listener, samples_of_ms
-from .llm.base import LLMRequest, Message, SpeculativeLLM, request_id
+from .llm.base import LLMRequest, SpeculativeLLM, request_id
 from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
+from .session_ops import NO_OVERRIDES, ClearIn, ConversationOps, RespondIn, ResponseOverrides
 from .transcriber import Transcriber
 from .tts.voice_ops import SessionVoices
 from .tts.voices import VoiceError
@@ -100,7 +101,7 @@ class WakeIn:
     """The endpointer's check of a pause finished: decide now rather than at the next frame."""
 
 
-InboxMessage = AudioIn | ClientEventIn | CloseIn | WakeIn
+InboxMessage = AudioIn | ClientEventIn | CloseIn | WakeIn | RespondIn | ClearIn
 
 # speech this soon after a semantic end, before any of the reply was heard, continues that turn
 JOIN_WINDOW_MS = 1500
@@ -134,7 +135,7 @@ class _Joinable:
     response: ResponseRun
 
 
-class Session:
+class Session(ConversationOps):
     """One client's conversation, whatever the transport: the turn state machine.
 
     A transport creates one per connection, calls `on_binary` / `on_text` from its reader (they
@@ -169,6 +170,7 @@ class Session:
         self._transcriber = Transcriber(ctx.asr.open_stream(session_id), self._listener, ctx.metrics, self._asr_failed)
         self._history = History(ctx.config.max_history_messages, limits.max_carried_text_chars)
         self._voices = SessionVoices(ctx.tts)
+        self._init_conversation_ops()  # session_ops.py: item-level operations (OpenAI Realtime)
         self._turn_id = 0
         self._utterance: _Utterance | None = None
         self._joinable: _Joinable | None = None
@@ -311,6 +313,10 @@ class Session:
                         if self._speculator is not None:
                             self._speculator.begin_turn()  # a typed turn had no speculation of its own
                         await self._respond(self._turn_id, text, arrival, final_ms=None, endpoint_ms=None)
+                    case RespondIn(overrides=overrides, arrival=arrival):
+                        await self._respond(self._turn_id, "", arrival, None, None, overrides)
+                    case ClearIn():
+                        await self._drop_utterance()
                     case CloseIn():
                         if self._utterance is not None:
                             end = self._endpointer.close(self._listener.samples_in)
@@ -391,11 +397,15 @@ class Session:
                     await self._begin_utterance(event.sample)
                 else:
                     self._endpointer.on_speech(event.sample)
-            elif self._utterance is not None and (end := await self._endpointer.on_pause(event.sample)):
+            elif (
+                self._utterance is not None
+                and self._pause_may_end_turn()
+                and (end := await self._endpointer.on_pause(event.sample))
+            ):
                 await self._end_utterance(end, listener.wall_time_of(end.speech_end) or arrival)
         if self._utterance is None:
             return
-        if end := await self._endpointer.on_progress(listener.samples_in):
+        if (end := await self._endpointer.on_progress(listener.samples_in)) and self._ends_turn(end):
             await self._end_utterance(end, arrival)
             return
         await self._hear(listener.samples_in)
@@ -453,7 +463,7 @@ class Session:
         self.report(ErrorCode.INTERNAL_ERROR, "speech recognition failed for this turn; keep talking to retry")
 
     def _maybe_barge_in(self) -> None:
-        if self._response is None or self._utterance is None:
+        if self._response is None or self._utterance is None or not self._may_interrupt():
             return
         heard_ms = (self._listener.samples_in - self._utterance.start) * 1000 / SAMPLE_RATE
         if heard_ms >= self.config.min_interrupt_ms + self.config.speech_pad_ms:
@@ -503,6 +513,9 @@ class Session:
             self._speculator.settle("")  # nothing to answer: drop any speculation still running
         if not text:
             return
+        if self._holds_turns():  # the client asks for the reply (Realtime create_response: false)
+            self._hold_user_turn(turn, text)
+            return
         if low:  # clarify.py: ask, do not guess
             await self._ask_again(turn, speech_end_wall, (now - speech_end_wall) * 1000.0, endpoint_ms)
             return
@@ -524,6 +537,7 @@ class Session:
         speech_end: float,
         final_ms: float | None,
         endpoint_ms: float | None,
+        overrides: ResponseOverrides = NO_OVERRIDES,
     ) -> tuple[ResponseRun, str]:
         """Start the reply to `user_text`; returns its run and the user message it was asked with."""
         self._cancel_response("new turn")
@@ -532,7 +546,7 @@ class Session:
         self._response_seq += 1
         response_id = f"resp_{self._response_seq}"
         user_text = self._history.take_user_text(user_text)
-        messages = [*self._history.conversation(self.config.instructions), Message("user", user_text)]
+        messages = self._conversation_for(user_text, overrides)  # "": a response.create adds no user message
         prefills = aborted = 0
         if self._speculator is not None and isinstance(self.ctx.llm, SpeculativeLLM):
             self._speculator.settle(self.ctx.llm.final_prompt(messages))
@@ -540,11 +554,16 @@ class Session:
         run = ResponseRun(
             self.ctx,
             self._outbox,
-            LLMRequest(messages=messages, request_id=request_id(self.id, self._response_seq), session_id=self.id),
+            LLMRequest(
+                messages=messages,
+                request_id=request_id(self.id, self._response_seq),
+                session_id=self.id,
+                max_tokens=self._max_tokens_for(overrides),
+            ),
             response_id,
             self.config.output_sample_rate,
             self.config.voice,
-            self.config.audio_output,
+            overrides.audio_output_for(self.config),
         )
         run.usage.speculative_prefills = prefills
         run.usage.extra["speculative_aborted"] = aborted
@@ -580,13 +599,13 @@ class Session:
         endpoint_ms: float | None,
     ) -> None:
         status = self._status_of(run, task)
-        heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
+        heard = run.text if not self._was_cut(run) and status == ResponseStatus.COMPLETED else run.heard_text()
         if run.response_id in self._joined_replies:
             # speech joined its turn before any of it was heard: the joined turn asks with these words
             self._joined_replies.discard(run.response_id)
             heard = ""
         elif status != ResponseStatus.FAILED and heard:
-            self._history.add_exchange(user_text, heard)
+            self._record_exchange(run, user_text, heard)
         else:  # the model never answered, or nothing of it was heard: ask again with the next turn
             self._history.carry(user_text)
         metrics = run.record_done(status, speech_end, final_ms)
