@@ -49,6 +49,7 @@ SILENCE = bytes(FRAME_BYTES)
 # end (the server's VAD may close speech a window or two earlier than the set's analysis)
 TRUE_END_TOLERANCE_MS = 300
 CONNECT_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
 DONE_WAIT_S = 3.0  # after the tail: how long our own response.cancel may take to come back
 
 
@@ -206,7 +207,7 @@ async def stream_item(
     session = _Session(trace)
     padded = pcm + bytes(-len(pcm) % FRAME_BYTES)
     async with connect(
-        url, open_timeout=CONNECT_TIMEOUT_S, close_timeout=5, max_size=16 << 20, compression=None
+        url, open_timeout=CONNECT_TIMEOUT_S, close_timeout=CLOSE_TIMEOUT_S, max_size=16 << 20, compression=None
     ) as conn:
         trace.config = await _configure(conn, patch)
         reader = asyncio.create_task(session.read(conn))
@@ -224,6 +225,12 @@ async def stream_item(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.settled.wait(), DONE_WAIT_S)
         finally:
+            # close with the reader still reading: a reader cancelled first leaves the server's
+            # last frames unread, its sends block and the close handshake never completes
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), CLOSE_TIMEOUT_S)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
     return trace
