@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from hark.server.http_pool import CircuitBreaker
 from hark.server.llm.base import LLMUnavailable
-from hark.server.llm.http import CircuitBreaker, LLMRefused
+from hark.server.llm.http import LLMRefused, llm_breaker
 
 
 def _fail(breaker: CircuitBreaker, exc: BaseException) -> None:
@@ -17,7 +18,7 @@ def _fail(breaker: CircuitBreaker, exc: BaseException) -> None:
 
 
 def test_opens_after_failures_and_recovers_through_one_probe() -> None:
-    breaker = CircuitBreaker(failures=2, reset_s=0.05)
+    breaker = llm_breaker(failures=2, reset_s=0.05)
     _fail(breaker, LLMUnavailable("down"))
     _fail(breaker, LLMUnavailable("down"))
     with pytest.raises(LLMUnavailable, match="failed repeatedly"), breaker.attempt():
@@ -31,7 +32,7 @@ def test_opens_after_failures_and_recovers_through_one_probe() -> None:
 
 
 def test_a_cancelled_probe_does_not_lock_the_breaker() -> None:
-    breaker = CircuitBreaker(failures=1, reset_s=0.01)
+    breaker = llm_breaker(failures=1, reset_s=0.01)
     _fail(breaker, LLMUnavailable("down"))
     time.sleep(0.02)
     _fail(breaker, asyncio.CancelledError())  # the probe's user barged in
@@ -40,7 +41,7 @@ def test_a_cancelled_probe_does_not_lock_the_breaker() -> None:
 
 
 def test_refused_requests_do_not_count() -> None:
-    breaker = CircuitBreaker(failures=1, reset_s=60)
+    breaker = llm_breaker(failures=1, reset_s=60)
     _fail(breaker, LLMRefused("HTTP 400: prompt too long"))
     with breaker.attempt():
         pass

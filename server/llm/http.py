@@ -1,90 +1,38 @@
-"""What the HTTP-backed LLM engines share: settings, one pooled client, SSE lines, a circuit breaker."""
+"""What the HTTP-backed LLM engines share: settings, one pooled client, SSE lines, a circuit breaker
+(the pool and the breaker are server/http_pool.py's)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from .. import http_pool
 from .base import LLMUnavailable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class LLMSettings:
-    url: str
-    model: str = ""
-    api_key: str = ""
+class LLMSettings(http_pool.HttpSettings):
     max_tokens: int = 200
     temperature: float = 0.7
     top_p: float = 0.8
-    connect_timeout_s: float = 3.0
     first_byte_timeout_s: float = 15.0  # a cold prefill of a long history can take seconds
-    idle_timeout_s: float = 10.0  # between two chunks of a stream
-    breaker_failures: int = 3
-    breaker_reset_s: float = 10.0
+    idle_timeout_s: float = 10.0
     max_connections: int = 256
 
 
-class CircuitBreaker:
-    """After `failures` failures in a row, fail fast for `reset_s`; then let one request probe.
-
-    Only the model server's faults count (transport errors, timeouts, 5xx, cut streams); a refused
-    request (4xx) or a cancelled one (barge-in, disconnect) says nothing about its health.
-    """
-
-    def __init__(self, failures: int, reset_s: float) -> None:
-        self._threshold = failures
-        self._reset_s = reset_s
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def is_open(self) -> bool:
-        return self._opened_at is not None and time.monotonic() - self._opened_at < self._reset_s
-
-    @contextlib.contextmanager
-    def attempt(self) -> Iterator[None]:
-        """Wrap one request: refuse it while open, and record how it ended on every path."""
-        if self._opened_at is not None:
-            if self.is_open or self._probing:
-                raise LLMUnavailable("the language model failed repeatedly; not trying again for a few seconds")
-            self._probing = True  # half-open: this request is the probe
-        try:
-            yield
-        except LLMRefused:
-            self._probing = False
-            raise
-        except LLMUnavailable:
-            self._failure()
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            self._probing = False  # neutral: the next request may probe
-            raise
-        except Exception:
-            self._failure()
-            raise
-        else:
-            self._failures = 0
-            self._opened_at = None
-            self._probing = False
-
-    def _failure(self) -> None:
-        self._failures += 1
-        self._probing = False
-        if self._failures >= self._threshold:
-            if self._opened_at is None or not self.is_open:
-                log.error("LLM circuit open for %.0f s after %d failures", self._reset_s, self._failures)
-            self._opened_at = time.monotonic()
+def llm_breaker(failures: int, reset_s: float) -> http_pool.CircuitBreaker:
+    """The LLM's breaker: a 4xx (LLMRefused) is our request's fault and does not count."""
+    return http_pool.CircuitBreaker(
+        failures, reset_s, service="language model", unavailable=LLMUnavailable, refused=LLMRefused
+    )
 
 
 class HttpLLMClient:
@@ -92,20 +40,12 @@ class HttpLLMClient:
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
-        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+        self.breaker = llm_breaker(settings.breaker_failures, settings.breaker_reset_s)
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        s = self.settings
-        headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
-        self._session = aiohttp.ClientSession(
-            base_url=s.url.rstrip("/") + "/",
-            connector=aiohttp.TCPConnector(limit=s.max_connections),
-            # reads are timed per chunk below: the first byte may take a cold prefill, the rest may not
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=None),
-            headers=headers,
-        )
+        self._session = http_pool.open_pool(self.settings)
 
     @property
     def session(self) -> aiohttp.ClientSession:

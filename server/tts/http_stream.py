@@ -1,87 +1,27 @@
 """What the HTTP TTS engines share: settings, one pooled client that streams a response body with
-timeouts per read, a circuit breaker, and the byte-stream decoders (raw PCM16, streamed WAV)."""
+timeouts per read, a circuit breaker (both server/http_pool.py's), and the byte-stream decoders
+(raw PCM16, streamed WAV)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import struct
-import time
-from collections.abc import AsyncGenerator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 import numpy as np
 
+from .. import http_pool
 from .base import Pcm16
 from .streaming import TTSRefused, TTSUnavailable
-
-log = logging.getLogger(__name__)
 
 READ_BYTES = 8192  # per read of a streamed body: ~170 ms of 24 kHz PCM16, small enough to start early
 
 
-@dataclass(frozen=True, slots=True)
-class TTSHttpSettings:
-    url: str
-    model: str = ""
-    api_key: str = ""
-    connect_timeout_s: float = 3.0
-    first_byte_timeout_s: float = 10.0  # a cold model or a long reference clip to encode
-    idle_timeout_s: float = 5.0  # between two pieces of one stream
-    breaker_failures: int = 3
-    breaker_reset_s: float = 10.0
-    max_connections: int = 64
-
-
-class TTSCircuitBreaker:
-    """After `failures` failures in a row, fail fast for `reset_s`; then let one request probe.
-
-    Only the server's faults count; a refused request (4xx) or a cancelled one (barge-in) says
-    nothing about its health. Fast failures matter for a voice reply: each chunk would otherwise wait
-    out a connect timeout while the text has long been shown.
-    """
-
-    def __init__(self, failures: int, reset_s: float) -> None:
-        self._threshold = failures
-        self._reset_s = reset_s
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def is_open(self) -> bool:
-        return self._opened_at is not None and time.monotonic() - self._opened_at < self._reset_s
-
-    @contextlib.contextmanager
-    def attempt(self) -> Iterator[None]:
-        if self._opened_at is not None:
-            if self.is_open or self._probing:
-                raise TTSUnavailable("the TTS server failed repeatedly; not trying again for a few seconds")
-            self._probing = True  # half-open: this request is the probe
-        try:
-            yield
-        except TTSRefused:
-            self._probing = False
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            self._probing = False
-            raise
-        except Exception:
-            self._failures += 1
-            self._probing = False
-            if self._failures >= self._threshold:
-                if not self.is_open:
-                    log.error("TTS circuit open for %.0f s after %d failures", self._reset_s, self._failures)
-                self._opened_at = time.monotonic()
-            raise
-        else:
-            self._failures = 0
-            self._opened_at = None
-            self._probing = False
+# the defaults fit: a cold model or a long reference clip to encode within the first-byte timeout
+TTSHttpSettings = http_pool.HttpSettings
 
 
 class HttpTTSClient:
@@ -91,18 +31,19 @@ class HttpTTSClient:
         if not settings.url:
             raise ValueError("an HTTP TTS engine needs --tts-url (e.g. http://127.0.0.1:8880)")
         self.settings = settings
-        self.breaker = TTSCircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+        # fast failures matter for a voice reply: each chunk would otherwise wait out a connect timeout
+        # while the text has long been shown
+        self.breaker = http_pool.CircuitBreaker(
+            settings.breaker_failures,
+            settings.breaker_reset_s,
+            service="TTS server",
+            unavailable=TTSUnavailable,
+            refused=TTSRefused,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        s = self.settings
-        headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
-        self._session = aiohttp.ClientSession(
-            base_url=s.url.rstrip("/") + "/",
-            connector=aiohttp.TCPConnector(limit=s.max_connections),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=None),
-            headers=headers,
-        )
+        self._session = http_pool.open_pool(self.settings)
 
     async def aclose(self) -> None:
         if self._session is not None:

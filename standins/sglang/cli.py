@@ -10,10 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 from typing import Final
 
+from ..process import wait_for_stop_signal
 from .config import SimConfig
 from .http_app import SGLangSimulator
 
@@ -82,13 +82,8 @@ async def _serve(config: SimConfig) -> None:
     sim = SGLangSimulator(config)
     await sim.start()
     print(format_ready_line(sim.url), flush=True)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping.set)
     try:
-        await stopping.wait()
+        await wait_for_stop_signal()
     finally:
         await sim.stop()
 

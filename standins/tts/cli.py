@@ -7,11 +7,11 @@ import argparse
 import asyncio
 import contextlib
 import re
-import signal
 from collections.abc import Sequence
 
 from aiohttp import web
 
+from ..process import wait_for_stop_signal
 from . import cosyvoice_api, fish_api, openai_api
 from .common import StandinState, Timing, admin_routes
 
@@ -58,13 +58,8 @@ async def _serve(args: argparse.Namespace) -> None:
     await site.start()
     bound = runner.addresses[0][1]  # the port bound when 0 was asked for
     print(format_ready_line(args.api, f"http://{args.host}:{bound}"), flush=True)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping.set)
     try:
-        await stopping.wait()
+        await wait_for_stop_signal()
     finally:
         await runner.cleanup()
         state.voice.executor.shutdown(wait=False)

@@ -6,34 +6,20 @@ process must not share it."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from ..process import StandinClient, launched
 from .cli import parse_ready_line
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-class TTSStandin:
+class TTSStandin(StandinClient):
     def __init__(self, process: subprocess.Popen[str], url: str, api: str) -> None:
-        self.process = process
-        self.url = url
+        super().__init__(process, url)
         self.api = api
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/_standin/requests")["requests"])
@@ -61,27 +47,5 @@ class TTSStandin:
 
 @contextmanager
 def tts_standin(api: str, *args: str) -> Iterator[TTSStandin]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "standins.tts", api, "--port", "0", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    try:
-        url = None
-        while url is None:
-            line = process.stdout.readline()
-            if not line:
-                raise AssertionError(f"the {api} stand-in exited before its ready line (rc {process.poll()})")
-            url = parse_ready_line(line)
+    with launched("standins.tts", [api, "--port", "0", *args], parse_ready_line) as (process, url):
         yield TTSStandin(process, url, api)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
