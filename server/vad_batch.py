@@ -13,13 +13,13 @@ that still has a window left, so each stream's windows are still scored strictly
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .batching import BatchLoop, next_batch
 from .metrics import Metrics
 from .vad import Float32Array, SileroVad
 
@@ -37,24 +37,15 @@ class _Job:
         self.probabilities = np.empty(len(self.windows), dtype=np.float32)
 
 
-class VadBatcher:
+class VadBatcher(BatchLoop):
     def __init__(self, model: SileroVad, executor: Executor, metrics: Metrics, max_streams: int = 512) -> None:
+        super().__init__("vad-batcher")
         self._model = model
         self._executor = executor
         self._metrics = metrics
         self._max_streams = max_streams
         # one entry per session at most (each awaits its result before sending more)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="vad-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def score(self, windows: Float32Array, state: Float32Array) -> tuple[Float32Array, Float32Array]:
         """Speech probability of each window, in order, and the state after the last one."""
@@ -67,12 +58,7 @@ class VadBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
-            while len(jobs) < self._max_streams and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
-            jobs = [job for job in jobs if not job.future.done()]  # its session went away
-            if not jobs:
-                continue
+            jobs = await next_batch(self._queue, self._max_streams)
             self._metrics.vad_batch.observe(len(jobs))
             try:
                 await loop.run_in_executor(self._executor, self._score_batch, jobs)

@@ -16,7 +16,6 @@ at which a turn ends anyway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..batching import BatchLoop, next_batch
 from .features import N_SAMPLES, AudioArray, Float32Array
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class _Check:
     future: asyncio.Future[float]
 
 
-class TurnBatcher:
+class TurnBatcher(BatchLoop):
     def __init__(
         self,
         predict: Predict,
@@ -55,27 +55,19 @@ class TurnBatcher:
     ) -> None:
         if max_batch < 1 or max_pending < 1:
             raise ValueError("max_batch and max_pending must be at least 1")
+        super().__init__("turn-batcher")
         self._predict = predict
         self._executor = executor
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Check] = asyncio.Queue(maxsize=max_pending)
-        self._task: asyncio.Task[None] | None = None
         self._in_flight: list[_Check] = []
 
     @property
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="turn-batcher")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         waiting = [*self._in_flight, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
         for check in waiting:  # nobody will answer these now
             check.future.cancel()
@@ -99,12 +91,7 @@ class TurnBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            checks = [await self._queue.get()]
-            while len(checks) < self._max_batch and not self._queue.empty():
-                checks.append(self._queue.get_nowait())
-            checks = [check for check in checks if not check.future.done()]  # its session went away
-            if not checks:
-                continue
+            checks = await next_batch(self._queue, self._max_batch)
             self._in_flight = checks
             try:
                 probabilities = await loop.run_in_executor(

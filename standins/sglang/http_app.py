@@ -28,9 +28,9 @@ from .radix import RadixCache
 from .request import BadRequest, SimRequest
 from .scheduler import Scheduler
 from .wire import (
-    SSE_DONE,
     client_gone,
     close_connection,
+    end_sse,
     error_response,
     json_response,
     sse,
@@ -302,8 +302,7 @@ class SGLangSimulator:
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
             await response.write(sse({"error": {"message": message}}))
-            await response.write(SSE_DONE)
-            await response.write_eof()
+            await end_sse(response)
         return response
 
     async def _wait_whole(self, request: web.Request, req: SimRequest, payload: Any) -> web.StreamResponse:
@@ -331,8 +330,7 @@ class SGLangSimulator:
                     return self._drop(request, req, response)
                 if not await self._follow(request, req, deadline):
                     return response
-            await response.write(SSE_DONE)
-            await response.write_eof()
+            await end_sse(response)
         except ConnectionError:
             self._abort_after_disconnect(req.rid)
         return response
@@ -461,8 +459,7 @@ class SGLangSimulator:
                 cache_report = self.config.enable_cache_report
                 usage_chunk = chat_usage_chunk(req, model, created, cache_report=cache_report)
                 await response.write(sse(usage_chunk))
-            await response.write(SSE_DONE)
-            await response.write_eof()
+            await end_sse(response)
         except ConnectionError:
             self._abort_after_disconnect(req.rid)
         return response

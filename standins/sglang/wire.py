@@ -18,6 +18,12 @@ def sse(obj: Any) -> bytes:
     return b"data: " + dumps(obj).encode("utf-8") + b"\n\n"
 
 
+async def end_sse(response: web.StreamResponse) -> None:
+    """The `[DONE]` that ends an SGLang event stream, then the end of the body."""
+    await response.write(SSE_DONE)
+    await response.write_eof()
+
+
 def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(obj), status=status, content_type="application/json")
 

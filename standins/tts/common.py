@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -191,3 +192,16 @@ async def early_fault(
             request.transport.close()
         raise ConnectionResetError
     return error(taken.status, "injected fault: the stand-in refuses this request")
+
+
+def streaming_wav_header(rate: int, riff_size: int, data_size: int) -> bytes:
+    """A PCM16 mono WAV header whose sizes the server cannot know when it starts streaming: each API's
+    stand-in writes the placeholders its real server does."""
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_size)
+    )

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import struct
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from .common import StandinState, early_fault, model_error, stream_audio
+from .common import StandinState, early_fault, model_error, stream_audio, streaming_wav_header
 from .voice import variant_for
 
 RATE = 44100
@@ -28,18 +27,6 @@ RATE = 44100
 def error(status: int, message: str) -> web.Response:
     body = {"statusCode": status, "message": message, "error": HTTPStatus(status).phrase}
     return web.json_response(body, status=status)
-
-
-def wav_header(rate: int) -> bytes:
-    # what Python's wave module writes for zero frames: the sizes a streaming server cannot know yet
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", 0)
-    )
 
 
 def routes(state: StandinState, reference_ids: set[str], api_key: str | None) -> list[web.RouteDef]:
@@ -111,7 +98,7 @@ def routes(state: StandinState, reference_ids: set[str], api_key: str | None) ->
             pcm,
             rate=RATE,
             content_type="audio/wav",
-            header=wav_header(RATE),
+            header=streaming_wav_header(RATE, 36, 0),  # the sizes Python's wave module writes for zero frames
             extra_headers=headers,
         )
 

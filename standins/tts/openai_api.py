@@ -8,12 +8,11 @@ mono; `wav`), `speed` (0.25-4), `instructions`. Errors are OpenAI's shape
 from __future__ import annotations
 
 import hashlib
-import struct
 from typing import Any
 
 from aiohttp import web
 
-from .common import StandinState, early_fault, stream_audio
+from .common import StandinState, early_fault, stream_audio, streaming_wav_header
 
 RATE = 24000
 VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
@@ -25,18 +24,6 @@ _VARIANTS = ("m1", "m2", "m3", "f1", "f2", "f3")
 def error(status: int, message: str, param: str | None = None) -> web.Response:
     body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
     return web.json_response(body, status=status)
-
-
-def wav_header(rate: int) -> bytes:
-    # a streaming WAV: sizes unknown, left at the maximum
-    return (
-        b"RIFF"
-        + struct.pack("<I", 0xFFFFFFFF)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", 0xFFFFFFFF)
-    )
 
 
 def routes(state: StandinState) -> list[web.RouteDef]:
@@ -73,7 +60,8 @@ def routes(state: StandinState) -> list[web.RouteDef]:
             return await state.synthesize(str(text), f"en-us+{variant}", RATE)
 
         content_type = "audio/pcm" if fmt == "pcm" else "audio/wav"
-        header = wav_header(RATE) if fmt == "wav" else b""
+        # a streamed WAV's sizes are unknown: left at the maximum
+        header = streaming_wav_header(RATE, 0xFFFFFFFF, 0xFFFFFFFF) if fmt == "wav" else b""
         return await stream_audio(request, state, rec, pcm, rate=RATE, content_type=content_type, header=header)
 
     return [web.post("/v1/audio/speech", speech)]
