@@ -35,19 +35,8 @@ from hark.loadtest.analysis import STAGES, turn_summary
 from hark.loadtest.reader import follow
 from hark.loadtest.recorder import TurnRecord, measured_turn
 from hark.loadtest.scenario import load_clip
-from hark.protocol import (
-    ConversationError,
-    ConversationTracker,
-    Error,
-    ProtocolError,
-    ServerEvent,
-    SessionCreated,
-    SpeechStarted,
-    SpeechStopped,
-    Turn,
-    Utterance,
-    decode_server,
-)
+from hark.protocol import ConversationError, ConversationTracker, ProtocolError, Turn, Utterance, decode_server
+from hark.protocol import events as ev
 
 CLIPS = ("en_goforward_command", "en_vosk_digits", "en_librivox_sense_0920")
 SAMPLE_RATE = 16000
@@ -108,12 +97,12 @@ class SessionTrace:
 
 
 async def _read(conn: ClientConnection, trace: SessionTrace) -> None:
-    def on_event(event: ServerEvent, at: float) -> None:
-        if isinstance(event, SpeechStarted):
+    def on_event(event: ev.ServerEvent, at: float) -> None:
+        if isinstance(event, ev.SpeechStarted):
             trace.clip_of[event.turn_id] = len(trace.clips_sent) - 1
-        elif isinstance(event, SpeechStopped):
+        elif isinstance(event, ev.SpeechStopped):
             trace.active_at_stop[event.turn_id] = trace.occupancy.open
-        elif isinstance(event, Error):
+        elif isinstance(event, ev.Error):
             trace.errors.append(event.code)
 
     def on_refused(exc: ProtocolError) -> None:  # counted, and the reading goes on: the report lists them
@@ -150,7 +139,7 @@ async def run_session(
     trace = SessionTrace(index, occupancy or Occupancy())
     async with connect(url, open_timeout=30, close_timeout=5, max_size=16 << 20, compression=None) as conn:
         first = decode_server(await asyncio.wait_for(conn.recv(), 30))
-        if not isinstance(first, SessionCreated):
+        if not isinstance(first, ev.SessionCreated):
             raise RuntimeError(f"session {index}: expected session.created, got {first!r}")
         trace.min_silence_ms = _int(first.config.get("min_silence_ms"))
         reader = asyncio.create_task(_read(conn, trace))

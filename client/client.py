@@ -21,32 +21,19 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidH
 
 from hark.protocol import (
     BYTES_PER_SAMPLE,
-    AudioCommit,
-    ClientEvent,
     ConversationTracker,
-    Error,
     ErrorCode,
-    InputText,
-    Ping,
-    PlaybackPosition,
     ProtocolError,
-    ResponseCancel,
-    ServerEvent,
-    SessionClose,
     SessionConfig,
-    SessionCreated,
     SessionLimits,
-    SessionUpdate,
-    SessionUpdated,
     TrackedResponse,
-    TranscriptFinal,
-    TranscriptPartial,
     Turn,
     decode_client,
     decode_server,
     encode,
     validate_audio_frame,
 )
+from hark.protocol import events as ev
 
 log = logging.getLogger("hark.client")
 
@@ -77,7 +64,7 @@ class HarkConnectError(HarkError):
 class HarkServerError(HarkError):
     """The server answered with an `error` event that stops what the client was doing."""
 
-    def __init__(self, error: Error) -> None:
+    def __init__(self, error: ev.Error) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
 
@@ -104,7 +91,7 @@ class AudioChunk:
         return len(self.pcm) / BYTES_PER_SAMPLE * 1000.0 / self.sample_rate
 
 
-IncomingEvent = ServerEvent | AudioChunk
+IncomingEvent = ev.ServerEvent | AudioChunk
 
 
 def _config_from(data: Mapping[str, Any]) -> SessionConfig:
@@ -146,7 +133,7 @@ class HarkClient:
         self.api_key = api_key
         self.initial_config = dict(config) if config else None
         self.open_timeout = open_timeout
-        self.session_created: SessionCreated | None = None
+        self.session_created: ev.SessionCreated | None = None
         self.config = SessionConfig()
         self.limits = SessionLimits()
         self._ws: ClientConnection | None = None
@@ -204,9 +191,9 @@ class HarkClient:
 
     async def _handshake(self) -> None:
         first = await self._recv_one()
-        if isinstance(first, Error):
+        if isinstance(first, ev.Error):
             raise HarkServerError(first)
-        if not isinstance(first, SessionCreated):
+        if not isinstance(first, ev.SessionCreated):
             raise HarkError(f"expected session.created as the first message, got {type(first).__name__}")
         self.session_created = first
         self.config = _config_from(first.config)
@@ -247,40 +234,40 @@ class HarkClient:
         await self.ws.send(pcm)
 
     async def commit(self) -> None:
-        await self._send(AudioCommit())
+        await self._send(ev.AudioCommit())
 
     async def send_text(self, text: str) -> None:
-        await self._send(InputText(text))
+        await self._send(ev.InputText(text))
 
     async def cancel(self, response_id: str | None = None) -> None:
-        await self._send(ResponseCancel(response_id))
+        await self._send(ev.ResponseCancel(response_id))
 
     async def playback_position(self, response_id: str, played_ms: int) -> None:
-        await self._send(PlaybackPosition(response_id, int(played_ms)))
+        await self._send(ev.PlaybackPosition(response_id, int(played_ms)))
 
     async def ping(self, id: str | None = None) -> str:
         """Send a protocol-level ping; the matching `Pong` arrives through events(). Returns its id."""
         ping_id = id if id is not None else uuid.uuid4().hex[:12]
-        await self._send(Ping(ping_id))
+        await self._send(ev.Ping(ping_id))
         return ping_id
 
     async def close_session(self) -> None:
         """Say "done sending": the server finishes the turn in progress, then closes with 1000."""
-        await self._send(SessionClose())
+        await self._send(ev.SessionClose())
 
     async def update(self, config: Mapping[str, Any], *, wait: bool = False) -> None:
         """Send `session.update`. With wait=True, block until `session.updated` (then `.config` is current)
         or raise HarkServerError if rejected; not allowed while another task iterates events()."""
         if wait and self._reading:
             raise RuntimeError("update(wait=True) while events() is being read; use wait=False")
-        await self._send(SessionUpdate(dict(config)))
+        await self._send(ev.SessionUpdate(dict(config)))
         if not wait:
             return  # `.config` follows when events() delivers session.updated
         while True:
             event = await self._recv_one()
-            if isinstance(event, SessionUpdated):
+            if isinstance(event, ev.SessionUpdated):
                 return
-            if isinstance(event, Error) and (event.fatal or event.code in _UPDATE_ERRORS):
+            if isinstance(event, ev.Error) and (event.fatal or event.code in _UPDATE_ERRORS):
                 raise HarkServerError(event)
             self._pending.append(event)
 
@@ -288,7 +275,7 @@ class HarkClient:
         """Send a frame as is, without local checks (for testing how a server handles bad input)."""
         await self.ws.send(data)
 
-    async def _send(self, event: ClientEvent) -> None:
+    async def _send(self, event: ev.ClientEvent) -> None:
         text = encode(event)
         # fail fast with the very ProtocolError the server would answer with
         decode_client(text)
@@ -338,7 +325,7 @@ class HarkClient:
                     continue
                 raise
             self.tracker.feed(event, now)
-            if isinstance(event, SessionUpdated):
+            if isinstance(event, ev.SessionUpdated):
                 self.config = _config_from(event.config)
             return event
 
@@ -478,7 +465,7 @@ class TurnResult:
         return dict(self.tracked.metrics)
 
     @property
-    def errors(self) -> list[Error]:
+    def errors(self) -> list[ev.Error]:
         """Errors that arrived while this response was active."""
         return self.tracked.errors
 
@@ -544,15 +531,15 @@ class Conversation:
         return self._by_id.get(response_id)
 
     @property
-    def finals(self) -> list[TranscriptFinal]:
+    def finals(self) -> list[ev.TranscriptFinal]:
         return [u.final for t in self.tracker.turns.values() if (u := t.utterance) is not None and u.final is not None]
 
     @property
-    def partials(self) -> list[TranscriptPartial]:
+    def partials(self) -> list[ev.TranscriptPartial]:
         return [p for t in self.tracker.turns.values() if t.utterance is not None for p in t.utterance.partials]
 
     @property
-    def errors(self) -> list[Error]:
+    def errors(self) -> list[ev.Error]:
         return self.tracker.errors
 
     @property

@@ -27,22 +27,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from hark.protocol import (
     ConversationError,
     ConversationTracker,
-    Error,
     ProtocolError,
-    ResponseDone,
-    ServerEvent,
-    SessionClose,
-    SessionCreated,
-    SessionUpdate,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
     TrackedResponse,
-    TranscriptFinal,
     Turn,
     decode_server,
     encode,
 )
+from hark.protocol import events as ev
 
 from .reader import follow
 from .recorder import Recorder, measured_turn
@@ -167,14 +158,14 @@ class Device:
             self.rec.error(self.index, "no_session_created", True, repr(exc))
             self._record_close(conn)
             return False
-        if isinstance(first, Error):
+        if isinstance(first, ev.Error):
             self.rec.refused += 1
             self.rec.error(self.index, first.code, first.fatal, first.message)
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 await asyncio.wait_for(conn.wait_closed(), 10)
             self._record_close(conn)
             return False
-        if not isinstance(first, SessionCreated):
+        if not isinstance(first, ev.SessionCreated):
             self.rec.error(self.index, "unexpected_first_event", True, repr(first)[:200])
             return False
         self.rec.engines = dict(first.engines)
@@ -193,7 +184,7 @@ class Device:
         try:
             self._due = time.monotonic()
             if self.scenario.session:
-                await conn.send(encode(SessionUpdate(config=self.scenario.session)))
+                await conn.send(encode(ev.SessionUpdate(config=self.scenario.session)))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.updated.wait(), 10)
             turn_no = 0
@@ -206,7 +197,7 @@ class Device:
                 turn_no += 1
             if not self.closed.is_set():
                 self.close_sent = True
-                await conn.send(encode(SessionClose()))
+                await conn.send(encode(ev.SessionClose()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(reader), CLOSE_TIMEOUT_S)
         except ConnectionClosed:
@@ -318,19 +309,19 @@ class Device:
             self._error(PROTOCOL_VIOLATION, False, exc.message)
         # else an event this client cannot decode (a newer server's type): skipped, as the protocol says
 
-    def _on_event(self, event: ServerEvent, now: float) -> None:
+    def _on_event(self, event: ev.ServerEvent, now: float) -> None:
         """After the tracker took `event`: what the device does about it."""
-        if isinstance(event, SpeechStarted):
+        if isinstance(event, ev.SpeechStarted):
             owner = self._owner(self._detected_start(event.audio_ms))
             if owner is not None:
                 owner.heard.append(self.tracker.turns[event.turn_id])
-        elif isinstance(event, SpeechStopped):
+        elif isinstance(event, ev.SpeechStopped):
             self.active_at_stop[event.turn_id] = self.rec.active
-        elif isinstance(event, TranscriptFinal | ResponseDone):
+        elif isinstance(event, ev.TranscriptFinal | ev.ResponseDone):
             self._settle_pending()
-        elif isinstance(event, Error):
+        elif isinstance(event, ev.Error):
             self._error(event.code, event.fatal, event.message)
-        elif isinstance(event, SessionUpdated):
+        elif isinstance(event, ev.SessionUpdated):
             self._apply_config(event.config)
             self.updated.set()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import numbers
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -50,6 +50,7 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
+_E = TypeVar("_E")
 _CLIENT_DECODER = msgspec.json.Decoder(ClientEvent)
 _SERVER_DECODER = msgspec.json.Decoder(ServerEvent)
 _CLIENT_BY_TYPE: dict[str, type] = {cls.TYPE: cls for cls in CLIENT_EVENTS}
@@ -69,11 +70,7 @@ def encode(event: Event) -> str:
 
 def decode_client(data: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientEvent:
     """Parse one client text frame into a client event (server side)."""
-    _check_size(data, max_bytes)
-    try:
-        event: ClientEvent = _CLIENT_DECODER.decode(data)
-    except Exception:
-        raise _explain(data, _CLIENT_BY_TYPE, "client") from None
+    event = _decode(data, max_bytes, _CLIENT_DECODER, _CLIENT_BY_TYPE, "client")
     if isinstance(event, SessionUpdate):
         return SessionUpdate(config=validate_config_patch(event.config))
     if isinstance(event, InputText) and event.text.isspace():
@@ -83,12 +80,17 @@ def decode_client(data: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Clie
 
 def decode_server(data: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> ServerEvent:
     """Parse one server text frame into a server event (client side)."""
+    return _decode(data, max_bytes, _SERVER_DECODER, _SERVER_BY_TYPE, "server")
+
+
+def _decode(
+    data: str | bytes, max_bytes: int, decoder: msgspec.json.Decoder[_E], by_type: dict[str, type], side: str
+) -> _E:
     _check_size(data, max_bytes)
     try:
-        event: ServerEvent = _SERVER_DECODER.decode(data)
+        return decoder.decode(data)
     except Exception:
-        raise _explain(data, _SERVER_BY_TYPE, "server") from None
-    return event
+        raise _explain(data, by_type, side) from None
 
 
 def utf8_length(data: str | bytes, limit: int) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+import hark.protocol as p
 from hark.client import (
     AudioChunk,
     Conversation,
@@ -39,38 +40,6 @@ from hark.client import (
     write_wav,
 )
 from hark.client.cli import main as cli_main
-from hark.protocol import (
-    AudioCommit,
-    ClientEvent,
-    ConversationError,
-    Error,
-    ErrorCode,
-    InputText,
-    Ping,
-    PlaybackPosition,
-    Pong,
-    ProtocolError,
-    ResponseAudioDone,
-    ResponseAudioStarted,
-    ResponseCancel,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
-    SessionClose,
-    SessionConfig,
-    SessionCreated,
-    SessionLimits,
-    SessionUpdate,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TranscriptPartial,
-    Violation,
-    decode_client,
-    encode,
-    validate_audio_frame,
-)
 
 RATE = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass
 class _FakeOptions:
     api_key: str | None = None
-    limits: SessionLimits = field(default_factory=SessionLimits)
+    limits: p.SessionLimits = field(default_factory=p.SessionLimits)
     fail_responses: bool = False  # answer turns with error(response_failed) + response.done(failed)
     ignore_session_close: bool = False  # never close: lets the CLI's timeout be tested
     send_unknown_event: bool = False  # a future event type right after session.created
@@ -96,7 +65,7 @@ class FakeHarkServerForClientTests:
         self.opts = _FakeOptions(**options)
         self.url = ""
         self.port = 0
-        self.received: list[ClientEvent] = []
+        self.received: list[p.ClientEvent] = []
         self.frame_times: list[tuple[float, float]] = []  # (arrival time, ms) of accepted audio frames
         self.sent_errors: list[str] = []
         self.connections = 0
@@ -116,7 +85,7 @@ class FakeHarkServerForClientTests:
         if auth.startswith("Bearer "):
             token = auth.removeprefix("Bearer ")
         if self.opts.api_key is not None and token != self.opts.api_key:
-            await ws.send(encode(Error(ErrorCode.UNAUTHORIZED, "missing or wrong API key", fatal=True)))
+            await ws.send(p.encode(p.Error(p.ErrorCode.UNAUTHORIZED, "missing or wrong API key", fatal=True)))
             await ws.close(1008, "unauthorized")
             return
         await _FakeSession(self, ws).run()
@@ -125,7 +94,7 @@ class FakeHarkServerForClientTests:
 class _FakeSession:
     def __init__(self, server: FakeHarkServerForClientTests, ws: ServerConnection) -> None:
         self.server, self.ws, self.opts = server, ws, server.opts
-        self.config = SessionConfig()
+        self.config = p.SessionConfig()
         self.turn_id = 0
         self.responses = 0
         self.in_speech = False
@@ -136,12 +105,12 @@ class _FakeSession:
         self.bucket_at = asyncio.get_running_loop().time()
 
     async def send(self, event: Any) -> None:
-        if isinstance(event, Error):
+        if isinstance(event, p.Error):
             self.server.sent_errors.append(event.code)
-        await self.ws.send(encode(event) if not isinstance(event, bytes) else event)
+        await self.ws.send(p.encode(event) if not isinstance(event, bytes) else event)
 
     async def run(self) -> None:
-        await self.send(SessionCreated("sess_fake", "hark.v1", self.config.to_dict(), self.opts.limits.to_dict()))
+        await self.send(p.SessionCreated("sess_fake", "hark.v1", self.config.to_dict(), self.opts.limits.to_dict()))
         if self.opts.send_unknown_event:
             await self.ws.send(json.dumps({"type": "future.event", "x": 1}))
         if self.opts.stray_audio:
@@ -151,12 +120,12 @@ class _FakeSession:
                 await self.on_audio(message)
                 continue
             try:
-                event = decode_client(message)
-            except ProtocolError as exc:
-                await self.send(Error(exc.code, exc.message))
+                event = p.decode_client(message)
+            except p.ProtocolError as exc:
+                await self.send(p.Error(exc.code, exc.message))
                 continue
             self.server.received.append(event)
-            if isinstance(event, SessionClose):
+            if isinstance(event, p.SessionClose):
                 if self.in_speech:
                     await self.end_turn()
                 if not self.opts.ignore_session_close:
@@ -165,36 +134,36 @@ class _FakeSession:
             else:
                 await self.on_event(event)
 
-    async def on_event(self, event: ClientEvent) -> None:
-        if isinstance(event, SessionUpdate):
+    async def on_event(self, event: p.ClientEvent) -> None:
+        if isinstance(event, p.SessionUpdate):
             if event.config.get("voice", "en-us") != "en-us":
-                await self.send(Error(ErrorCode.INVALID_FIELD, "the fake only has en-us"))
+                await self.send(p.Error(p.ErrorCode.INVALID_FIELD, "the fake only has en-us"))
                 return
             self.config = self.config.updated(event.config)
-            await self.send(SessionUpdated(self.config.to_dict()))
-        elif isinstance(event, AudioCommit):
+            await self.send(p.SessionUpdated(self.config.to_dict()))
+        elif isinstance(event, p.AudioCommit):
             if self.in_speech:
                 await self.end_turn()
             else:
-                await self.send(Error(ErrorCode.NOTHING_TO_COMMIT, "no speech in progress"))
-        elif isinstance(event, InputText):
+                await self.send(p.Error(p.ErrorCode.NOTHING_TO_COMMIT, "no speech in progress"))
+        elif isinstance(event, p.InputText):
             if event.text == "crash":
                 await self.ws.close(1011, "fake crash")
                 return
             self.turn_id += 1
             await self.respond(self.turn_id, event.text)
-        elif isinstance(event, Ping):
-            await self.send(Pong(event.id))
-        elif isinstance(event, ResponseCancel):
-            await self.send(Error(ErrorCode.NO_ACTIVE_RESPONSE, "nothing is playing"))
-        elif isinstance(event, PlaybackPosition):
+        elif isinstance(event, p.Ping):
+            await self.send(p.Pong(event.id))
+        elif isinstance(event, p.ResponseCancel):
+            await self.send(p.Error(p.ErrorCode.NO_ACTIVE_RESPONSE, "nothing is playing"))
+        elif isinstance(event, p.PlaybackPosition):
             pass
 
     async def on_audio(self, frame: bytes) -> None:
         try:
-            dur = validate_audio_frame(frame, self.config.input_sample_rate, self.opts.limits)
-        except ProtocolError as exc:
-            await self.send(Error(exc.code, exc.message))
+            dur = p.validate_audio_frame(frame, self.config.input_sample_rate, self.opts.limits)
+        except p.ProtocolError as exc:
+            await self.send(p.Error(exc.code, exc.message))
             return
         now = asyncio.get_running_loop().time()
         limits = self.opts.limits
@@ -203,7 +172,7 @@ class _FakeSession:
         )
         self.bucket_at = now
         if dur > self.bucket_ms:
-            await self.send(Error(ErrorCode.AUDIO_FLOOD, "audio faster than the limits allow; frame dropped"))
+            await self.send(p.Error(p.ErrorCode.AUDIO_FLOOD, "audio faster than the limits allow; frame dropped"))
             return
         self.bucket_ms -= dur
         self.server.frame_times.append((now, dur))
@@ -214,12 +183,12 @@ class _FakeSession:
                 self.in_speech, self.turn_id = True, self.turn_id + 1
                 self.speech_ms = 0.0
                 self.voiced_frames = 0
-                await self.send(SpeechStarted(self.turn_id, int(self.audio_ms)))
+                await self.send(p.SpeechStarted(self.turn_id, int(self.audio_ms)))
             self.speech_ms += dur
             self.silence_ms = 0.0
             self.voiced_frames += 1
             words = ["la"] * self.voiced_frames
-            await self.send(TranscriptPartial(self.turn_id, " ".join(words), " ".join(words[:-1])))
+            await self.send(p.TranscriptPartial(self.turn_id, " ".join(words), " ".join(words[:-1])))
         elif self.in_speech:
             self.silence_ms += dur
             if self.silence_ms >= self.config.min_silence_ms:
@@ -228,27 +197,27 @@ class _FakeSession:
 
     async def end_turn(self) -> None:
         self.in_speech = False
-        await self.send(SpeechStopped(self.turn_id, int(self.audio_ms)))
+        await self.send(p.SpeechStopped(self.turn_id, int(self.audio_ms)))
         text = f"heard {self.speech_ms:.0f} ms"
-        await self.send(TranscriptFinal(self.turn_id, text))
+        await self.send(p.TranscriptFinal(self.turn_id, text))
         await self.respond(self.turn_id, text)
 
     async def respond(self, turn_id: int, user_text: str) -> None:
         self.responses += 1
         rid = f"resp_{self.responses}"
         reply = f"You said: {user_text}"
-        await self.send(ResponseStarted(turn_id, rid))
+        await self.send(p.ResponseStarted(turn_id, rid))
         for delta in ("You said: ", user_text):
-            await self.send(ResponseTextDelta(rid, delta))
+            await self.send(p.ResponseTextDelta(rid, delta))
         if self.config.audio_output:
             rate = self.config.output_sample_rate
-            await self.send(ResponseAudioStarted(rid, rate))
+            await self.send(p.ResponseAudioStarted(rid, rate))
             for _ in range(self.opts.reply_frames):
                 await self.send(tone(100, rate))
-            await self.send(ResponseAudioDone(rid, 100 * self.opts.reply_frames))
+            await self.send(p.ResponseAudioDone(rid, 100 * self.opts.reply_frames))
         if self.opts.fail_responses:
-            await self.send(Error(ErrorCode.RESPONSE_FAILED, "the fake was told to fail"))
-            await self.send(ResponseDone(rid, "failed", "", {}))
+            await self.send(p.Error(p.ErrorCode.RESPONSE_FAILED, "the fake was told to fail"))
+            await self.send(p.ResponseDone(rid, "failed", "", {}))
             return
         metrics = {
             "final_ms": 12,
@@ -258,7 +227,7 @@ class _FakeSession:
             "cached_tokens": 32,
             "speculative_prefills": 2,
         }
-        await self.send(ResponseDone(rid, "completed", reply, metrics))
+        await self.send(p.ResponseDone(rid, "completed", reply, metrics))
 
 
 # ---------------------------------------------------------------- helpers
@@ -302,16 +271,16 @@ async def test_connect_exposes_session_and_applies_config() -> None:
             assert c.session_id == "sess_fake"
             assert c.config.output_sample_rate == 24000 and c.config.min_silence_ms == 300
             assert c.limits.audio_burst_ms == 3000 and c.limits.max_audio_rate == 2.0
-        assert isinstance(fake.received[0], SessionUpdate)
+        assert isinstance(fake.received[0], p.SessionUpdate)
 
 
 async def test_config_errors_local_and_from_server() -> None:
     async with FakeHarkServerForClientTests().running() as fake:
         # a typo is caught before it is sent, with the same error the server would give
-        with pytest.raises(ProtocolError) as local:
+        with pytest.raises(p.ProtocolError) as local:
             async with HarkClient(fake.url, config={"output_rate": 24000}):
                 pass
-        assert local.value.code is ErrorCode.INVALID_FIELD
+        assert local.value.code is p.ErrorCode.INVALID_FIELD
         with pytest.raises(HarkServerError) as remote:
             async with HarkClient(fake.url, config={"voice": "de"}):
                 pass
@@ -347,12 +316,12 @@ async def test_events_audio_chunks_pong_and_unknown_events() -> None:
             async with asyncio.timeout(5):
                 seen = [e async for e in c.events()]
         assert c.close_code == 1000
-        assert Pong(ping_id) in seen
+        assert p.Pong(ping_id) in seen
         chunks = [e for e in seen if isinstance(e, AudioChunk)]
         assert len(chunks) == 3
         assert all(ch.response_id == "resp_1" and ch.sample_rate == 24000 for ch in chunks)
         assert chunks[0].duration_ms == pytest.approx(100)
-        done = [e for e in seen if isinstance(e, ResponseDone)]
+        done = [e for e in seen if isinstance(e, p.ResponseDone)]
         assert done[0].text == "You said: hello"
 
 
@@ -374,7 +343,7 @@ async def test_text_turn_collected_per_response() -> None:
     assert [e.code for e in conv.errors] == ["no_active_response"]
     assert conv.close_code == 1000
     assert len(conv.reply_audio) == 2 * len(first.audio)
-    assert isinstance(fake.received[-2], PlaybackPosition)
+    assert isinstance(fake.received[-2], p.PlaybackPosition)
 
 
 async def test_spoken_turn_realtime_pacing_and_transcripts() -> None:
@@ -401,7 +370,7 @@ async def test_spoken_turn_realtime_pacing_and_transcripts() -> None:
 
 
 async def test_fast_pace_stays_inside_advertised_limits() -> None:
-    limits = SessionLimits(audio_burst_ms=500, max_audio_rate=4.0)
+    limits = p.SessionLimits(audio_burst_ms=500, max_audio_rate=4.0)
     async with FakeHarkServerForClientTests(limits=limits).running() as fake:
         async with HarkClient(fake.url) as c:
             reader = asyncio.create_task(collect(c))
@@ -422,7 +391,7 @@ async def test_fast_pace_stays_inside_advertised_limits() -> None:
 
 async def test_realtime_catch_up_after_a_stall_stays_inside_limits() -> None:
     """A sender whose loop stalls must not dump the backlog at once: the server's bucket holds only the burst."""
-    limits = SessionLimits(audio_burst_ms=500, max_audio_rate=4.0)
+    limits = p.SessionLimits(audio_burst_ms=500, max_audio_rate=4.0)
     async with FakeHarkServerForClientTests(limits=limits).running() as fake:
         async with HarkClient(fake.url) as c:
             reader = asyncio.create_task(collect(c))
@@ -437,7 +406,7 @@ async def test_realtime_catch_up_after_a_stall_stays_inside_limits() -> None:
 
 async def test_fake_does_flag_unpaced_audio() -> None:
     """Control for the test above: the fake's flood rule really bites a sender that ignores the limits."""
-    limits = SessionLimits(audio_burst_ms=500, max_audio_rate=4.0)
+    limits = p.SessionLimits(audio_burst_ms=500, max_audio_rate=4.0)
     async with FakeHarkServerForClientTests(limits=limits).running() as fake:
         async with HarkClient(fake.url) as c:
             for _ in range(25):
@@ -462,10 +431,10 @@ async def test_commit_ends_turn_and_nothing_to_commit() -> None:
 async def test_a_server_breaking_the_conversation_rules_is_an_error() -> None:
     async with FakeHarkServerForClientTests(stray_audio=True).running() as fake:
         async with HarkClient(fake.url) as c:
-            with pytest.raises(ConversationError) as caught:
+            with pytest.raises(p.ConversationError) as caught:
                 await collect(c)
-    assert caught.value.violation is Violation.AUDIO_WITHOUT_RESPONSE
-    assert caught.value.code is ErrorCode.INVALID_EVENT
+    assert caught.value.violation is p.Violation.AUDIO_WITHOUT_RESPONSE
+    assert caught.value.code is p.ErrorCode.INVALID_EVENT
 
 
 async def test_abnormal_close_raises() -> None:
@@ -480,10 +449,10 @@ async def test_abnormal_close_raises() -> None:
 async def test_local_checks_on_audio_and_streaming() -> None:
     async with FakeHarkServerForClientTests().running() as fake:
         async with HarkClient(fake.url) as c:
-            with pytest.raises(ProtocolError) as odd:
+            with pytest.raises(p.ProtocolError) as odd:
                 await c.send_audio(b"\x00\x01\x02")
-            assert odd.value.code is ErrorCode.AUDIO_ODD_LENGTH
-            with pytest.raises(ProtocolError):
+            assert odd.value.code is p.ErrorCode.AUDIO_ODD_LENGTH
+            with pytest.raises(p.ProtocolError):
                 await c.send_audio(silence(5))  # below min_frame_ms
             with pytest.raises(ValueError, match="resample"):
                 await stream_pcm(c, silence(100, 8000), 8000)
@@ -617,7 +586,7 @@ async def test_cli_streams_file_and_saves_reply(
     assert "first token 30 ms" in captured.out and "32 cached / 40 prompt" in captured.out
     # 600 ms of speech and 1000 ms of tail silence, resampled 44.1k -> 16k, in 100 ms frames
     assert sum(ms for _, ms in fake.frame_times) == pytest.approx(1600)
-    assert isinstance(fake.received[-1], SessionClose) and fake.connections == 1
+    assert isinstance(fake.received[-1], p.SessionClose) and fake.connections == 1
     pcm, rate = read_wav(out)
     assert rate == RATE and len(pcm) == 3 * RATE // 10 * 2
 

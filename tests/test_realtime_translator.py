@@ -18,22 +18,7 @@ import realtime_sdk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hark.protocol import (
-    Error,
-    ResponseAudioDone,
-    ResponseAudioStarted,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
-    SessionConfig,
-    SessionCreated,
-    SessionLimits,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TranscriptPartial,
-    validate_config_patch,
-)
+import hark.protocol as p
 from hark.protocol.realtime import AudioFormat, Inbound, RealtimeErrorCode, RealtimeTranslator, encode, ops
 from hark.protocol.realtime.events import CLIENT_EVENTS, UNSUPPORTED_EVENTS
 from hark.protocol.realtime.g711 import G711Codec
@@ -63,11 +48,11 @@ class Harness:
         return list(events)
 
     def start(self) -> list[Event]:
-        created = SessionCreated(
+        created = p.SessionCreated(
             session_id="s1",
             protocol="hark.v1",
-            config=SessionConfig().to_dict(),
-            limits=SessionLimits().to_dict(),
+            config=p.SessionConfig().to_dict(),
+            limits=p.SessionLimits().to_dict(),
             engines={"asr": "pocketsphinx", "llm": "echo", "tts": "espeak"},
         )
         self.ops += self.tr.setup_ops()
@@ -90,22 +75,22 @@ class Harness:
 
     def user_turn(self, turn: int = 1, text: str = "go forward ten meters") -> list[Event]:
         return self.server(
-            SpeechStarted(turn, 300),
-            TranscriptPartial(turn, "go for", ""),
-            TranscriptPartial(turn, "go forward ten", "go forward"),
-            SpeechStopped(turn, 2300),
-            TranscriptFinal(turn, text),
+            p.SpeechStarted(turn, 300),
+            p.TranscriptPartial(turn, "go for", ""),
+            p.TranscriptPartial(turn, "go forward ten", "go forward"),
+            p.SpeechStopped(turn, 2300),
+            p.TranscriptFinal(turn, text),
         )
 
     def reply(self, rid: str = "resp_1", turn: int = 1, text: str = "You said: go.", frames: int = 3) -> list[Event]:
-        out = self.server(ResponseStarted(turn, rid))
+        out = self.server(p.ResponseStarted(turn, rid))
         words = text.split(" ")
-        out += self.server(*(ResponseTextDelta(rid, (" " if i else "") + w) for i, w in enumerate(words)))
-        out += self.server(ResponseAudioStarted(rid, RATE))
+        out += self.server(*(p.ResponseTextDelta(rid, (" " if i else "") + w) for i, w in enumerate(words)))
+        out += self.server(p.ResponseAudioStarted(rid, RATE))
         for i in range(frames):
             out += self.audio(tone(100, RATE, 200 + 50 * i))
-        out += self.server(ResponseAudioDone(rid, 100 * frames))
-        out += self.server(ResponseDone(rid, "completed", text, METRICS))
+        out += self.server(p.ResponseAudioDone(rid, 100 * frames))
+        out += self.server(p.ResponseDone(rid, "completed", text, METRICS))
         return out
 
 
@@ -172,7 +157,7 @@ REPLY_GA = [
 def test_session_created_echoes_the_realtime_defaults_and_setup_asks_for_24khz() -> None:
     h = Harness()
     assert h.ops == [ops.UpdateConfig({"input_sample_rate": 24000, "output_sample_rate": 24000})]
-    validate_config_patch(h.ops[0].patch)  # type: ignore[union-attr]
+    p.validate_config_patch(h.ops[0].patch)  # type: ignore[union-attr]
     (created,) = h.events
     session = created["session"]
     assert created["type"] == "session.created" and session["type"] == "realtime"
@@ -181,7 +166,7 @@ def test_session_created_echoes_the_realtime_defaults_and_setup_asks_for_24khz()
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
     assert session["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
     td = session["audio"]["input"]["turn_detection"]
-    defaults = SessionConfig()
+    defaults = p.SessionConfig()
     assert td["type"] == "server_vad" and td["create_response"] and td["interrupt_response"]
     assert (td["threshold"], td["prefix_padding_ms"], td["silence_duration_ms"]) == (
         defaults.vad_threshold,
@@ -257,10 +242,10 @@ def test_text_only_session_and_response() -> None:
     assert inbound.events[0]["session"]["output_modalities"] == ["text"]
     h.user_turn()
     reply = h.server(
-        ResponseStarted(1, "r1"),
-        ResponseTextDelta("r1", "Hi"),
-        ResponseTextDelta("r1", " there"),
-        ResponseDone("r1", "completed", "Hi there", METRICS),
+        p.ResponseStarted(1, "r1"),
+        p.ResponseTextDelta("r1", "Hi"),
+        p.ResponseTextDelta("r1", " there"),
+        p.ResponseDone("r1", "completed", "Hi there", METRICS),
     )
     assert types(reply) == [
         "response.created",
@@ -305,7 +290,9 @@ def test_typed_user_message_then_response_create_with_overrides() -> None:
     )
     assert inbound.ops == (ops.CreateResponse("Be brief.", False, None, "rc1"),) and inbound.events == ()
     reply = h.server(
-        ResponseStarted(1, "r1"), ResponseTextDelta("r1", "Noon."), ResponseDone("r1", "completed", "Noon.", METRICS)
+        p.ResponseStarted(1, "r1"),
+        p.ResponseTextDelta("r1", "Noon."),
+        p.ResponseDone("r1", "completed", "Noon.", METRICS),
     )
     assert "response.output_text.delta" in types(reply)  # the request's modalities, not the session's
     assert reply[0]["response"]["metadata"] == {"topic": "time"}
@@ -347,7 +334,7 @@ def test_manual_turns_commit_then_response_create() -> None:
     (op,) = commit.ops
     assert isinstance(op, ops.CommitAudio) and not op.respond and op.event_id == "k1"
     # the Session reports the committed turn; manual mode has no speech_started/stopped on the wire
-    user = h.server(SpeechStarted(1, 0), SpeechStopped(1, 500), TranscriptFinal(1, "hello"))
+    user = h.server(p.SpeechStarted(1, 0), p.SpeechStopped(1, 500), p.TranscriptFinal(1, "hello"))
     assert types(user) == [
         "input_audio_buffer.committed",
         "conversation.item.added",
@@ -367,12 +354,12 @@ def test_commit_needs_100ms_and_names_the_open_speech_item() -> None:
     error = error_of(h.send({"type": "input_audio_buffer.commit", "event_id": "k0"}))
     assert error["code"] == "input_audio_buffer_commit_empty" and error["event_id"] == "k0"
     h.send({"type": "input_audio_buffer.append", "audio": b64(tone(200, RATE))})
-    started = h.server(SpeechStarted(1, 100))
+    started = h.server(p.SpeechStarted(1, 100))
     commit = h.send({"type": "input_audio_buffer.commit"})
     op = commit.ops[-1]
     assert isinstance(op, ops.CommitAudio) and op.item_id == started[0]["item_id"] and op.respond
     # a Session that found nothing to commit: its error names the client's commit
-    late = h.server(Error("nothing_to_commit", "no speech in progress"))
+    late = h.server(p.Error("nothing_to_commit", "no speech in progress"))
     assert late[0]["error"]["code"] == "input_audio_buffer_commit_empty"
 
 
@@ -386,7 +373,7 @@ def test_clear_drops_the_buffer_and_acks() -> None:
 
 def test_appends_become_valid_hark_frames() -> None:
     h = Harness()
-    limits = SessionLimits()
+    limits = p.SessionLimits()
     inbound = h.send({"type": "input_audio_buffer.append", "audio": b64(tone(1500, RATE))})
     sizes = [len(op.pcm) for op in inbound.ops if isinstance(op, ops.AppendAudio)]
     assert sizes == [48000, 24000]  # 1000 ms + 500 ms at 24 kHz
@@ -407,15 +394,15 @@ def test_barge_in_cancels_with_turn_detected_and_truncate_cuts_to_what_was_playe
     h = Harness()
     h.user_turn()
     h.server(
-        ResponseStarted(1, "r1"),
-        ResponseTextDelta("r1", "You said: go forward ten meters."),
-        ResponseAudioStarted("r1", RATE),
+        p.ResponseStarted(1, "r1"),
+        p.ResponseTextDelta("r1", "You said: go forward ten meters."),
+        p.ResponseAudioStarted("r1", RATE),
     )
     for _ in range(5):
         h.audio(tone(100, RATE))
-    barge = h.server(SpeechStarted(2, 2900))
+    barge = h.server(p.SpeechStarted(2, 2900))
     assert types(barge) == ["input_audio_buffer.speech_started"]
-    done = h.server(ResponseDone("r1", "cancelled", "You said: go", METRICS))
+    done = h.server(p.ResponseDone("r1", "cancelled", "You said: go", METRICS))
     assert types(done)[0] == "response.output_audio.done"  # a cut reply still closes its parts
     response = done[-1]["response"]
     assert response["status"] == "cancelled"
@@ -450,7 +437,7 @@ def test_barge_in_cancels_with_turn_detected_and_truncate_cuts_to_what_was_playe
     assert retrieved["type"] == "conversation.item.retrieved"
     assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "You said"}]
     # the interrupting turn goes on as usual
-    assert types(h.server(SpeechStopped(2, 3500)))[:2] == [
+    assert types(h.server(p.SpeechStopped(2, 3500)))[:2] == [
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
     ]
@@ -466,7 +453,7 @@ def test_response_cancel_maps_ids_and_reports_client_cancelled() -> None:
         "event_id": "c0",
     }
     h.user_turn()
-    created = h.server(ResponseStarted(1, "r1"))
+    created = h.server(p.ResponseStarted(1, "r1"))
     response_id = created[0]["response"]["id"]
     assert (
         error_of(h.send({"type": "response.create", "event_id": "dup"}))["code"]
@@ -482,17 +469,17 @@ def test_response_cancel_maps_ids_and_reports_client_cancelled() -> None:
     )
     inbound = h.send({"type": "response.cancel", "event_id": "c1", "response_id": response_id})
     assert inbound.ops == (ops.CancelResponse("r1", "c1"),)
-    done = h.server(ResponseDone("r1", "cancelled", "", METRICS))[-1]["response"]
+    done = h.server(p.ResponseDone("r1", "cancelled", "", METRICS))[-1]["response"]
     assert done["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
 
 
 def test_failed_response_carries_the_sessions_error() -> None:
     h = Harness()
     h.user_turn()
-    h.server(ResponseStarted(1, "r1"))
-    error = h.server(Error("llm_unavailable", "the language model server is unreachable"))
+    h.server(p.ResponseStarted(1, "r1"))
+    error = h.server(p.Error("llm_unavailable", "the language model server is unreachable"))
     assert error[0]["error"]["type"] == "server_error" and error[0]["error"]["code"] == "llm_unavailable"
-    done = h.server(ResponseDone("r1", "failed", "", METRICS))[-1]["response"]
+    done = h.server(p.ResponseDone("r1", "failed", "", METRICS))[-1]["response"]
     assert done["status"] == "failed"
     assert done["status_details"]["error"]["code"] == "llm_unavailable"
 
@@ -574,7 +561,7 @@ def test_values_inside_realtime_ranges_are_clamped_to_harks_and_echoed() -> None
     inbound = h.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": td}}}})
     patch = inbound.ops[0].patch  # type: ignore[union-attr]
     assert patch == {"vad_threshold": 0.95, "speech_pad_ms": 1000, "min_silence_ms": 100}
-    validate_config_patch(patch)
+    p.validate_config_patch(patch)
     echoed = inbound.events[0]["session"]["audio"]["input"]["turn_detection"]
     assert (echoed["threshold"], echoed["prefix_padding_ms"], echoed["silence_duration_ms"]) == (0.95, 1000, 100)
 
@@ -751,18 +738,18 @@ def test_g711_round_trip(fmt: AudioFormat) -> None:
     decoded = b"".join(op.pcm for op in frames if isinstance(op, ops.AppendAudio))
     assert _snr_db(original, decoded) > 30  # G.711 is ~38 dB on a loud tone
     h.user_turn()
-    h.server(ResponseStarted(1, "r1"), ResponseAudioStarted("r1", 8000))
+    h.server(p.ResponseStarted(1, "r1"), p.ResponseAudioStarted("r1", 8000))
     (delta,) = h.audio(original)
     back = G711Codec(fmt, "r").decode(base64.b64decode(delta["delta"]))
     assert _snr_db(original, back) > 30
-    h.server(ResponseDone("r1", "completed", "", METRICS))
+    h.server(p.ResponseDone("r1", "completed", "", METRICS))
     assert h.events[-1]["response"]["audio"]["output"]["format"] == spec
 
 
 def test_reply_audio_at_another_rate_is_resampled_to_the_wire_rate() -> None:
     h = Harness()
     h.user_turn()
-    h.server(ResponseStarted(1, "r1"), ResponseAudioStarted("r1", 16000))
+    h.server(p.ResponseStarted(1, "r1"), p.ResponseAudioStarted("r1", 16000))
     out = b"".join(base64.b64decode(e["delta"]) for _ in range(10) for e in h.audio(tone(100, 16000)))
     assert abs(len(out) // 2 - 24000) < 600  # one second at 24 kHz, less the resampler's delay
 
@@ -931,13 +918,13 @@ def _scenario_events(dialect: str) -> list[Event]:
     h.user_turn()
     h.reply(text="You said: go forward ten meters.")
     h.user_turn(turn=2, text="and then")
-    h.server(ResponseStarted(2, "r2"), ResponseTextDelta("r2", "Then"), ResponseAudioStarted("r2", RATE))
+    h.server(p.ResponseStarted(2, "r2"), p.ResponseTextDelta("r2", "Then"), p.ResponseAudioStarted("r2", RATE))
     h.audio(tone(100, RATE))
-    h.server(SpeechStarted(3, 6000), ResponseDone("r2", "cancelled", "Then", METRICS))
+    h.server(p.SpeechStarted(3, 6000), p.ResponseDone("r2", "cancelled", "Then", METRICS))
     assistant = h.events[-1]["response"]["output"][0]["id"]
     h.send({"type": "conversation.item.truncate", "item_id": assistant, "content_index": 0, "audio_end_ms": 50})
     h.send({"type": "conversation.item.retrieve", "item_id": assistant})
-    h.server(SpeechStopped(3, 6800), TranscriptFinal(3, ""))
+    h.server(p.SpeechStopped(3, 6800), p.TranscriptFinal(3, ""))
     h.send(
         {
             "type": "conversation.item.create",
@@ -946,10 +933,14 @@ def _scenario_events(dialect: str) -> list[Event]:
     )
     h.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
     h.server(
-        ResponseStarted(4, "r3"), ResponseTextDelta("r3", "Hello"), ResponseDone("r3", "completed", "Hello", METRICS)
+        p.ResponseStarted(4, "r3"),
+        p.ResponseTextDelta("r3", "Hello"),
+        p.ResponseDone("r3", "completed", "Hello", METRICS),
     )
     h.server(
-        ResponseStarted(5, "r4"), Error("response_failed", "TTS failed"), ResponseDone("r4", "failed", "", METRICS)
+        p.ResponseStarted(5, "r4"),
+        p.Error("response_failed", "TTS failed"),
+        p.ResponseDone("r4", "failed", "", METRICS),
     )
     h.send({"type": "input_audio_buffer.clear"})
     h.send("{not json")
@@ -972,10 +963,12 @@ def test_openai_agents_answers_a_barge_in_with_a_truncate_we_accept(sdk: None) -
     """Agents' own handler, fed our events, sends conversation.item.truncate on speech_started mid-reply."""
     h = Harness()
     h.user_turn()
-    h.server(ResponseStarted(1, "r1"), ResponseTextDelta("r1", "A long answer."), ResponseAudioStarted("r1", RATE))
+    h.server(
+        p.ResponseStarted(1, "r1"), p.ResponseTextDelta("r1", "A long answer."), p.ResponseAudioStarted("r1", RATE)
+    )
     for _ in range(10):
         h.audio(tone(100, RATE))
-    h.server(SpeechStarted(2, 4000))
+    h.server(p.SpeechStarted(2, 4000))
     result = realtime_sdk.validate_server_events(h.events, "ga")
     assert not result.rejections, result.describe(h.events)
     truncates = [m for _, m in result.sent if m.get("type") == "conversation.item.truncate"]
@@ -1111,13 +1104,13 @@ _FUZZ_EVENT = st.fixed_dictionaries(
 @given(st.lists(_FUZZ_EVENT, min_size=1, max_size=6))
 def test_fuzzed_client_events_never_raise_and_answer_in_json(events: list[Event]) -> None:
     tr = RealtimeTranslator("ga")
-    tr.on_server_event(ResponseStarted(1, "r1"))  # with a response in progress too
+    tr.on_server_event(p.ResponseStarted(1, "r1"))  # with a response in progress too
     for event in events:
         inbound = tr.receive_text(json.dumps(event))
         for out in inbound.events:
             json.loads(encode(out))
         for op in inbound.ops:
             if isinstance(op, ops.UpdateConfig):
-                validate_config_patch(op.patch)
+                p.validate_config_patch(op.patch)
             if isinstance(op, ops.AppendAudio):
                 assert len(op.pcm) % 2 == 0 and 10 <= len(op.pcm) / 48 <= 1000

@@ -88,30 +88,27 @@ class ClearAudio:
 
 
 @dataclass(frozen=True, slots=True)
-class AddUserText:
+class _AddText:
+    """A message added to the conversation as an item: one op class per role."""
+
+    item_id: str
+    text: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddUserText(_AddText):
     """A typed user message added to the conversation; it is answered only after a CreateResponse."""
 
-    item_id: str
-    text: str
-    event_id: str | None = None
-
 
 @dataclass(frozen=True, slots=True)
-class AddAssistantText:
+class AddAssistantText(_AddText):
     """An assistant message the client adds for context (no reply is generated for it)."""
 
-    item_id: str
-    text: str
-    event_id: str | None = None
-
 
 @dataclass(frozen=True, slots=True)
-class AddSystemText:
+class AddSystemText(_AddText):
     """A system message the client adds to the conversation."""
-
-    item_id: str
-    text: str
-    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

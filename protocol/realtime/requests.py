@@ -57,7 +57,7 @@ def require(obj: dict[str, Any], key: str, kind: type, event: str) -> Any:
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, f"{event}: '{key}' must be {names[kind]}", key)
+        raise _invalid(f"{event}: '{key}' must be {names[kind]}", key)
     return value
 
 
@@ -65,16 +65,14 @@ def decode_audio(obj: dict[str, Any]) -> bytes:
     """The bytes of `input_audio_buffer.append`'s base64 `audio`."""
     audio = require(obj, "audio", str, "input_audio_buffer.append")
     if not audio:
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, "input_audio_buffer.append: 'audio' is empty", "audio")
+        raise _invalid("input_audio_buffer.append: 'audio' is empty", "audio")
     if any(c in audio for c in "\r\n "):  # line-wrapped base64 (encodebytes) is still base64
         audio = "".join(audio.split())
     try:
         return base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE,
-            "input_audio_buffer.append: 'audio' is not valid base64 (standard alphabet, with padding)",
-            "audio",
+        raise _invalid(
+            "input_audio_buffer.append: 'audio' is not valid base64 (standard alphabet, with padding)", "audio"
         ) from None
 
 
@@ -101,72 +99,52 @@ def parse_item_create(obj: dict[str, Any]) -> NewMessage:
             RealtimeErrorCode.MCP_NOT_SUPPORTED, f"{event}: {kind} items are not supported yet", "item.type"
         )
     if kind != "message":
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, f"{event}: item.type must be 'message'", "item.type")
+        raise _invalid(f"{event}: item.type must be 'message'", "item.type")
     role = item.get("role")
     if role not in ("user", "assistant", "system"):
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE, f"{event}: item.role must be 'user', 'assistant' or 'system'", "item.role"
-        )
+        raise _invalid(f"{event}: item.role must be 'user', 'assistant' or 'system'", "item.role")
     content = require(item, "content", list, event)
     texts = [_part_text(part, role, i) for i, part in enumerate(content)]
     text = "\n".join(t for t in texts if t)
     if not text.strip() or len(text) > MAX_TEXT_CHARS:
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE,
-            f"{event}: the item's text must be 1 to {MAX_TEXT_CHARS} chars",
-            "item.content",
-        )
+        raise _invalid(f"{event}: the item's text must be 1 to {MAX_TEXT_CHARS} chars", "item.content")
     item_id = item.get("id")
     if item_id is not None and (not isinstance(item_id, str) or not 1 <= len(item_id) <= MAX_ITEM_ID_CHARS):
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE,
-            f"{event}: item.id must be a string of 1 to {MAX_ITEM_ID_CHARS} chars",
-            "item.id",
-        )
+        raise _invalid(f"{event}: item.id must be a string of 1 to {MAX_ITEM_ID_CHARS} chars", "item.id")
     previous = obj.get("previous_item_id")
     if previous is not None and not isinstance(previous, str):
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE, f"{event}: previous_item_id must be a string", "previous_item_id"
-        )
+        raise _invalid(f"{event}: previous_item_id must be a string", "previous_item_id")
     return NewMessage(item_id=item_id, role=role, text=text, previous_item_id=previous)
 
 
 def _part_text(part: Any, role: str, index: int) -> str:
     param = f"item.content[{index}]"
     if not isinstance(part, dict):
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, f"{param} must be an object", param)
+        raise _invalid(f"{param} must be an object", param)
     kind = part.get("type")
     if role == "assistant" and kind in ("output_text", "text"):
         return _text_field(part, "text", param)
     if role == "assistant" and kind in ("output_audio", "audio"):
         if part.get("audio"):
-            raise RealtimeError(
-                RealtimeErrorCode.UNSUPPORTED_FEATURE,
-                f"{param}: assistant audio cannot be added; send its transcript (the model reads text)",
-                param,
+            raise _unsupported(
+                f"{param}: assistant audio cannot be added; send its transcript (the model reads text)", param
             )
         return _text_field(part, "transcript", param)
     if role != "assistant" and kind in ("input_text", "text"):
         return _text_field(part, "text", param)
     if kind == "input_audio":
-        raise RealtimeError(
-            RealtimeErrorCode.UNSUPPORTED_FEATURE,
-            f"{param}: audio items cannot be added; stream it with input_audio_buffer.append and commit",
-            param,
+        raise _unsupported(
+            f"{param}: audio items cannot be added; stream it with input_audio_buffer.append and commit", param
         )
     if kind in ("input_image", "item_reference"):
-        raise RealtimeError(RealtimeErrorCode.UNSUPPORTED_FEATURE, f"{param}: {kind} content is not supported", param)
-    raise RealtimeError(
-        RealtimeErrorCode.INVALID_VALUE,
-        f"{param}: content type {str(kind)[:32]!r} is not valid for a {role} message",
-        param,
-    )
+        raise _unsupported(f"{param}: {kind} content is not supported", param)
+    raise _invalid(f"{param}: content type {str(kind)[:32]!r} is not valid for a {role} message", param)
 
 
 def _text_field(part: dict[str, Any], key: str, param: str) -> str:
     value = part.get(key)
     if not isinstance(value, str):
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, f"{param}.{key} must be a string", f"{param}.{key}")
+        raise _invalid(f"{param}.{key} must be a string", f"{param}.{key}")
     return value
 
 
@@ -185,25 +163,22 @@ def parse_response_create(obj: dict[str, Any], session_format: AudioFormat, sess
     if response is None:
         response = {}
     if not isinstance(response, dict):
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, f"{event}: 'response' must be an object", "response")
+        raise _invalid(f"{event}: 'response' must be an object", "response")
     conversation = response.get("conversation")
     if conversation not in (None, "auto"):
-        raise RealtimeError(
-            RealtimeErrorCode.UNSUPPORTED_FEATURE,
+        raise _unsupported(
             f"{event}: out-of-band responses (conversation {str(conversation)[:16]!r}) are not supported; "
             "every response answers the conversation",
             "response.conversation",
         )
     if response.get("input"):
-        raise RealtimeError(
-            RealtimeErrorCode.UNSUPPORTED_FEATURE,
+        raise _unsupported(
             f"{event}: response.input (a custom context) is not supported; add items with conversation.item.create",
             "response.input",
         )
     instructions = response.get("instructions")
     if instructions is not None and (not isinstance(instructions, str) or len(instructions) > MAX_INSTRUCTIONS_CHARS):
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE,
+        raise _invalid(
             f"{event}: response.instructions must be a string of at most {MAX_INSTRUCTIONS_CHARS} chars",
             "response.instructions",
         )
@@ -218,26 +193,30 @@ def parse_response_create(obj: dict[str, Any], session_format: AudioFormat, sess
     output = output if isinstance(output, dict) else {}
     fmt_value = output.get("format", response.get("output_audio_format"))
     if fmt_value is not None and parse_format(fmt_value, "response.audio.output.format") is not session_format:
-        raise RealtimeError(
-            RealtimeErrorCode.UNSUPPORTED_FEATURE,
+        raise _unsupported(
             f"{event}: a per-response output format is not supported; change it with session.update",
             "response.audio.output.format",
         )
     voice_value = output.get("voice", response.get("voice"))
     if voice_value is not None and parse_voice(voice_value, "response.audio.output.voice") != session_voice:
-        raise RealtimeError(
-            RealtimeErrorCode.UNSUPPORTED_FEATURE,
+        raise _unsupported(
             f"{event}: a per-response voice is not supported; change it with session.update",
             "response.audio.output.voice",
         )
     metadata = response.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise RealtimeError(
-            RealtimeErrorCode.INVALID_VALUE, f"{event}: response.metadata must be an object", "response.metadata"
-        )
+        raise _invalid(f"{event}: response.metadata must be an object", "response.metadata")
     refusals = []
     if response.get("tools"):
         refusal = tools_refusal(response["tools"], "response.tools")
         if refusal is not None:
             refusals.append(refusal)
     return ResponseRequest(instructions, audio_output, max_tokens, metadata, tuple(refusals))
+
+
+def _invalid(message: str, param: str | None = None) -> RealtimeError:
+    return RealtimeError(RealtimeErrorCode.INVALID_VALUE, message, param)
+
+
+def _unsupported(message: str, param: str | None = None) -> RealtimeError:
+    return RealtimeError(RealtimeErrorCode.UNSUPPORTED_FEATURE, message, param)
