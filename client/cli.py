@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per server event and a summary")
     p.add_argument("--api-key", default=os.environ.get("HARK_API_KEY"), help="bearer token (default: $HARK_API_KEY)")
     p.add_argument(
+        "--turn-detection",
+        choices=("server", "silence", "semantic"),
+        default="server",
+        help="how the server ends a turn: its default, after silence only, or by meaning (default: %(default)s)",
+    )
+    p.add_argument(
         "--tail-silence-ms",
         type=int,
         default=1000,
@@ -121,6 +127,8 @@ async def _run(args: argparse.Namespace, pcm: bytes, wav_rate: int) -> int:
     async with client:
         assert client.session_created is not None
         view.event(client.session_created, conv)
+        if args.turn_detection != "server":
+            await client.update({"turn_detection": {"type": args.turn_detection}}, wait=True)
         in_rate = client.config.input_sample_rate
         audio = resample_pcm16(pcm, wav_rate, in_rate) + bytes(in_rate * args.tail_silence_ms // 1000 * 2)
         pace: Pace = "fast" if args.fast else "realtime"
