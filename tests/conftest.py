@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 import wave
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,40 @@ def stop_server(server: RunningServer) -> None:
         pytest.fail(f"hark-server did not stop on SIGTERM:\n{server.log()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One default server for the whole run (engines load once); tests must leave it healthy."""
-    running = start_server(tmp_path_factory.mktemp("server"), "--max-sessions", "64")
+@contextmanager
+def serving(tmp_dir: Path, *args: str) -> Iterator[RunningServer]:
+    """A server for a fixture's scope; its tests must leave it alive, and it must exit 0 on SIGTERM."""
+    running = start_server(tmp_dir, *args)
     yield running
     running.assert_alive()
     stop_server(running)
     assert running.process.returncode == 0, running.log()[-3000:]
+
+
+def metric(server: RunningServer, name: str) -> float:
+    """The sum of a metric's samples on /metrics (all label sets, or one where `name` has its labels)."""
+    body = urllib.request.urlopen(f"{server.http}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One default server for the whole run (engines load once); tests must leave it healthy."""
+    with serving(tmp_path_factory.mktemp("server"), "--max-sessions", "64") as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,22 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import urllib.request
 from typing import Any
 
 import pytest
-from conftest import RunningServer, load_pcm
+from conftest import RunningServer, load_pcm, metric
 from websockets.asyncio.client import connect
 from wsclient import Peer, silence
-
-
-def _metric(server: RunningServer, name: str) -> float:
-    body = urllib.request.urlopen(f"{server.http}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.mark.parametrize(
@@ -117,10 +107,10 @@ async def test_abrupt_disconnects_leave_nothing_behind(server: RunningServer) ->
         peer.conn.transport.abort()  # TCP reset, no close handshake
     # tests run one at a time, so once these two are cleaned up no session is open
     for _ in range(100):
-        if _metric(server, "hark_sessions_open") == 0:
+        if metric(server, "hark_sessions_open") == 0:
             break
         await asyncio.sleep(0.1)
-    assert _metric(server, "hark_sessions_open") == 0
+    assert metric(server, "hark_sessions_open") == 0
     server.assert_alive()
     peer = await Peer.open(server.url)
     await peer.send_json({"type": "ping"})

@@ -15,13 +15,12 @@ import asyncio
 import itertools
 import json
 import string
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import RunningServer, load_pcm, start_server, stop_server
+from conftest import RunningServer, load_pcm, metric, serving
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -221,11 +220,8 @@ frames = st.one_of(text_frames, raw_text_frames, binary_frames)
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server of its own: its session count and its log see only this module's traffic."""
-    running = start_server(tmp_path_factory.mktemp("fuzz"), "--max-sessions", "8")
-    yield running
-    running.assert_alive()
-    stop_server(running)
-    assert running.process.returncode == 0, running.log()[-3000:]
+    with serving(tmp_path_factory.mktemp("fuzz"), "--max-sessions", "8") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -288,17 +284,12 @@ async def _one_case(url: str, frame: Frame) -> None:
         await peer.close()
 
 
-def _metric(server: RunningServer, name: str) -> float:
-    body = urllib.request.urlopen(f"{server.http}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name + " "))
-
-
 async def _sessions_drain(server: RunningServer) -> float:
     for _ in range(100):
-        if (value := _metric(server, "hark_sessions_open")) == 0:
+        if (value := metric(server, "hark_sessions_open")) == 0:
             return value
         await asyncio.sleep(0.1)
-    return _metric(server, "hark_sessions_open")
+    return metric(server, "hark_sessions_open")
 
 
 # ---------------------------------------------------------------------- the tests

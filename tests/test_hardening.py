@@ -13,12 +13,11 @@ import struct
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, RunningServer, stop_server
+from conftest import REPO, RunningServer, metric, stop_server
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from wsclient import Peer, silence
@@ -29,22 +28,13 @@ WRITER_FAULT = "inject-writer-fault"
 LONG_REPLY = "a reply long enough to be cut in the middle of its audio " * 6
 
 
-def _metric(server: RunningServer, name: str) -> float:
-    body = urllib.request.urlopen(f"{server.http}/metrics", timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
-
-
 async def _sessions_open_drops_to(server: RunningServer, value: float) -> float:
     for _ in range(150):
-        current = _metric(server, "hark_sessions_open")
+        current = metric(server, "hark_sessions_open")
         if current == value:
             return current
         await asyncio.sleep(0.1)
-    return _metric(server, "hark_sessions_open")
+    return metric(server, "hark_sessions_open")
 
 
 async def _mid_reply(peer: Peer) -> str:
@@ -129,7 +119,7 @@ async def test_sigterm_drains_live_sessions_and_a_client_that_stopped_reading(se
     await stuck.send(json.dumps({"type": "session.update", "config": {"output_sample_rate": 48000}}))
     await stuck.send(json.dumps({"type": "input.text", "text": LONG_REPLY}))
     await asyncio.gather(*(p.wait_for(lambda e: e["type"] == "response.audio.started") for p in peers))
-    assert _metric(srv, "hark_sessions_open") == 21
+    assert metric(srv, "hark_sessions_open") == 21
     started = time.monotonic()
     await asyncio.get_running_loop().run_in_executor(None, stop_server, srv)
     drained_s = time.monotonic() - started
@@ -222,7 +212,7 @@ async def test_ping_flood_is_closed_with_bounded_pongs_and_others_keep_working(s
     await witness.send_json({"type": "input.text", "text": "still here"})
     assert (await witness.wait_for(lambda e: e["type"] == "response.done"))["status"] == "completed"
     await witness.close()
-    assert _metric(server, 'hark_errors_total{code="ping_flood"}') >= 1
+    assert metric(server, 'hark_errors_total{code="ping_flood"}') >= 1
     server.assert_alive()
 
 
@@ -290,14 +280,14 @@ def test_idle_timeout_from_cli_env_and_toml(tmp_path: Path) -> None:
 async def test_client_that_stops_reading_is_closed_as_slow_consumer_without_full_buffers(server: RunningServer) -> None:
     """Default buffers: one short reply fits in the kernel buffers, so no send ever blocks; the
     ping after the output goes unanswered instead. Before, only the keepalive caught it (40-50 s)."""
-    before = _metric(server, 'hark_errors_total{code="slow_consumer"}')
+    before = metric(server, 'hark_errors_total{code="slow_consumer"}')
     stuck = await connect(server.url, max_queue=1, open_timeout=30)  # reads one message, then nothing
     await stuck.send(json.dumps({"type": "input.text", "text": "hello"}))
     for _ in range(300):
-        if _metric(server, 'hark_errors_total{code="slow_consumer"}') > before:
+        if metric(server, 'hark_errors_total{code="slow_consumer"}') > before:
             break
         await asyncio.sleep(0.1)
-    assert _metric(server, 'hark_errors_total{code="slow_consumer"}') > before
+    assert metric(server, 'hark_errors_total{code="slow_consumer"}') > before
     with pytest.raises(Exception):  # noqa: B017 - ConnectionClosed of either flavour
         while True:
             await asyncio.wait_for(stuck.recv(), 10)

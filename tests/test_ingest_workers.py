@@ -7,7 +7,7 @@ import signal
 import urllib.request
 from pathlib import Path
 
-from conftest import load_pcm
+from conftest import load_pcm, process_alive
 from prometheus_client.parser import text_string_to_metric_families
 from wsclient import Peer, silence
 
@@ -95,15 +95,7 @@ async def test_two_workers_share_one_port_and_merge_metrics(server_factory) -> N
         await peer.close()
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=60) == 0
-    assert not any(_is_alive(pid) for pid in workers)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    assert not any(process_alive(pid) for pid in workers)
 
 
 async def test_an_overloaded_loop_refuses_new_sessions(server_factory) -> None:

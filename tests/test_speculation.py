@@ -16,16 +16,24 @@ from hark.server.metrics import Metrics
 from standins.sglang import SGLangSimulator, SimConfig
 
 HISTORY = [Message("user", "hello"), Message("assistant", "Hi, how can I help?")]
+SlowPrefill = tuple[SGLangSimulator, SGLangEngine]
 
 
 @pytest.fixture
-async def slow_prefill() -> AsyncIterator[tuple[SGLangSimulator, SGLangEngine]]:
+async def slow_prefill() -> AsyncIterator[SlowPrefill]:
     # 2 ms per uncached token: a ~100-token prefill takes ~0.2 s, long enough to overlap
     async with SGLangSimulator(SimConfig(prefill_ms_per_token=2.0, prefill_overhead_ms=50)) as sim:
         engine = SGLangEngine(LLMSettings(url=sim.url), ChatMLPrompt())
         await engine.start()
         yield sim, engine
         await engine.aclose()
+
+
+def _turn_speculator(engine: SGLangEngine, min_new_words: int) -> Speculator:
+    """A speculator for session "sess", its first turn begun."""
+    spec = Speculator(engine, "sess", min_new_words=min_new_words, metrics=Metrics())
+    spec.begin_turn()
+    return spec
 
 
 async def _until_idle(sim: SGLangSimulator) -> None:
@@ -37,12 +45,9 @@ async def _until_idle(sim: SGLangSimulator) -> None:
     raise AssertionError("simulator still busy")
 
 
-async def test_one_prefill_in_flight_newest_prefix_goes_next(
-    slow_prefill: tuple[SGLangSimulator, SGLangEngine],
-) -> None:
+async def test_one_prefill_in_flight_newest_prefix_goes_next(slow_prefill: SlowPrefill) -> None:
     sim, engine = slow_prefill
-    spec = Speculator(engine, "sess", min_new_words=2, metrics=Metrics())
-    spec.begin_turn()
+    spec = _turn_speculator(engine, min_new_words=2)
     spec.offer(HISTORY, "go forward")
     spec.offer(HISTORY, "go forward ten meters")  # in flight: waits
     spec.offer(HISTORY, "go forward ten meters and then")  # replaces the waiting one
@@ -61,12 +66,9 @@ async def test_one_prefill_in_flight_newest_prefix_goes_next(
     await spec.close()
 
 
-async def test_changed_hypothesis_aborts_the_stale_speculation(
-    slow_prefill: tuple[SGLangSimulator, SGLangEngine],
-) -> None:
+async def test_changed_hypothesis_aborts_the_stale_speculation(slow_prefill: SlowPrefill) -> None:
     sim, engine = slow_prefill
-    spec = Speculator(engine, "sess", min_new_words=1, metrics=Metrics())
-    spec.begin_turn()
+    spec = _turn_speculator(engine, min_new_words=1)
     spec.offer(HISTORY, "go forward ten")
     await asyncio.sleep(0.02)
     final = [*HISTORY, Message("user", "go backward ten meters")]  # the recognizer changed its mind
@@ -77,12 +79,9 @@ async def test_changed_hypothesis_aborts_the_stale_speculation(
     assert record["rid"] == request_id("sess", 1, 1) and record["finish_reason"] == "abort"
 
 
-async def test_final_request_hits_the_speculated_prefix(
-    slow_prefill: tuple[SGLangSimulator, SGLangEngine],
-) -> None:
+async def test_final_request_hits_the_speculated_prefix(slow_prefill: SlowPrefill) -> None:
     _sim, engine = slow_prefill
-    spec = Speculator(engine, "sess", min_new_words=2, metrics=Metrics())
-    spec.begin_turn()
+    spec = _turn_speculator(engine, min_new_words=2)
     words = "could you book a table for two at eight tonight please".split()
     for i in range(2, len(words)):
         spec.offer(HISTORY, " ".join(words[:i]))
