@@ -12,13 +12,12 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, load_pcm, stop_server
+from conftest import RunningServer, load_pcm, metric, process_alive, stop_server
 from simproc import SimProcess, sglang_simulator
 from wsclient import Peer, silence
 
@@ -39,18 +38,9 @@ def sim() -> Iterator[SimProcess]:
         yield running
 
 
-def _metric(server: RunningServer, name: str) -> float:
-    body = urllib.request.urlopen(f"{server.http}/metrics", timeout=10).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in body.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
-
-
 async def _sessions_open_becomes(server: RunningServer, value: float, timeout: float = 15.0) -> float:
     deadline = time.monotonic() + timeout
-    while (current := await asyncio.to_thread(_metric, server, "hark_sessions_open")) != value:
+    while (current := await asyncio.to_thread(metric, server, "hark_sessions_open")) != value:
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
@@ -81,18 +71,10 @@ def _worker_pids(server_pid: int) -> list[int]:
     return sorted(pids)
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _outliving(pids: list[int], grace_s: float) -> list[int]:
     """Those of `pids` still running after up to `grace_s` seconds."""
     deadline = time.monotonic() + grace_s
-    while (alive := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+    while (alive := [pid for pid in pids if process_alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return alive
 
@@ -214,7 +196,7 @@ async def test_a_killed_asr_worker_fails_that_turn_and_the_next_turn_is_recogniz
     assert [e["code"] for e in peer.of("error")] == ["internal_error"]
     assert [d["text"] for d in peer.of("response.done")] == [done["text"]]
     [replacement] = _worker_pids(srv.process.pid)
-    assert replacement != worker and not _running(worker)
+    assert replacement != worker and not process_alive(worker)
     await peer.send_json({"type": "session.close"})
     await peer.wait_closed()
     assert peer.conn.close_code == 1000
