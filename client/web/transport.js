@@ -52,16 +52,24 @@ function parseJson(text) {
   }
 }
 
-// WebSocket to /v1/stream: mic PCM16 out as binary frames, reply PCM16 in as binary frames.
-// With mic = null nothing is captured: the caller feeds audio with sendAudio() (the file panel).
-export class WebSocketTransport {
-  constructor(url, mic, handlers) {
-    this.kind = 'websocket';
+// What every transport holds: its kind, the server URL, the mic stream (or null) and the page's
+// handlers (onEvent, onProgress, onClose, ...); `ended` once it has closed.
+class Transport {
+  constructor(kind, url, mic, handlers) {
+    this.kind = kind;
     this.url = url;
     this.mic = mic;
     this.h = handlers;
-    this.ready = false; // session.created seen: audio may flow
     this.ended = false;
+  }
+}
+
+// WebSocket to /v1/stream: mic PCM16 out as binary frames, reply PCM16 in as binary frames.
+// With mic = null nothing is captured: the caller feeds audio with sendAudio() (the file panel).
+export class WebSocketTransport extends Transport {
+  constructor(url, mic, handlers) {
+    super('websocket', url, mic, handlers);
+    this.ready = false; // session.created seen: audio may flow
     this.counters = { packetsReceived: 0, audioBytes: 0, framesSent: 0, bytesSent: 0 };
   }
 
@@ -163,13 +171,9 @@ export class WebSocketTransport {
 
 // WebRTC: signalling WebSocket to /v1/webrtc (offer/answer, plus server errors), the mic as an
 // Opus track, reply speech as a remote track, hark.v1 JSON events both ways on data channel "hark".
-export class WebRtcTransport {
+export class WebRtcTransport extends Transport {
   constructor(url, mic, handlers) {
-    this.kind = 'webrtc';
-    this.url = url;
-    this.mic = mic;
-    this.h = handlers;
-    this.ended = false;
+    super('webrtc', url, mic, handlers);
     this.queue = []; // client events sent before the data channel opened
     this.lastStats = { packetsReceived: 0, audioBytes: 0, framesSent: 0, bytesSent: 0 };
   }

@@ -113,6 +113,8 @@ class AddSystemText(_AddText):
 
 @dataclass(frozen=True, slots=True)
 class DeleteItem:
+    """Remove an item from the conversation (`conversation.item.delete`)."""
+
     item_id: str
     event_id: str | None = None
 

@@ -15,8 +15,8 @@ from collections.abc import AsyncGenerator
 
 import aiohttp
 
-from .http_stream import HttpTTSClient, Pcm16Assembler, TTSHttpSettings
-from .streaming import PcmChunk, StreamingTTSEngine, VoiceChoice
+from .http_stream import HttpTTSClient, HttpTTSEngine, Pcm16Assembler, TTSHttpSettings
+from .streaming import PcmChunk, VoiceChoice
 from .voices import VoiceStore
 
 DEFAULT_SPEAKER = "英文女"  # the English female speaker of CosyVoice-300M-SFT
@@ -28,7 +28,7 @@ def model_sample_rate(model: str) -> int:
     return 24000 if "cosyvoice2" in lowered or "cosyvoice3" in lowered else 22050
 
 
-class CosyVoiceEngine(StreamingTTSEngine):
+class CosyVoiceEngine(HttpTTSEngine):
     name = "cosyvoice"
 
     def __init__(self, settings: TTSHttpSettings, voices: VoiceStore) -> None:
@@ -37,13 +37,6 @@ class CosyVoiceEngine(StreamingTTSEngine):
         self.voices = voices
         self._voices = voices  # typed without the None of engines that cannot clone
         self._http = HttpTTSClient(settings)
-
-    async def start(self) -> None:
-        await self._voices.load()
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def stream(self, text: str, voice: VoiceChoice) -> AsyncGenerator[PcmChunk, None]:
         form = aiohttp.FormData()

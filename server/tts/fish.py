@@ -17,15 +17,15 @@ from typing import Any
 
 import msgspec
 
-from .http_stream import HttpTTSClient, TTSHttpSettings, WavStreamDecoder, WavStreamError
-from .streaming import PcmChunk, StreamingTTSEngine, TTSUnavailable, VoiceChoice
+from .http_stream import HttpTTSClient, HttpTTSEngine, TTSHttpSettings, WavStreamDecoder, WavStreamError
+from .streaming import PcmChunk, TTSUnavailable, VoiceChoice
 from .voices import VoiceStore
 
 CHUNK_LENGTH = 200  # the server's default text batch (it takes 100-1000)
 DEFAULT_RATE = 44100
 
 
-class FishSpeechEngine(StreamingTTSEngine):
+class FishSpeechEngine(HttpTTSEngine):
     name = "fish"
 
     def __init__(self, settings: TTSHttpSettings, voices: VoiceStore, *, normalize: bool = True) -> None:
@@ -36,13 +36,6 @@ class FishSpeechEngine(StreamingTTSEngine):
         self._normalize = normalize
         # the model header names a server-side model for servers that serve several (api.fish.audio)
         self._headers = {"model": settings.model} if settings.model else {}
-
-    async def start(self) -> None:
-        await self._voices.load()
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def request_body(self, text: str, voice: VoiceChoice) -> dict[str, Any]:
         body: dict[str, Any] = {

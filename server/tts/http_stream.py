@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import http_pool
 from .base import Pcm16
-from .streaming import TTSRefused, TTSUnavailable
+from .streaming import StreamingTTSEngine, TTSRefused, TTSUnavailable
 
 READ_BYTES = 8192  # per read of a streamed body: ~170 ms of 24 kHz PCM16, small enough to start early
 
@@ -78,6 +78,21 @@ class HttpTTSClient:
                 raise TTSUnavailable(f"{path}: {_describe(exc)}") from exc
             finally:
                 resp.close()  # not release(): an unread body must drop the connection, not wait for it
+
+
+class HttpTTSEngine(StreamingTTSEngine):
+    """A streaming engine behind one HTTP server (`_http`): on start its cloned-voice store, where it
+    has one, loads and its pooled client opens; the client closes with the engine."""
+
+    _http: HttpTTSClient
+
+    async def start(self) -> None:
+        if self.voices is not None:
+            await self.voices.load()
+        await self._http.start()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from .http_stream import HttpTTSClient, Pcm16Assembler, TTSHttpSettings
-from .streaming import PcmChunk, StreamingTTSEngine, TTSRefused, VoiceChoice
+from .http_stream import HttpTTSClient, HttpTTSEngine, Pcm16Assembler, TTSHttpSettings
+from .streaming import PcmChunk, TTSRefused, VoiceChoice
 
 PCM_RATE = 24000  # what the API defines for response_format "pcm"
 MAX_INPUT_CHARS = 4096  # the API's limit on `input`
@@ -21,7 +21,7 @@ DEFAULT_MODEL = "tts-1"  # Kokoro-FastAPI maps it to its model; set --tts-model 
 DEFAULT_VOICE = "alloy"  # one of OpenAI's voices; Kokoro-FastAPI maps it to one of its own
 
 
-class OpenAISpeechEngine(StreamingTTSEngine):
+class OpenAISpeechEngine(HttpTTSEngine):
     name = "openai"
 
     def __init__(self, settings: TTSHttpSettings, *, speed: float = 1.0, instructions: str = "") -> None:
@@ -33,12 +33,6 @@ class OpenAISpeechEngine(StreamingTTSEngine):
         self._model = settings.model or DEFAULT_MODEL
         self._speed = speed
         self._instructions = instructions
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def stream(self, text: str, voice: VoiceChoice) -> AsyncGenerator[PcmChunk, None]:
         if voice.clip is not None:
