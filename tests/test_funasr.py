@@ -35,8 +35,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return build_tiny_models(tmp_path_factory)
 
 
+# These tests compare recognizer output turn by turn, so the turns must end where the audio says:
+# silence endpointing is deterministic, semantic's depends on when the turn model answers.
+SILENCE_TURNS = ("--turn-detection", "silence")
+
+
 def paraformer_args(models: TinyModels, *extra: str) -> tuple[str, ...]:
     return (
+        *SILENCE_TURNS,
         "--asr", "funasr-paraformer-streaming",
         "--asr-model", models["paraformer-streaming"],
         "--asr-model-offline", models["paraformer"],
@@ -47,7 +53,7 @@ def paraformer_args(models: TinyModels, *extra: str) -> tuple[str, ...]:
 
 
 def window_args(models: TinyModels, *extra: str) -> tuple[str, ...]:
-    return ("--asr", "funasr-window", "--asr-model", models["sensevoice"], "--asr-workers", "2", *extra)
+    return (*SILENCE_TURNS, "--asr", "funasr-window", "--asr-model", models["sensevoice"], "--asr-workers", "2", *extra)
 
 
 ALIGN = 12800 * 2  # bytes: a whole number of 100 ms frames and of the VAD's 512-sample windows
