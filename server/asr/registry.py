@@ -21,17 +21,16 @@ def _pocketsphinx(config: ServerConfig) -> ASREngine:
     return PocketsphinxEngine(workers=config.asr_workers or min(4, os.cpu_count() or 1))
 
 
+def _funasr_pool(config: ServerConfig) -> tuple[int, str, int]:
+    """How a FunASR engine's inference pool runs: workers, their kind (process or thread), threads each."""
+    return config.asr_workers, config.asr_worker_kind, config.asr_threads
+
+
 def _paraformer_streaming(config: ServerConfig) -> ASREngine:
     from .funasr import paraformer_streaming_engine
 
     return paraformer_streaming_engine(
-        config.asr_model,
-        config.asr_model_offline,
-        config.punc_model,
-        config.asr_2pass,
-        config.asr_workers,
-        config.asr_worker_kind,
-        config.asr_threads,
+        config.asr_model, config.asr_model_offline, config.punc_model, config.asr_2pass, *_funasr_pool(config)
     )
 
 
@@ -39,13 +38,7 @@ def _window(config: ServerConfig) -> ASREngine:
     from .funasr import window_engine
 
     return window_engine(
-        config.asr_model,
-        config.asr_language,
-        config.asr_window_s,
-        config.asr_step_ms,
-        config.asr_workers,
-        config.asr_worker_kind,
-        config.asr_threads,
+        config.asr_model, config.asr_language, config.asr_window_s, config.asr_step_ms, *_funasr_pool(config)
     )
 
 
