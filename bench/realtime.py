@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,9 @@ def markdown(command: str, measured: dict[str, Any], result: dict[str, Any], cap
         values = [v for v in result[protocol]["cpu_per_session_second"] if v is not None]
         return ", ".join(f"{v * 1000:.0f}" for v in values) if values else "not reported"
 
+    def row(label: str, cell: Callable[[str], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(a) for a in arms) + " |"
+
     scenario = measured["scenario"]
     lines = [
         "## OpenAI Realtime (`/v1/realtime`) against hark.v1 (`/v1/stream`)",
@@ -224,25 +228,16 @@ def markdown(command: str, measured: dict[str, Any], result: dict[str, Any], cap
         "",
         "| | " + " | ".join(arms) + " |",
         "|---" * (len(arms) + 1) + "|",
-        "| speech end -> first reply audio, p50 (ms) | "
-        + " | ".join(_ms(result[a]["first_audio_ms"], 50) for a in arms)
-        + " |",
-        "| speech end -> first reply audio, p90 (ms) | "
-        + " | ".join(_ms(result[a]["first_audio_ms"], 90) for a in arms)
-        + " |",
-        "| turns measured (statuses) | "
-        + " | ".join(f"{result[a]['turns']} ({result[a]['statuses']})" for a in arms)
-        + " |",
-        "| server CPU per session-second, per round (ms) | " + " | ".join(cpu(a) for a in arms) + " |",
-        "| of which speech end -> transcript.final, p50 (ms) | "
-        + " | ".join(_ms(result[a]["final_ms"], 50) for a in arms)
-        + " |",
-        "| of which transcript.final -> first reply audio, p50 / p90 (ms) | "
-        + " | ".join(f"{_ms(result[a]['reply_path_ms'], 50)} / {_ms(result[a]['reply_path_ms'], 90)}" for a in arms)
-        + " |",
-        "| error events, frames dropped | "
-        + " | ".join(f"{result[a]['errors']}, {result[a]['frames_dropped']}" for a in arms)
-        + " |",
+        row("speech end -> first reply audio, p50 (ms)", lambda a: _ms(result[a]["first_audio_ms"], 50)),
+        row("speech end -> first reply audio, p90 (ms)", lambda a: _ms(result[a]["first_audio_ms"], 90)),
+        row("turns measured (statuses)", lambda a: f"{result[a]['turns']} ({result[a]['statuses']})"),
+        row("server CPU per session-second, per round (ms)", cpu),
+        row("of which speech end -> transcript.final, p50 (ms)", lambda a: _ms(result[a]["final_ms"], 50)),
+        row(
+            "of which transcript.final -> first reply audio, p50 / p90 (ms)",
+            lambda a: f"{_ms(result[a]['reply_path_ms'], 50)} / {_ms(result[a]['reply_path_ms'], 90)}",
+        ),
+        row("error events, frames dropped", lambda a: f"{result[a]['errors']}, {result[a]['frames_dropped']}"),
         "",
         "Differences turn by turn (same device, clip and round), in ms:",
         "",

@@ -608,6 +608,18 @@ class Session(ConversationOps):
             self._record_exchange(run, user_text, heard)
         else:  # the model never answered, or nothing of it was heard: ask again with the next turn
             self._history.carry(user_text)
+        self._emit_done(run, status, heard, speech_end, final_ms, endpoint_ms)
+
+    def _emit_done(
+        self,
+        run: ResponseRun,
+        status: ResponseStatus,
+        heard: str,
+        speech_end: float,
+        final_ms: float | None,
+        endpoint_ms: float | None,
+    ) -> None:
+        """response.done with the turn's metrics; the session is free for the next reply."""
         metrics = run.record_done(status, speech_end, final_ms)
         metrics["endpoint_ms"] = None if endpoint_ms is None else round(endpoint_ms)
         self.emit(ResponseDone(response_id=run.response_id, status=status, text=heard, metrics=metrics))
@@ -659,12 +671,7 @@ class Session(ConversationOps):
     ) -> None:
         status = self._status_of(run, task)
         heard = run.text if status == ResponseStatus.COMPLETED else run.heard_text()
-        metrics = run.record_done(status, speech_end, final_ms)
-        metrics["endpoint_ms"] = None if endpoint_ms is None else round(endpoint_ms)
-        self.emit(ResponseDone(response_id=run.response_id, status=status, text=heard, metrics=metrics))
-        if self._response is run:
-            self._response = None
-            self._response_task = None
+        self._emit_done(run, status, heard, speech_end, final_ms, endpoint_ms)
 
     # ------------------------------------------------------------------ teardown
 
