@@ -180,9 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--asr-worker-kind", choices=["process", "thread"], help="FunASR inference workers (default process)"
     )
     p.add_argument("--asr-threads", type=int, help="FunASR: torch threads per inference worker (default 1)")
-    p.add_argument(
-        "--llm", choices=LLM_ENGINES.names(), help="language model (default echo: offline demo mode)"
-    )
+    p.add_argument("--llm", choices=LLM_ENGINES.names(), help="language model (default echo: offline demo mode)")
     p.add_argument("--llm-url", help="model server base URL, e.g. http://127.0.0.1:30000")
     p.add_argument("--llm-model", help="model name (--llm openai)")
     p.add_argument("--llm-api-key", help="bearer key for the model server")
