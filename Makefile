@@ -9,7 +9,8 @@ DEV_STAMP  := $(VENV)/.installed-dev
 
 .PHONY: install install-dev models browser run test lint bench bench-speculation sglang-check loadtest loadtest-suite bench-funasr clean
 
-# the base: what `make run` needs (no torch: the embedded default runs ONNX models only)
+# the base: what `make run` needs, with WebRTC for the browser page (no torch: the embedded default
+# runs ONNX models only)
 install: $(BASE_STAMP) models
 
 # the base plus tests, lint, WebRTC and FunASR (which brings torch)
@@ -18,7 +19,7 @@ install-dev: $(DEV_STAMP) models
 $(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[webrtc]'
 	touch $@
 
 # torch is pinned to the local CPU build first: an unpinned torch would pull GBs of CUDA packages.
@@ -83,7 +84,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # turn taking (issue 11): dead air and false cut-offs of each endpointing setting on corpus speech
-# streamed at real time through a server; the "turns" section of docs/performance.md (~13 min)
+# streamed at real time through a server; the "turns" section of docs/performance.md (~12 min)
 .PHONY: bench-turns
 bench-turns: install-dev
 	$(BIN)/python -m bench.turns --write docs/performance.md
