@@ -1,17 +1,17 @@
-"""Ingest capacity with semantic turn detection on, beside silence (issue 11, item 7).
+"""Ingest sessions per core with semantic turn detection on, beside silence (issue 11, item 7).
 
 The capacity suite's ingest run (`--asr none`: VAD and endpointing only, batched VAD; the server
-pinned to CPU 0, the harness to CPU 1, so a session count is per core), once per policy:
-- the server's `--turn-detection` sets the policy, and the scenario is the default one without its
+pinned to CPU 0, the harness to CPU 1, so a session count is per core), as fixed runs of N
+sessions each on a fresh server, N growing until one fails, once per policy:
+- the server's `--turn-detection` sets the policy; the scenario is the default one without its
   session settings (they pin `min_silence_ms`, which selects `silence` for every session);
-- a capacity search from `--start` sessions in steps of as many (semantic costs a Smart Turn check per
-  pause: its capacity is far below silence's, so the suite's steps of 100 would say nothing);
-- the ingest verdict (server event-loop lag p99 <= 20 ms, no error, no dropped frame, and p95 speech
-  end -> transcript.final within the SLO): the SLO is `max_silence_ms` + 500 ms for semantic, which
-  waits up to `max_silence_ms` by design, and 500 + 500 ms for silence.
-The server is started here rather than by the harness so that its turn counters can be read after
-the run: a semantic session whose turn detector was busy ends the turn by silence (the fallback),
-which the harness does not see; the share of those says whether the capacity found is semantic's.
+- a run holds when it passes the ingest verdict (server event-loop lag p99 <= 20 ms, no error, no
+  dropped frame, p95 speech end -> transcript.final within the SLO: `max_silence_ms` + 500 ms for
+  semantic, which waits up to `max_silence_ms` by design, 500 + 500 ms for silence) **and**, for
+  semantic, at most FALLBACK_SHARE of its turns ended by the silence fallback. A busy turn detector
+  (its bounded queue full) leaves a pause to the silence rule, so a semantic server past its
+  capacity still passes the harness's verdict while doing silence's work; the server's turn
+  counters by reason, read after each run (why this starts the server itself), show it.
 
     python -m bench.turncapacity [--write docs/performance.md] [--quick]
 """
@@ -41,19 +41,25 @@ MAX_SILENCE_MS = 2500  # the semantic policy's default cap (protocol/turn_detect
 SLO_MARGIN_MS = 500
 
 
+FALLBACK_SHARE = 0.05
+# a semantic turn that ends at max_silence_ms on this scenario's finished sentences means the
+# detector's answer came too late: its queue holds ~2.5 s of checks, as long as the cap
+CAP_SHARE = 0.10
+SESSIONS = (10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 400)  # 400: the issue's target
+RUN_S, RAMP_S = 30, 5
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     turn_detection: dict[str, Any]
     slo_ms: int
-    max_sessions: int
 
 
-def policies(quick: bool) -> list[Policy]:
-    return [
-        Policy("silence", {"type": "silence", "silence_ms": 500}, 500 + SLO_MARGIN_MS, 20 if quick else 100),
-        Policy("semantic", {"type": "semantic"}, MAX_SILENCE_MS + SLO_MARGIN_MS, 20 if quick else 400),
-    ]
+POLICIES = (
+    Policy("semantic", {"type": "semantic"}, MAX_SILENCE_MS + SLO_MARGIN_MS),
+    Policy("silence", {"type": "silence", "silence_ms": 500}, 500 + SLO_MARGIN_MS),
+)
 
 
 def _toml(value: Any) -> str:
@@ -79,110 +85,153 @@ def turn_reasons(http_url: str) -> dict[str, float]:
     return out
 
 
-def run_policy(policy: Policy, out: Path, start: int, hold_s: int) -> dict[str, Any]:
-    folder = out / policy.name
+def run_once(policy: Policy, sessions: int, out: Path, run_s: int) -> dict[str, Any]:
+    """`sessions` sessions for `run_s` seconds on a fresh pinned server."""
+    folder = out / policy.name / str(sessions)
     folder.mkdir(parents=True, exist_ok=True)
     scenario = folder / "scenario.toml"
     scenario.write_text(scenario_text())
     pinned = (os.cpu_count() or 1) > 1
     server_args = ["--asr", "none", "--max-sessions", "5000", "--turn-detection", json.dumps(policy.turn_detection)]
     server = ServerProcess(server_args, log_path=folder / "server.log", cpus={0} if pinned else None, cwd=REPO)
-    harness = ["--scenario", str(scenario), "--report", str(folder), "--find-capacity", "--step-ramp", "5"]
-    harness += ["--sessions", str(start), "--step", str(start), "--step-hold", str(hold_s)]
-    harness += ["--max-sessions", str(policy.max_sessions), "--slo-ms", str(policy.slo_ms)]
+    harness = ["--scenario", str(scenario), "--report", str(folder), "--sessions", str(sessions)]
+    harness += ["--ramp", str(RAMP_S), "--duration", str(run_s), "--slo-ms", str(policy.slo_ms)]
     harness += ["--client-cpus", "1"] if pinned else []
     with server:
         before = turn_reasons(server.http_url)
         cmd = [sys.executable, "-m", "hark.loadtest.cli", "--url", server.url, *harness]
-        print(f"== {policy.name}: {shlex.join(cmd)}", flush=True)
-        rc = subprocess.run(cmd, cwd=REPO, check=False).returncode
+        print(f"== {policy.name} x {sessions}: {shlex.join(cmd)}", flush=True)
+        rc = subprocess.run(cmd, cwd=REPO, check=False, stdout=subprocess.DEVNULL).returncode
         after = turn_reasons(server.http_url)
     report: dict[str, Any] = json.loads((folder / "report.json").read_text())
-    return {
+    reasons = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+    turns = sum(reasons.values())
+    fallback = reasons.get("silence", 0.0) / turns if policy.name == "semantic" and turns else 0.0
+    verdict = report["verdict"]
+    final = report["summary"]["client_ms"]["final_ms"]
+    cpu = report["summary"].get("cpu_per_session_second")
+    result = {
         "policy": policy.name,
-        "turn_detection": policy.turn_detection,
-        "server_args": server_args,
-        "pinned": pinned,
-        "harness": ["hark-loadtest", "--url", "URL", *harness],
+        "sessions": sessions,
         "rc": rc,
-        "turns_by_reason": {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)},
-        "capacity": report.get("capacity"),
-        "summary": {k: report["summary"].get(k) for k in ("cpu_per_session_second", "memory_per_session_mib")},
+        "passed": verdict["passed"],
+        "failures": [f"{c['name']} {c['value']}" for c in verdict["checks"] if not c["ok"]],
+        "turns_by_reason": reasons,
+        "fallback_share": fallback,
+        "cap_share": reasons.get("max_silence", 0.0) / turns if turns else 0.0,
+        "final_p50_ms": final.get("p50"),
+        "final_p95_ms": final.get("p95"),
+        "cpu_ms_per_session_second": None if cpu is None else cpu * 1000.0,
+        "server_args": server_args,
+        "harness": ["hark-loadtest", "--url", "URL", *harness],
     }
+    result["held"] = holds(result)
+    print(
+        f"   {'held' if result['held'] else 'BROKE'}: reasons {reasons}, fallback {100 * fallback:.0f} %, "
+        f"final p50 {final.get('p50')} ms, CPU {result['cpu_ms_per_session_second']} ms/session-s",
+        flush=True,
+    )
+    return result
 
 
-def steps_cpu(result: dict[str, Any]) -> dict[int, float]:
-    """CPU ms per session-second at each capacity step."""
-    out: dict[int, float] = {}
-    for step in (result.get("capacity") or {}).get("steps", []):
-        seconds, cpu = step["end"] - step["start"], step.get("cpu_seconds")
-        if cpu is not None and seconds > 0:
-            out[step["sessions"]] = cpu / seconds / step["sessions"] * 1000.0
-    return out
+def holds(result: dict[str, Any]) -> bool:
+    """The ingest verdict, and semantic still deciding: few fallbacks, few turns left to the cap."""
+    share = result.get("cap_share", 0.0)
+    return bool(result["passed"]) and result["fallback_share"] <= FALLBACK_SHARE and share <= CAP_SHARE
+
+
+def run_all(out: Path, counts: Sequence[int], run_s: int) -> list[dict[str, Any]]:
+    """Semantic until its detector is saturated (the harness's verdict fails or turns fall back to
+    silence: past the count that holds, to show how it degrades), then silence at the same counts."""
+    results: list[dict[str, Any]] = []
+    semantic, silence = POLICIES
+    tried = []
+    for n in counts:
+        tried.append(n)
+        results.append(run_once(semantic, n, out, run_s))
+        last = results[-1]
+        if not last["passed"] or last["fallback_share"] > FALLBACK_SHARE:
+            break
+    results += [run_once(silence, n, out, run_s) for n in tried]
+    return results
 
 
 def render(results: Sequence[dict[str, Any]], when: str) -> str:
-    by = {r["policy"]: r for r in results}
+    runs = {(r["policy"], r["sessions"]): r for r in results}
+    counts = sorted({r["sessions"] for r in results})
+
+    def held(policy: str) -> int:
+        ok = [n for n in counts if (policy, n) in runs and holds(runs[(policy, n)])]
+        return max(ok, default=0)
+
+    first = results[0]
     lines = [
-        "## Turn detection under load (ingest capacity, semantic against silence)",
+        "## Turn detection under load (ingest sessions per core, semantic against silence)",
         "",
         f"Measured by `python -m bench.turncapacity --write docs/performance.md`, {when}, on {os.cpu_count()} "
-        "CPUs shared with other work. The ingest run of `make loadtest-suite` (`--asr none`, batched VAD, the "
-        "default scenario's speech), server pinned to CPU 0 and harness to CPU 1 (a session count is per "
-        "core), once per policy (the server's `--turn-detection`; the scenario without its session settings, "
-        "which pin silence); the verdict is the ingest one (loop "
-        "lag p99 <= 20 ms, p95 speech end -> final within the SLO, no error or dropped frame), with an SLO of "
-        f"{MAX_SILENCE_MS} + {SLO_MARGIN_MS} ms for semantic (it waits up to max_silence_ms by design) and "
-        f"500 + {SLO_MARGIN_MS} ms for silence.",
+        "CPUs shared with other work: fixed runs of N sessions (the default scenario's speech, its session "
+        f"settings left out; {RAMP_S} s ramp, {RUN_S} s) on a fresh ingest server each (`--asr none`, batched "
+        "VAD, pinned to CPU 0; the harness on CPU 1: a session count is per core), the policy set by the "
+        "server's `--turn-detection`. A run holds when it passes the harness's ingest verdict (loop lag p99 "
+        f"<= 20 ms, no error or dropped frame, p95 speech end -> final <= {MAX_SILENCE_MS} + {SLO_MARGIN_MS} ms "
+        f"for semantic, 500 + {SLO_MARGIN_MS} ms for silence) and, for semantic, at most "
+        f"{100 * FALLBACK_SHARE:.0f} % of its turns ended by the silence fallback of a busy detector and at "
+        f"most {100 * CAP_SHARE:.0f} % at `max_silence_ms` (the scenario's sentences are finished: a turn "
+        "left to the cap means the detector answered too late; its queue holds about as much work as the "
+        "cap is long). Both come from the server's turn counters by reason: the harness's verdict cannot "
+        "see them. Semantic's runs go on until its detector is saturated (verdict failed or fallbacks), "
+        "to show how it degrades; silence ran the same counts, for the cost beside it.",
         "",
-        "| policy | sessions held (one core) | broke at | why | turns by reason (server counters) | harness |",
-        "|---|---:|---:|---|---|---|",
+        f"Sessions per core held: semantic {held('semantic')}, silence {held('silence')} (or more: silence's "
+        "capacity is in the 'loadtest' section); the issue's target for semantic is >= 400.",
+        "",
+        "| sessions | policy | held | turns by reason | fallback / cap | final p50 / p95 | CPU ms per session-second"
+        " | semantic's extra | failed checks |",
+        "|---:|---|---|---|---:|---:|---:|---:|---|",
     ]
-    for r in results:
-        cap = r.get("capacity") or {}
-        steps = cap.get("steps", [])
-        why = "; ".join(steps[-1]["failures"]) if steps and not steps[-1]["passed"] else "-"
-        reasons = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["turns_by_reason"].items())) or "-"
-        harness = shlex.join(r["harness"])
-        lines.append(
-            f"| {r['policy']} | {cap.get('held') or 0} | {cap.get('broke_at') or '-'} | {why} | {reasons} "
-            f"| `{harness}` (server: `{shlex.join(r['server_args'])}`) |"
-        )
-    sem, sil = steps_cpu(by.get("semantic", {})), steps_cpu(by.get("silence", {}))
-    common = sorted(set(sem) & set(sil))
+    for n in counts:
+        for policy in ("semantic", "silence"):
+            r = runs.get((policy, n))
+            if r is None:
+                continue
+            base = runs.get(("silence", n), {}).get("cpu_ms_per_session_second")
+            cpu = r["cpu_ms_per_session_second"]
+            extra = "-" if policy != "semantic" or base is None or cpu is None else f"{cpu - base:.2f}"
+            reasons = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["turns_by_reason"].items())) or "-"
+            lines.append(
+                f"| {n} | {policy} | {'yes' if holds(r) else '**no**'} | {reasons} "
+                f"| {100 * r['fallback_share']:.0f} % / {100 * r.get('cap_share', 0.0):.0f} % "
+                f"| {_f(r['final_p50_ms'])} / {_f(r['final_p95_ms'])} ms | {_f(cpu, 2)} | {extra} "
+                f"| {'; '.join(r['failures']) or '-'} |"
+            )
     lines += [
         "",
-        "| sessions | silence CPU ms per session-second | semantic | semantic's extra |",
-        "|---:|---:|---:|---:|",
+        "Commands: the server `python -m hark.server.app --host 127.0.0.1 --port 0 "
+        f"{shlex.join(first['server_args'])}` "
+        f"(silence: the same with its policy), the harness `{shlex.join(first['harness'])}` with N in place of the "
+        "session count.",
     ]
-    for n in sorted(set(sem) | set(sil)):
-        a, b = sil.get(n), sem.get(n)
-        extra = f"{b - a:.2f}" if a is not None and b is not None else "-"
-        lines.append(f"| {n} | {'-' if a is None else f'{a:.2f}'} | {'-' if b is None else f'{b:.2f}'} | {extra} |")
-    if common:
-        mean_extra = sum(sem[n] - sil[n] for n in common) / len(common)
-        lines += [
-            "",
-            f"Semantic detection costs {mean_extra:.2f} CPU ms per session-second more than silence here "
-            f"(mean over {len(common)} common steps); the target of issue 11 is >= 400 sessions per core.",
-        ]
     return "\n".join(lines)
+
+
+def _f(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--write", type=Path, help="write the section 'turn-load' into this page")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="reports of both runs")
-    parser.add_argument("--quick", action="store_true", help="tiny steps: checks this command, measures nothing")
+    parser.add_argument("--quick", action="store_true", help="5 and 10 sessions, 8 s: checks this command only")
     parser.add_argument("--render", action="store_true", help="run nothing: rewrite the section from --out")
     args = parser.parse_args(argv)
     results_path = args.out / "results.json"
     if args.render:
         saved = json.loads(results_path.read_text())
     else:
-        start, hold = (10, 4) if args.quick else (20, 15)
+        counts, run_s = ((5, 10), 8) if args.quick else (SESSIONS, RUN_S)
         when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        saved = {"when": when, "results": [run_policy(p, args.out, start, hold) for p in policies(args.quick)]}
+        saved = {"when": when, "results": run_all(args.out, counts, run_s)}
         results_path.write_text(json.dumps(saved, indent=1))
     text = render(saved["results"], saved["when"])
     print(text)
