@@ -115,14 +115,20 @@ async def _read(conn: ClientConnection, trace: SessionTrace) -> None:
         trace.closed.set()
 
 
-async def _send_frame(conn: ClientConnection, trace: SessionTrace, frame: bytes, due: float) -> float:
-    """Send `frame` at `due` (real-time pacing on an absolute schedule, so delays do not accumulate)."""
+async def send_at(conn: ClientConnection, frame: bytes, due: float) -> tuple[float, float]:
+    """Send `frame` at `due` (real-time pacing on an absolute schedule, so delays do not accumulate);
+    returns when it went out and how late, in ms."""
     delay = due - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
     now = time.monotonic()
-    trace.max_send_lag_ms = max(trace.max_send_lag_ms, (now - due) * 1000.0)
     await conn.send(frame)
+    return now, (now - due) * 1000.0
+
+
+async def _send_frame(conn: ClientConnection, trace: SessionTrace, frame: bytes, due: float) -> float:
+    now, late_ms = await send_at(conn, frame, due)
+    trace.max_send_lag_ms = max(trace.max_send_lag_ms, late_ms)
     trace.sent_ends.append((trace.sent_ends[-1] if trace.sent_ends else 0) + len(frame) // 2)
     trace.sent_at.append(now)
     return due + len(frame) / 2 / SAMPLE_RATE

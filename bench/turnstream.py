@@ -23,6 +23,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.latency import send_at
 from hark.protocol import (
     Error,
     ProtocolError,
@@ -189,12 +190,8 @@ async def _configure(conn: ClientConnection, patch: dict[str, Any]) -> dict[str,
 
 async def _send_frame(conn: ClientConnection, trace: ItemTrace, frame: bytes, due: float) -> float:
     """Send `frame` at `due` (an absolute schedule: a late frame does not delay the next ones)."""
-    delay = due - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    now = time.monotonic()
-    trace.max_send_lag_ms = max(trace.max_send_lag_ms, (now - due) * 1000.0)
-    await conn.send(frame)
+    now, late_ms = await send_at(conn, frame, due)
+    trace.max_send_lag_ms = max(trace.max_send_lag_ms, late_ms)
     trace.frame_sent.append(now)
     return due + FRAME_MS / 1000.0
 
