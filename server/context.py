@@ -20,6 +20,7 @@ from .vad import SileroVad
 from .vad_batch import VadBatcher
 
 if TYPE_CHECKING:
+    from .tools.base import ServerToolbox
     from .turn.smart_turn import SmartTurnDetector
 
 
@@ -37,6 +38,7 @@ class ServerContext:
     vad_batcher: VadBatcher | None = None  # None: each session runs its own VAD calls in the pool
     # the turn-completion model for semantic turn detection; None: no model here, silence only
     turn_detector: SmartTurnDetector | None = None
+    server_tools: ServerToolbox | None = None  # MCP servers' tools (--mcp-server); None: none configured
     loop_lag_s: float = 0.0  # smoothed event-loop lag, for admission
     # smoothed time audio frames waited in sessions' inboxes before the VAD took them: grows when
     # the server falls behind even while the loop itself stays punctual (inference is elsewhere)

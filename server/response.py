@@ -110,7 +110,7 @@ class ResponseRun:
         stream = self.llm.stream(self._request, self.usage)
         try:
             async for delta in stream:
-                if delta:
+                if isinstance(delta, str) and delta:  # tool calls: issue 15 (no session offers tools yet)
                     await self._emit_text(delta, chunker, chunks)
         except LLMUnavailable as exc:
             self.failure = exc

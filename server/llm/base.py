@@ -1,19 +1,48 @@
-"""Language-model engine interface: stream text deltas for a conversation, cancellable."""
+"""Language-model engine interface: stream text deltas (and tool calls) for a conversation, cancellable."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model made. `arguments` is the JSON text as the model wrote it: it may
+    not parse, and the caller decides what to tell the model then."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One function tool, in the Realtime API's flat shape; `parameters` is a JSON-schema object."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """`auto`, `none`, `required`, or `function` with the one tool the model must call."""
+
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it made (content may then be "")
+    tool_call_id: str = ""  # tool: the call whose result `content` is
 
 
 @dataclass(slots=True)
@@ -22,6 +51,8 @@ class LLMRequest:
     request_id: str
     session_id: str
     max_tokens: int = 256
+    tools: tuple[ToolSpec, ...] = ()  # offered to the model; part of the prompt's committed prefix
+    tool_choice: ToolChoice = ToolChoice()
 
 
 @dataclass(slots=True)
@@ -41,9 +72,10 @@ class LLMEngine(ABC):
         """Connect or load; called once before the first request."""
 
     @abstractmethod
-    def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
-        """Yield reply text deltas. Cancelling the consuming task (or `aclose()` on the iterator)
-        must stop generation on the engine's side too."""
+    def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str | ToolCall]:
+        """Yield reply text deltas, and a ToolCall for each complete call the model makes (never its
+        markup as text). Cancelling the consuming task (or `aclose()` on the iterator) must stop
+        generation on the engine's side too. Engines without tool support yield only text."""
 
     async def aclose(self) -> None:
         """Close connections."""
