@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import msgspec
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
@@ -28,8 +29,17 @@ STAGE_LABELS = {
 }
 
 
+def _builtins(value: Any) -> Any:
+    """Plain JSON types: a scenario's [session] holds parsed config objects (a turn_detection policy)."""
+    return msgspec.to_builtins(value, enc_hook=str)
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(_builtins(value), default=str) if isinstance(value, dict | list) else value
+
+
 def write_json(path: Path, result: dict[str, Any]) -> None:
-    path.write_text(json.dumps(result, indent=1, default=str))
+    path.write_text(json.dumps(_builtins(result), indent=1, default=str))
 
 
 # ---------------------------------------------------------------- plots
@@ -203,7 +213,7 @@ def render_html(result: dict[str, Any]) -> str:
         f"<p><code>{html.escape(meta.get('command', ''))}</code></p>",
         _table(
             ["run", ""],
-            [[k, json.dumps(v) if isinstance(v, dict | list) else v] for k, v in meta.items() if k != "command"],
+            [[k, _cell(v)] for k, v in meta.items() if k != "command"],
         ),
         f"<h2>Verdict ({html.escape(verdict['mode'])} mode)</h2>",
         _table(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import math
 import subprocess
@@ -14,7 +16,7 @@ from conftest import REPO, RunningServer
 
 from hark.loadtest.analysis import in_window, run_summary, turn_summary
 from hark.loadtest.recorder import Recorder, TurnRecord
-from hark.loadtest.report import render_html
+from hark.loadtest.report import render_html, write_json
 from hark.loadtest.scenario import DEFAULT_SCENARIO, Scenario, load_scenario, parse_scenario
 from hark.loadtest.scrape import metrics_url, parse_metrics
 from hark.loadtest.slo import default_slo_ms, evaluate
@@ -201,6 +203,24 @@ def test_turn_windows_and_report_of_an_empty_run() -> None:
         }
     )
     assert "FAIL" in page and "not reported" in page
+
+
+def test_report_of_a_scenario_with_a_turn_detection_policy(tmp_path: Path) -> None:
+    # a scenario's [session] holds the parsed policy object: the report and the JSON must still render
+    scenario = parse_scenario({"session": {"turn_detection": {"type": "semantic", "eagerness": "high"}}}, "t")
+    empty = _summary([])
+    result: dict[str, Any] = {
+        "meta": {"command": "hark-loadtest", "scenario": dataclasses.asdict(scenario)},
+        "summary": empty,
+        "verdict": evaluate(empty, True, 1000).to_dict(),
+        "turns": [],
+        "series": {},
+    }
+    page = render_html(result)
+    assert '"eagerness": "high"' in html.unescape(page)
+    write_json(tmp_path / "r.json", result)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["meta"]["scenario"]["session"]["turn_detection"]["type"] == "semantic"
 
 
 # ---------------------------------------------------------------- a short real run
