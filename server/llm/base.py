@@ -109,10 +109,22 @@ class SpeculativeLLM(ABC):
     """
 
     @abstractmethod
-    def partial_prompt(self, history: list[Message], partial_user_text: str) -> str: ...
+    def partial_prompt(
+        self,
+        history: list[Message],
+        partial_user_text: str,
+        tools: tuple[ToolSpec, ...] = (),
+        tool_choice: ToolChoice = ToolChoice(),
+    ) -> str: ...
 
     @abstractmethod
-    def final_prompt(self, messages: list[Message]) -> str: ...
+    def final_prompt(
+        self,
+        messages: list[Message],
+        tools: tuple[ToolSpec, ...] = (),
+        tool_choice: ToolChoice = ToolChoice(),
+    ) -> str:
+        """The reply's prompt; `tools`/`tool_choice` as in the LLMRequest (they are in the prefix)."""
 
     @abstractmethod
     async def prefill(self, prompt: str, request_id: str, session_id: str) -> PrefillResult:

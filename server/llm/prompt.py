@@ -13,8 +13,10 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from .base import Message
+from .base import Message, ToolChoice, ToolSpec
+from .qwen_template import AUTO, assistant_content, forced_opening, offered_tools, system_content, tool_responses
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a voice assistant. Everything you write is spoken aloud by a speech synthesizer.\n"
@@ -68,11 +70,12 @@ class ChatMLPrompt:
 
     def trim(self, history: Sequence[Message]) -> list[Message]:
         """Keep the newest messages that fit the token budget, starting at a user turn (the newest
-        message always stays). One pass from the end: this runs on the event loop at every prefill."""
+        message always stays), so a tool call is never kept without the turn that asked for it.
+        One pass from the end: this runs on the event loop at every prefill."""
         total = 0
         start = len(history)
         for i in range(len(history) - 1, -1, -1):
-            total += estimate_tokens(history[i].content) + 4  # + role and turn markers
+            total += _message_tokens(history[i])
             if total > self.history_token_budget and i < len(history) - 1:
                 break
             start = i
@@ -80,24 +83,77 @@ class ChatMLPrompt:
             start += 1
         return list(history[start:])
 
-    def committed(self, messages: Sequence[Message]) -> str:
-        """System prompt and the finished turns: the part of every later prompt that never changes."""
+    def _turns(self, history: Sequence[Message]) -> str:
+        """The turns as Qwen's template renders them: tool calls inside the assistant turn, each run
+        of consecutive tool results as one user turn of `<tool_response>`s."""
+        out: list[str] = []
+        results: list[str] = []
+        for i, message in enumerate(history):
+            if message.role == "tool":
+                results.append(message.content)
+                if i + 1 == len(history) or history[i + 1].role != "tool":
+                    out.append(f"{IM_START}user{tool_responses(results)}{IM_END}\n")
+                    results = []
+            elif message.role == "assistant":
+                out.append(self._turn("assistant", assistant_content(message.content, message.tool_calls)))
+            else:
+                out.append(self._turn(message.role, message.content))
+        return "".join(out)
+
+    def committed(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        """System prompt (with the tools block) and the finished turns: the part of every later
+        prompt that never changes while the tools stay the same."""
         system, history = self._system(messages)
-        return self._turn("system", system) + "".join(self._turn(m.role, m.content) for m in self.trim(history))
+        return self._turn("system", system_content(system, tools)) + self._turns(self.trim(history))
 
-    def partial_user_prompt(self, history: Sequence[Message], partial_text: str) -> str:
+    def partial_user_prompt(
+        self,
+        history: Sequence[Message],
+        partial_text: str,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: ToolChoice = AUTO,
+    ) -> str:
         """What to prefill while the user talks: conversation + the user turn so far (no end token)."""
-        return self.committed(history) + f"{IM_START}user\n{clean_transcript(partial_text)}"
+        offered = offered_tools(tools, tool_choice)
+        return self.committed(history, offered) + f"{IM_START}user\n{clean_transcript(partial_text)}"
 
-    def full_prompt(self, messages: Sequence[Message]) -> str:
-        """The whole request at the endpoint; the last message is the user's finished turn."""
+    def full_prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), tool_choice: ToolChoice = AUTO
+    ) -> str:
+        """The whole request: the conversation, then the assistant's opening. The last message is
+        the user's finished turn, or (the round after a tool call) the tool results."""
         *history, last = messages
+        offered = offered_tools(tools, tool_choice)
+        if last.role == "user":
+            prompt = self.partial_user_prompt(history, last.content, offered) + f"{IM_END}\n"
+        else:
+            prompt = self.committed(messages, offered)
         opening = f"{IM_START}assistant\n" + (EMPTY_THINK if self.empty_think else "")
-        return self.partial_user_prompt(history, last.content) + f"{IM_END}\n" + opening
+        return prompt + opening + forced_opening(offered, tool_choice)
 
-    def chat_messages(self, messages: Sequence[Message]) -> list[dict[str, str]]:
-        """The same conversation for OpenAI-style chat APIs (the server applies its own template)."""
+    def chat_messages(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """The same conversation for OpenAI-style chat APIs (the server applies its own template):
+        assistant tool calls and tool results in OpenAI's shapes."""
         system, history = self._system(messages)
         *earlier, last = history
-        turns = [*self.trim(earlier), Message(last.role, clean_transcript(last.content))]
-        return [{"role": "system", "content": system}] + [{"role": m.role, "content": m.content} for m in turns]
+        if last.role == "user":
+            last = Message(last.role, clean_transcript(last.content))
+        turns = [*self.trim(earlier), last]
+        return [{"role": "system", "content": system}] + [_chat_message(m) for m in turns]
+
+
+def _message_tokens(message: Message) -> int:
+    calls = sum(estimate_tokens(c.name) + estimate_tokens(c.arguments) + 8 for c in message.tool_calls)
+    return estimate_tokens(message.content) + 4 + calls  # + role and turn markers
+
+
+def _chat_message(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        calls = [
+            {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+        return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+    return {"role": message.role, "content": message.content}

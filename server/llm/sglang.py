@@ -5,6 +5,11 @@ prefix we prefill while the user talks is exactly the start of the final prompt)
 abort by, and a `priority`: replies outrank speculation (`--enable-priority-scheduling`), and
 speculative leaves are evicted first (`--radix-eviction-policy priority`).
 
+Tools are rendered into the prompt as Qwen's template does (qwen_template.py) and the model's
+`<tool_call>` markup is parsed out of the stream (tool_parser.py): ToolCalls come out, never the
+markup. tool_choice "required"/a function is the forced opening of a call at the end of the prompt
+(`forced_opening`: SGLang's OpenAI server uses a grammar instead, which this native path does not).
+
 The model's own opinion on the end of a turn (`end_of_turn`) is one more request on the prompt the
 speculation already cached: one decoded token (`max_new_tokens: 1`) with the top 20 next-token
 logprobs; P(`<|im_end|>`) there is P(the user's turn is over).
@@ -17,9 +22,22 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import LLMEngine, LLMRequest, LLMUnavailable, LLMUsage, Message, PrefillResult, SpeculativeLLM
+from .base import (
+    LLMEngine,
+    LLMRequest,
+    LLMUnavailable,
+    LLMUsage,
+    Message,
+    PrefillResult,
+    SpeculativeLLM,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 from .http import HttpLLMClient, LLMSettings
 from .prompt import IM_END, ChatMLPrompt
+from .qwen_template import AUTO, forced_opening, offered_tools
+from .tool_parser import ToolCallParser
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +75,17 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
             "stop": ["<|im_end|>", "<|endoftext|>"],
         }
 
-    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str]:
+    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str | ToolCall]:
         body = {
-            "text": self.final_prompt(request.messages),
+            "text": self.final_prompt(request.messages, request.tools, request.tool_choice),
             "rid": request.request_id,
             "priority": REPLY_PRIORITY,
             "sampling_params": self._sampling(min(request.max_tokens, self._settings.max_tokens)),
             "stream": True,
         }
+        parser = ToolCallParser()
+        # a forced call's opening ends the prompt: the parser starts inside it, as the model does
+        parser.feed(forced_opening(offered_tools(request.tools, request.tool_choice), request.tool_choice))
         emitted = ""
         finished = False
         events = self._http.stream_events("generate", body, request.session_id)
@@ -74,13 +95,16 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
                 usage.prompt_tokens = int(meta.get("prompt_tokens", usage.prompt_tokens))
                 usage.cached_tokens = int(meta.get("cached_tokens", usage.cached_tokens))
                 text = str(event.get("text", ""))
-                # streamed `text` is cumulative: emit what is new
+                # streamed `text` is cumulative: parse what is new
                 if text.startswith(emitted) and len(text) > len(emitted):
                     delta, emitted = text[len(emitted) :], text
-                    yield delta
+                    for item in parser.feed(delta):
+                        yield item
                 reason = meta.get("finish_reason")
                 if isinstance(reason, dict) and reason.get("type") == "abort":
                     raise LLMUnavailable(f"SGLang aborted the request: {reason.get('message', '')}")
+            for item in parser.finish():
+                yield item
             finished = True
         finally:
             await events.aclose()
@@ -89,11 +113,19 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
                 # abort is immediate and covers a queued request. Nobody waits for it.
                 self._http.fire_and_forget("abort_request", {"rid": request.request_id})
 
-    def partial_prompt(self, history: list[Message], partial_user_text: str) -> str:
-        return self.prompt.partial_user_prompt(history, partial_user_text)
+    def partial_prompt(
+        self,
+        history: list[Message],
+        partial_user_text: str,
+        tools: tuple[ToolSpec, ...] = (),
+        tool_choice: ToolChoice = AUTO,
+    ) -> str:
+        return self.prompt.partial_user_prompt(history, partial_user_text, tools, tool_choice)
 
-    def final_prompt(self, messages: list[Message]) -> str:
-        return self.prompt.full_prompt(messages)
+    def final_prompt(
+        self, messages: list[Message], tools: tuple[ToolSpec, ...] = (), tool_choice: ToolChoice = AUTO
+    ) -> str:
+        return self.prompt.full_prompt(messages, tools, tool_choice)
 
     async def prefill(self, prompt: str, request_id: str, session_id: str) -> PrefillResult:
         body = {

@@ -14,7 +14,8 @@ import logging
 from dataclasses import dataclass
 
 from ..metrics import Metrics
-from .base import LLMUnavailable, Message, SpeculativeLLM, request_id
+from .base import LLMUnavailable, Message, SpeculativeLLM, ToolChoice, ToolSpec, request_id
+from .qwen_template import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,19 @@ class Speculator:
         self.turn_prefills = 0
         self.turn_aborted = 0
 
-    def offer(self, history: list[Message], stable_text: str) -> None:
-        """Called with each new stable prefix of the user's turn; never blocks."""
+    def offer(
+        self,
+        history: list[Message],
+        stable_text: str,
+        tools: tuple[ToolSpec, ...] = (),
+        tool_choice: ToolChoice = AUTO,
+    ) -> None:
+        """Called with each new stable prefix of the user's turn; never blocks. `tools` and
+        `tool_choice` must be the ones the reply's LLMRequest will carry: they are in the prefix."""
         words = len(stable_text.split())
         if words - self._words_sent < self._min_new_words:
             return
-        prompt = self._engine.partial_prompt(history, stable_text)
+        prompt = self._engine.partial_prompt(history, stable_text, tools, tool_choice)
         current = self._inflight
         if current is not None and not current.task.done():
             if prompt.startswith(current.prompt):
