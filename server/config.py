@@ -95,6 +95,10 @@ class ServerConfig:
     tts_model: str = ""
     tts_api_key: str = ""
     voices_dir: str = "voices"
+    # MCP servers whose tools sessions may use (server/tools/): NAME=COMMAND (stdio) or NAME=URL (streamable HTTP)
+    mcp_servers: list[str] = field(default_factory=list)
+    mcp_tools: list[str] = field(default_factory=list)  # allow-list: TOOL, SERVER:TOOL or SERVER:*; empty: all
+    tool_timeout_s: float = 10.0  # a server tool call taking longer is cancelled and the model told so
     # STUN/TURN for browsers behind NAT, e.g. [{urls = "turn:turn.example:3478", username = "u", credential = "p"}];
     # none by default (aiortc would otherwise add a public STUN server)
     webrtc_ice_servers: list[dict[str, Any]] = field(default_factory=list)
@@ -106,6 +110,7 @@ _LIST_FIELDS = {"api_keys", "allowed_origins", "webrtc_ice_servers"}
 _NESTED = {"session_defaults": SessionConfig, "limits": SessionLimits}
 # limits that are also plain options (--idle-timeout-s, HARK_IDLE_TIMEOUT_S): they land in `limits`
 _LIMIT_OPTIONS = {"idle_timeout_s"}
+_LIST_FIELDS |= {"mcp_servers", "mcp_tools"}  # HARK_MCP_SERVERS: comma-separated, so no commas in commands
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
@@ -240,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--overload-frame-wait-ms",
         type=float,
         help="refuse new sessions while audio frames wait this long before processing (default 500; 0: off)",
+    )
+    p.add_argument(
+        "--mcp-server",
+        dest="mcp_servers",
+        action="append",
+        metavar="NAME=COMMAND|URL",
+        help="an MCP server whose tools sessions may call: NAME=COMMAND ARGS (started here, stdio) or "
+        "NAME=http(s)://... (streamable HTTP); repeat for several (needs pip install 'hark[mcp]')",
+    )
+    p.add_argument(
+        "--mcp-tools",
+        dest="mcp_tools",
+        action="append",
+        metavar="TOOL|SERVER:TOOL|SERVER:*",
+        help="offer only these MCP tools; repeat for several (default: every tool of every --mcp-server)",
+    )
+    p.add_argument(
+        "--tool-timeout-s", type=float, help="a server (MCP) tool call taking longer is cancelled (default 10)"
     )
     p.add_argument("--reuse-port", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")

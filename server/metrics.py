@@ -92,6 +92,29 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        # MCP servers (--mcp-server, server/tools/): `server` is a configured name, so the labels are bounded
+        self.mcp_server_up = Gauge(
+            "hark_mcp_server_up",
+            "1 while the MCP server is connected (with --workers: the worker processes connected to it)",
+            ["server"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.mcp_connects = Counter(
+            "hark_mcp_connects_total",
+            "MCP connection attempts by outcome (up, failed: includes sessions lost)",
+            ["server", "outcome"],
+            registry=r,
+        )
+        self.mcp_tool_calls = Counter(
+            "hark_mcp_tool_calls_total",
+            "MCP tool calls by outcome: ok, tool_error (the tool's isError), timeout, unavailable, error, cancelled",
+            ["server", "outcome"],
+            registry=r,
+        )
+        self.mcp_tool_seconds = Histogram(
+            "hark_mcp_tool_seconds", "MCP tool call duration", ["server"], buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.cpu_seconds = Gauge(
             "hark_server_cpu_seconds_total",
             "CPU time of the server process and its children (ASR workers), summed over server workers",
