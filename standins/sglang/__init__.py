@@ -23,6 +23,12 @@ own HTTP server (`python/sglang/srt/entrypoints/http_server.py`, `GenerateReqInp
   arrival (`--enable-priority-scheduling`); a prefill costs
   `prefill_overhead_ms + uncached_tokens * prefill_ms_per_token`; every running request then decodes
   one token per `decode_ms_per_token` step (batched decode). A prefill is never interrupted.
+- Tools (tools.py): a prompt that offers tools (Qwen's `<tools>` block) and names one in its last
+  user turn gets a canned call in Qwen's format (`<tool_call>{"name", "arguments"}</tool_call>`,
+  arguments filled from the schema by a fixed rule, streamed in pieces); after `<tool_response>`s
+  the reply is in words, from the results. The OpenAI route takes `tools`/`tool_choice`, renders
+  them with Qwen's template and streams `tool_calls` deltas, as SGLang's `--tool-call-parser
+  qwen25` does. Canned: a test stand-in, not a model's choice.
 - Simulator-only endpoints for tests: `GET /sim/stats`, `POST /sim/faults`, `POST /sim/reset`.
 
 Tokens come from a deterministic stand-in tokenizer: an approximation of BPE pre-tokenization
@@ -41,7 +47,7 @@ Behaviours copied from real SGLang that may surprise a client:
 - `usage.prompt_tokens_details` is null when nothing was cached (and needs `--enable-cache-report`).
 
 Modules, one job each: `config` (SimConfig: the latency model and where its numbers come from),
-`tokens` (the stand-in tokenizer), `chat` (ChatML template, canned replies), `logprobs` (made-up
+`tokens` (the stand-in tokenizer), `chat` (ChatML template, canned replies), `tools` (canned tool calls, the OpenAI tool_calls), `logprobs` (made-up
 next-token logprobs in SGLang's shapes), `radix` (the prefix cache), `request` (one request's
 state), `scheduler` (the simulated GPU: prefill queue, batched decode, aborts), `faults` (injected
 failures), `parse` (request bodies -> requests, with SGLang's checks), `payloads` (response bodies

@@ -23,10 +23,19 @@ from aiohttp import web
 from .config import SERVER_HEADER, SimConfig
 from .faults import FAULT_MODES, Faults
 from .parse import is_int, is_number, parse_chat, parse_generate
-from .payloads import chat_chunk, chat_completion, chat_finish, chat_usage_chunk, native_payload, prometheus_text
+from .payloads import (
+    chat_chunk,
+    chat_completion,
+    chat_finish_with_tools,
+    chat_usage_chunk,
+    native_payload,
+    prometheus_text,
+    tool_call_deltas,
+)
 from .radix import RadixCache
 from .request import BadRequest, SimRequest
 from .scheduler import Scheduler
+from .tools import ToolCallSplitter
 from .wire import (
     client_gone,
     close_connection,
@@ -435,6 +444,8 @@ class SGLangSimulator:
         sent_text = 0
         sent_role = False
         tokens_seen = 0
+        splitter = ToolCallSplitter() if req.tool_parsing else None
+        sent_args: dict[int, int] = {}  # tool call index -> arguments characters sent
         try:
             await response.prepare(request)
             while True:
@@ -445,16 +456,22 @@ class SGLangSimulator:
                         await response.write(chunk({"role": "assistant", "content": ""}))
                         sent_role = True
                     visible = req.visible_text
+                    if splitter is not None:  # SGLang's tool-call parser: markup out, tool_calls in
+                        visible = splitter.split(visible, req.finished)
                     if len(visible) > sent_text:
                         await response.write(chunk({"content": visible[sent_text:]}))
                         sent_text = len(visible)
+                    if splitter is not None:
+                        for delta in tool_call_deltas(splitter, sent_args):
+                            await response.write(chunk({"tool_calls": [delta]}))
                     tokens_seen = len(req.output_ids)
                 if req.finished:
                     break
                 if not await self._follow(request, req, deadline):
                     return response
             reason = req.finish_reason or {}
-            await response.write(chunk({}, chat_finish(req.finish_reason), reason.get("matched")))
+            finish = chat_finish_with_tools(req, len(sent_args))
+            await response.write(chunk({}, finish, reason.get("matched")))
             if include_usage:
                 cache_report = self.config.enable_cache_report
                 usage_chunk = chat_usage_chunk(req, model, created, cache_report=cache_report)

@@ -17,6 +17,7 @@ from .logprobs import LogprobRequest, first_token
 from .request import BadRequest, SimRequest
 from .scheduler import Scheduler
 from .tokens import IM_END_ID
+from .tools import tool_reply
 
 ROUTING_HEADERS: Final = ("X-SMG-Routing-Key", "X-Request-Id", "X-Session-Id")
 
@@ -161,6 +162,8 @@ def new_request(
     namespace: str | None = None,
     max_prefix: int | None = None,
     logprobs: LogprobRequest | None = None,
+    force_tool: bool = False,
+    force_name: str | None = None,
 ) -> SimRequest:
     if rid in scheduler.requests:
         raise BadRequest(f"Duplicate request ID: {rid} is already in flight.")
@@ -169,7 +172,8 @@ def new_request(
             f"The input ({len(prompt_ids)} tokens) is longer than the model's context length "
             f"({scheduler.config.context_length} tokens)."
         )
-    reply = scheduler.tokenizer.encode_pieces(canned_reply(prompt_text))
+    reply_text = tool_reply(prompt_text, force=force_tool, force_name=force_name)
+    reply = scheduler.tokenizer.encode_pieces(reply_text if reply_text is not None else canned_reply(prompt_text))
     reply.append(("", IM_END_ID))
     if logprobs is not None:
         # a prompt that ends inside the user's turn: the first token is the made-up distribution's
@@ -224,8 +228,13 @@ def parse_chat(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) -> t
         raise BadRequest("max_tokens must be positive", kind="validation")
     if not messages:
         raise BadRequest("Messages cannot be empty.", kind="openai")
+    tools, tool_choice = _chat_tools(body)
     try:
-        prompt = render_chatml(messages, enable_thinking=template_kwargs.get("enable_thinking", True) is not False)
+        prompt = render_chatml(
+            messages,
+            enable_thinking=template_kwargs.get("enable_thinking", True) is not False,
+            tools=tools if tool_choice != "none" else None,
+        )
     except ValueError as exc:
         raise BadRequest(str(exc), kind="openai") from exc
     sampling = {
@@ -252,5 +261,33 @@ def parse_chat(body: Any, scheduler: Scheduler, headers: Mapping[str, str]) -> t
         stream=stream,
         headers=headers,
         routing_key=None,
+        force_tool=bool(tools) and tool_choice != "auto" and tool_choice != "none",
+        force_name=tool_choice if tools and tool_choice not in ("auto", "none", "required") else None,
     )
+    req.tool_parsing = bool(tools) and tool_choice != "none"
     return req, model, include_usage
+
+
+def _chat_tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """`tools` (OpenAI's nested function shape) and `tool_choice` as "auto", "none", "required" or
+    the forced function's name; refused as SGLang's OpenAI layer refuses them."""
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise BadRequest("tools: Input should be a valid list", kind="validation")
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest(
+                "tools: each tool needs type 'function' and a function with a string name", kind="validation"
+            )
+    choice = body.get("tool_choice")
+    if choice is None:
+        return tools, "auto" if tools else "none"
+    if choice in ("auto", "none", "required"):
+        return tools, str(choice)
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise BadRequest("tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'function': {'name'}}")
+    if function["name"] not in {t["function"]["name"] for t in tools}:
+        raise BadRequest(f"Tool '{function['name']}' not found in 'tools'.", kind="openai")
+    return tools, str(function["name"])

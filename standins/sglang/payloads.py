@@ -8,6 +8,7 @@ from .logprobs import meta_logprobs
 from .request import SimRequest
 from .scheduler import Scheduler
 from .tokens import IM_END_ID
+from .tools import ToolCallSplitter
 
 
 def native_payload(req: SimRequest) -> dict[str, Any]:
@@ -45,9 +46,51 @@ def chat_usage(req: SimRequest, *, cache_report: bool) -> dict[str, Any]:
     }
 
 
+def tool_call_deltas(splitter: ToolCallSplitter, sent: dict[int, int]) -> list[dict[str, Any]]:
+    """The `delta.tool_calls` entries that bring a client up to date, as SGLang streams them: the
+    call's id, type and name (arguments "") once the name is known, then the arguments in pieces.
+    `sent` (index -> arguments characters sent) is updated."""
+    out: list[dict[str, Any]] = []
+    for index, call in enumerate(splitter.calls):
+        if call.name is None:
+            break  # calls come out in order
+        if index not in sent:
+            function = {"name": call.name, "arguments": ""}
+            out.append({"index": index, "id": call.call_id, "type": "function", "function": function})
+            sent[index] = 0
+        if len(call.arguments) > sent[index]:
+            out.append({"index": index, "function": {"arguments": call.arguments[sent[index] :]}})
+            sent[index] = len(call.arguments)
+    return out
+
+
+def chat_finish_with_tools(req: SimRequest, calls: int) -> str | None:
+    """SGLang reports a natural end after tool calls as "tool_calls"."""
+    finish = chat_finish(req.finish_reason)
+    return "tool_calls" if calls and finish == "stop" else finish
+
+
 def chat_completion(req: SimRequest, model: str, created: int, *, cache_report: bool) -> dict[str, Any]:
     """The whole (non-streaming) `chat.completion` object of a finished request."""
     reason = req.finish_reason or {}
+    content: str | None = req.text
+    tool_calls: list[dict[str, Any]] | None = None
+    finish = chat_finish(req.finish_reason)
+    if req.tool_parsing:
+        splitter = ToolCallSplitter()
+        content = splitter.split(req.text, True)
+        if splitter.calls:
+            tool_calls = [
+                {
+                    "id": c.call_id,
+                    "index": i,
+                    "type": "function",
+                    "function": {"name": c.name or "", "arguments": c.arguments},
+                }
+                for i, c in enumerate(splitter.calls)
+            ]
+            content = content or None
+            finish = chat_finish_with_tools(req, len(tool_calls))
     return {
         "id": req.rid,
         "object": "chat.completion",
@@ -58,12 +101,12 @@ def chat_completion(req: SimRequest, model: str, created: int, *, cache_report: 
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": req.text,
+                    "content": content,
                     "reasoning_content": None,
-                    "tool_calls": None,
+                    "tool_calls": tool_calls,
                 },
                 "logprobs": None,
-                "finish_reason": chat_finish(req.finish_reason),
+                "finish_reason": finish,
                 "matched_stop": reason.get("matched"),
             }
         ],

@@ -43,6 +43,7 @@ class SimRequest:
     max_prefix: int | None = None  # logprob_start_len caps the reusable prefix when logprobs are asked
     logprobs: LogprobRequest | None = None  # return_logprob: what meta_info reports per output token
     prompt_text: str = ""  # kept only when logprobs are asked (they are computed from it)
+    tool_parsing: bool = False  # the OpenAI route was given tools: the output's calls become tool_calls
     state: str = "queued"  # queued | prefilling | decoding | finished
     cached_tokens: int = 0
     output_ids: list[int] = field(default_factory=list)

@@ -13,6 +13,10 @@ from typing import Final
 ENDOFTEXT_ID: Final = 151643
 IM_START_ID: Final = 151644
 IM_END_ID: Final = 151645  # the chat models' EOS: a natural end reports {"type": "stop", "matched": 151645}
+TOOL_CALL_ID: Final = 151657
+END_TOOL_CALL_ID: Final = 151658
+TOOL_RESPONSE_ID: Final = 151665
+END_TOOL_RESPONSE_ID: Final = 151666
 THINK_ID: Final = 151667
 END_THINK_ID: Final = 151668
 SPECIAL_TOKENS: Final[dict[str, int]] = {
@@ -21,6 +25,11 @@ SPECIAL_TOKENS: Final[dict[str, int]] = {
     "<|im_end|>": IM_END_ID,
     "<think>": THINK_ID,
     "</think>": END_THINK_ID,
+    # added tokens of Qwen's vocabulary (not "special": they stay in the output text)
+    "<tool_call>": TOOL_CALL_ID,
+    "</tool_call>": END_TOOL_CALL_ID,
+    "<tool_response>": TOOL_RESPONSE_ID,
+    "</tool_response>": END_TOOL_RESPONSE_ID,
 }
 _ORDINARY_VOCAB: Final = ENDOFTEXT_ID  # ordinary pieces get ids in [0, 151643)
 
@@ -29,7 +38,7 @@ _ORDINARY_VOCAB: Final = ENDOFTEXT_ID  # ordinary pieces get ids in [0, 151643)
 # (a space, usually); single digits; a run of punctuation with an optional leading space; newlines
 # with the whitespace before them; whitespace not followed by a word; any other character. Every
 # character of the input lands in exactly one piece.
-_SPECIAL_SPLIT_RE: Final = re.compile(r"(<\|[A-Za-z0-9_]{1,40}\|>|</?think>)")
+_SPECIAL_SPLIT_RE: Final = re.compile(r"(<\|[A-Za-z0-9_]{1,40}\|>|</?think>|</?tool_call>|</?tool_response>)")
 _PIECE_RE: Final = re.compile(
     r"'(?:s|t|re|ve|m|ll|d)\b"
     r"|[^\r\n\w]?[^\W\d_]+"
