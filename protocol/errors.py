@@ -32,6 +32,19 @@ class ErrorCode(StrEnum):
     VOICE_LIMIT_REACHED = "voice_limit_reached"
     VOICE_CLONING_UNSUPPORTED = "voice_cloning_unsupported"
     UNKNOWN_VOICE = "unknown_voice"
+    # tools (protocol/tools.py; non-fatal: nothing of the update is applied)
+    INVALID_TOOL = "invalid_tool"
+    INVALID_TOOL_NAME = "invalid_tool_name"
+    DUPLICATE_TOOL_NAME = "duplicate_tool_name"
+    INVALID_TOOL_PARAMETERS = "invalid_tool_parameters"
+    TOOL_TOO_LARGE = "tool_too_large"
+    TOO_MANY_TOOLS = "too_many_tools"
+    INVALID_TOOL_CHOICE = "invalid_tool_choice"
+    UNKNOWN_TOOL_CHOICE = "unknown_tool_choice"
+    # tool calls in a reply (non-fatal)
+    UNKNOWN_CALL_ID = "unknown_call_id"  # function_call.output for no call awaiting one
+    TOOL_ARGUMENTS_INVALID = "tool_arguments_invalid"  # the model wrote bad arguments twice: the turn ends
+    TOOL_ROUND_LIMIT = "tool_round_limit"  # the model kept calling tools past the round limit: the turn ends
     # connection-level (fatal: the server closes the socket after sending it)
     UNAUTHORIZED = "unauthorized"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
@@ -41,6 +54,25 @@ class ErrorCode(StrEnum):
     PING_FLOOD = "ping_flood"  # close reason only: too many WebSocket ping/pong frames
     IDLE_TIMEOUT = "idle_timeout"  # no audio and no events for limits.idle_timeout_s
     INTERNAL_ERROR = "internal_error"
+    # HTTP routes only (the JSON error body's code; the status says the rest)
+    BAD_REQUEST = "bad_request"  # 400: a request aiohttp could not parse, or a body that is not what the route takes
+    NOT_FOUND = "not_found"  # 404
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # 413: over --http-max-body-mb
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415
+    HEADERS_TOO_LARGE = "headers_too_large"  # 431: a request head over 16 KiB
+    # HTTP audio routes (server/http/audio_routes.py)
+    AUDIO_INVALID_BASE64 = "audio_invalid_base64"  # 400: audio_base64 is not base64
+    AUDIO_UNDECODABLE = "audio_undecodable"  # 400: not WAV/MP3/FLAC/OGG, nor raw PCM16 with a sample_rate
+    AUDIO_EMPTY = "audio_empty"  # 400: no audio samples at all
+    AUDIO_TOO_LONG = "audio_too_long"  # 413: longer than --http-max-audio-s
+    AUDIO_MISSING = "audio_missing"  # 400: no `file` part / no audio_base64
+    NO_SPEECH = "no_speech"  # 400: a voice turn whose audio holds no recognizable speech
+    PROMPT_TEMPLATE_INVALID = "prompt_template_invalid"  # 400: a prompt_template without {asr_text}
+    # HTTP WebRTC routes (server/http/webrtc_routes.py: POST /v1/webrtc/offer, WHIP)
+    INVALID_SDP = "invalid_sdp"  # 400: the body is not an SDP offer, or aiortc could not answer it
+    SDP_NO_AUDIO = "sdp_no_audio"  # 400: an offer without an audio m-line
+    UNKNOWN_SESSION = "unknown_session"  # 404: DELETE of a session that is not running (or not this key's)
 
 
 class CloseCode(IntEnum):

@@ -1,4 +1,4 @@
-"""hark-server: configuration, HTTP routes (/healthz, /metrics), startup and graceful shutdown."""
+"""hark-server: startup, the one port (WebSockets and HTTP, server/http/front.py) and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -26,22 +27,19 @@ from hark.protocol.realtime import REALTIME_PATH
 from .config import ServerConfig, load_config
 from .context import ServerContext
 from .engines import create_asr, create_llm, create_tts
+from .http.app import build_app
+from .http.front import HEAD_LIMIT, Front, select_through_front
+from .http.state import HttpState
 from .metrics import Metrics
 from .models import ModelFileError
 from .transport.realtime import RealtimeHandler, realtime_handshake_refusal, refuse_not_ready, select_subprotocol
-from .transport.ws import (
-    TEARDOWN_TIMEOUT_S,
-    Admission,
-    HandshakeRefusal,
-    StreamHandler,
-    handshake_refusal,
-    offered_key_matches,
-)
+from .transport.ws import TEARDOWN_TIMEOUT_S, Admission, HandshakeRefusal, StreamHandler, handshake_refusal
 from .transport.ws_connection import guarded_connection
 from .turn.setup import prepare_turn_detection
-from .web import WEBRTC_PATH, web_file
+from .web import WEBRTC_PATH
 
 if TYPE_CHECKING:
+    from .tools.toolbox import MCPToolbox
     from .transport.webrtc import WebRTCHandler
 from .vad import SileroVad
 from .vad_batch import VadBatcher
@@ -56,6 +54,11 @@ WEBSOCKET_PATHS = (STREAM_PATH, WEBRTC_PATH)
 # teardown bound; past SHUTDOWN_DEADLINE_S after the signal the process exits regardless
 SHUTDOWN_CLOSE_S = 3.0
 SHUTDOWN_DEADLINE_S = 15.0
+MCP_CLOSE_S = 4.0  # stdio MCP servers: stdin closed, 2 s to exit, then SIGTERM (the SDK's steps)
+# plain HTTP: a request in progress at shutdown gets this long, then it is cancelled (aiohttp waits
+# up to this twice: for the handler, then for its cancellation); a long SSE stream is cut here
+SHUTDOWN_HTTP_S = 3.0
+HTTP_KEEPALIVE_S = 75.0  # an idle keep-alive HTTP connection is closed after this (nginx's default)
 
 
 class StartupError(Exception):
@@ -68,11 +71,15 @@ class HarkServer:
         self.metrics = Metrics()
         self._ready = False
         self._server: Server | None = None
+        self.http = HttpState(config, self.metrics)  # what the HTTP routes see; filled in when ready
+        self._http_runner: web.AppRunner | None = None
+        self._front: Front | None = None
         self._ctx: ServerContext | None = None
         self.handler: StreamHandler | None = None
         self.webrtc: WebRTCHandler | None = None
         self.realtime: RealtimeHandler | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self._tools: MCPToolbox | None = None  # --mcp-server
 
     @property
     def port(self) -> int:
@@ -88,26 +95,46 @@ class HarkServer:
         pool = ThreadPoolExecutor(max_workers=cfg.inference_threads, thread_name_prefix="inference")
         loop = asyncio.get_running_loop()
         ping_floods = self.metrics.errors.labels(ErrorCode.PING_FLOOD.value)
+        self._http_runner = web.AppRunner(
+            build_app(self.http),
+            access_log=None,  # hark_http_requests_total counts them; a line per request would flood the log
+            shutdown_timeout=SHUTDOWN_HTTP_S,
+            keepalive_timeout=HTTP_KEEPALIVE_S,
+            handler_cancellation=True,  # a client that hangs up stops its request's work
+            max_line_size=HEAD_LIMIT,  # the front already bounds the first head; later ones likewise
+            max_field_size=HEAD_LIMIT,
+        )
+        await self._http_runner.setup()
+        assert self._http_runner.server is not None
+        self._front = Front(
+            guarded_connection(cfg.ws_max_pings_per_s, ping_floods.inc),
+            self._http_runner.server,  # aiohttp's low-level server: calling it makes a RequestHandler
+            on_refused=lambda status: self.metrics.http_requests.labels("unmatched", str(status)).inc(),
+        )
         try:
             self._server = await serve(
                 self._handle,
                 cfg.host,
                 cfg.port,
                 process_request=self._route,
-                create_connection=guarded_connection(cfg.ws_max_pings_per_s, ping_floods.inc),
-                select_subprotocol=select_subprotocol,  # `realtime` on /v1/realtime
+                # a callable, not the class websockets' annotation names: it returns the front protocol,
+                # which hands upgrades to a GuardedConnection and everything else to aiohttp
+                create_connection=cast(type[ServerConnection], self._front),
+                select_subprotocol=select_through_front(select_subprotocol),  # `realtime` on /v1/realtime
                 max_size=HARD_MAX_MESSAGE_BYTES,
                 compression=None,  # PCM does not deflate; compression would cost CPU for nothing
                 reuse_port=cfg.reuse_port,  # --workers: several processes accept on one port
                 server_header="hark",
             )
         except OSError as exc:
+            await self._http_runner.cleanup()
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise StartupError(
                 f"cannot listen on {cfg.host}:{cfg.port}: {reason} (choose another --port, or --port 0 for a free one)"
             ) from None
         self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         log.info("listening on ws://%s:%d%s (loading models)", cfg.host, self.port, STREAM_PATH)
+        self._tools = _start_server_tools(cfg, self.metrics)  # connects while the models load; never fatal
         vad = await loop.run_in_executor(pool, SileroVad)
         try:  # before the engines start: a refusal here leaves no worker behind
             cfg.session_defaults, turn_detector = await loop.run_in_executor(pool, prepare_turn_detection, cfg)
@@ -120,10 +147,13 @@ class HarkServer:
         if turn_detector is not None:
             await turn_detector.start()
         self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool, batcher, turn_detector=turn_detector)
+        self._ctx.server_tools = self._tools
         admission = Admission(self._ctx)
         self.handler = StreamHandler(self._ctx, admission)
         self.webrtc = _webrtc_handler(self._ctx, admission)
         self.realtime = RealtimeHandler(self._ctx, admission)  # the OpenAI Realtime API, same Session
+        self.http.admission, self.http.webrtc = admission, self.webrtc
+        self.http.ctx = self._ctx  # last: HttpState.ready() answers 503 until this is set
         self._ready = True
         log.info("ready in %.1f s: asr=%s llm=%s tts=%s", time.monotonic() - started, asr.name, llm.name, tts.name)
 
@@ -175,50 +205,33 @@ class HarkServer:
         await self.handler(conn)
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
+        """WebSocket upgrades only (server/http/front.py sends plain HTTP to aiohttp): the refusals."""
         path = request.path.split("?", 1)[0]
         if path == REALTIME_PATH:
             refusal = realtime_handshake_refusal(self.config, request)
-            if refusal is not None:
-                self.metrics.errors.labels(refusal.code.value).inc()
-                return _refusal_response(refusal)
-            return None
-        if path in WEBSOCKET_PATHS:
+        elif path in WEBSOCKET_PATHS:
             refusal = handshake_refusal(self.config, request)
-            if refusal is not None:
-                self.metrics.errors.labels(refusal.code.value).inc()
-                return _refusal_response(refusal)
+        else:
+            message = f"no WebSocket at {path[:200]!r}; the WebSocket is at {STREAM_PATH}"
+            refusal = HandshakeRefusal(404, ErrorCode.NOT_FOUND, message)
+        if refusal is None:
             return None  # go on with the WebSocket handshake
-        if path == WEBRTC_PATH + "/config":  # what the page needs before it makes its offer
-            body = json.dumps({"ice_servers": self.config.webrtc_ice_servers}).encode()
-            return Response(200, "OK", _headers("application/json", len(body)), body)
-        static = web_file(path)
-        if static is not None:
-            body, content_type = static
-            return Response(200, "OK", _headers(content_type, len(body)), body)
-        if path == "/healthz":
-            status = 200 if self._ready else 503
-            body = b'{"status":"ok"}\n' if self._ready else b'{"status":"loading"}\n'
-            reason = "OK" if self._ready else "Service Unavailable"
-            return Response(status, reason, _headers("application/json", len(body)), body)
-        if path == "/metrics":
-            if (
-                self.config.api_keys
-                and not self.config.metrics_public
-                and not offered_key_matches(self.config, request)
-            ):
-                message = "/metrics needs an API key: 'Authorization: Bearer KEY' or '?token=KEY' (or --metrics-public)"
-                return _refusal_response(HandshakeRefusal(401, ErrorCode.UNAUTHORIZED, message))
-            body = self.metrics.render()
-            return Response(200, "OK", _headers("text/plain; version=0.0.4; charset=utf-8", len(body)), body)
-        return Response(
-            404, "Not Found", _headers("text/plain"), f"not found; the WebSocket is at {STREAM_PATH}\n".encode()
-        )
+        self.metrics.errors.labels(refusal.code.value).inc()
+        return _refusal_response(refusal)
 
     async def stop(self) -> None:
         if self._lag_task is not None:
             self._lag_task.cancel()
         if self._server is not None:
-            await self._drain(self._server)
+            self._server.close(close_connections=False)  # no new connections, of either kind
+        if self._front is not None:
+            self._front.abort_pending()  # connections that never sent a whole request head
+        drains = [self._drain_http()]
+        if self._server is not None:
+            drains.append(self._drain(self._server))
+        await asyncio.gather(*drains)  # side by side: each is bounded on its own
+        if self._tools is not None:  # after the sessions: none is mid-call now
+            await self._tools.aclose(MCP_CLOSE_S)
         if self._ctx is not None:
             if self._ctx.vad_batcher is not None:
                 await self._ctx.vad_batcher.stop()
@@ -226,6 +239,17 @@ class HarkServer:
                 await self._ctx.turn_detector.stop()
             await asyncio.gather(self._ctx.asr.aclose(), self._ctx.llm.aclose(), self._ctx.tts.aclose())
             self._ctx.inference_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain_http(self) -> None:
+        """Idle keep-alive connections close now; requests in progress get SHUTDOWN_HTTP_S to finish,
+        then they are cancelled (a long server-sent-events stream ends here)."""
+        if self._http_runner is None:
+            return
+        try:
+            async with asyncio.timeout(2 * SHUTDOWN_HTTP_S + 2.0):
+                await self._http_runner.cleanup()
+        except TimeoutError:
+            log.error("shutdown: HTTP requests still running after %g s; going on", 2 * SHUTDOWN_HTTP_S + 2.0)
 
     @staticmethod
     async def _drain(server: Server) -> None:
@@ -253,7 +277,7 @@ def _refusal_response(refusal: HandshakeRefusal) -> Response:
     headers = _headers("application/json", len(body))
     if refusal.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="hark"'
-    reason = {401: "Unauthorized", 403: "Forbidden"}.get(refusal.status, "Error")
+    reason = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(refusal.status, "Error")
     return Response(refusal.status, reason, headers, body)
 
 
@@ -262,6 +286,24 @@ def _headers(content_type: str, length: int | None = None) -> Headers:
     if length is not None:
         headers["Content-Length"] = str(length)
     return headers
+
+
+def _start_server_tools(cfg: ServerConfig, metrics: Metrics) -> MCPToolbox | None:
+    """--mcp-server: the toolbox, connecting in the background (a server that is not there is logged,
+    counted in /metrics and retried; the MCP SDK is imported only here)."""
+    if not cfg.mcp_servers:
+        return None
+    from .tools.mcp_config import ToolFilter, parse_server_specs
+
+    specs = parse_server_specs(cfg.mcp_servers)
+    tool_filter = ToolFilter.parse(cfg.mcp_tools, specs)
+    try:
+        from .tools.toolbox import MCPToolbox
+    except ImportError as exc:
+        raise StartupError(f"--mcp-server needs the MCP SDK ({exc}): pip install 'hark[mcp]'") from None
+    toolbox = MCPToolbox(specs, tool_filter, metrics=metrics)
+    toolbox.start()
+    return toolbox
 
 
 def _webrtc_handler(ctx: ServerContext, admission: Admission) -> WebRTCHandler | None:

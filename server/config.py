@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hark.protocol import SessionConfig, SessionLimits
+from hark.protocol import ProtocolError, SessionConfig, SessionLimits
 
 from .asr.registry import ASR_ENGINES
 from .llm.registry import LLM_ENGINES
@@ -66,6 +66,12 @@ class ServerConfig:
     # WebSocket ping and pong frames a client may send per second (twice that as a burst); past it
     # the connection closes with 1008 ping_flood: websockets answers every ping without flow control
     ws_max_pings_per_s: float = 10.0
+    # HTTP routes (server/http/): request bodies over this are refused with 413 before they are read
+    http_max_body_mb: float = 25.0
+    # HTTP requests a second per API key (per client IP without keys), twice that as a burst; 0: no limit
+    http_rate_limit: float = 20.0
+    # the HTTP audio routes (transcriptions, voice turns) refuse audio longer than this with 413 audio_too_long
+    http_max_audio_s: float = 600.0
     # kernel send buffer per connection (0: the OS default, which can grow to MBs); smaller finds
     # clients that stopped reading sooner and bounds memory per connection
     send_buffer_bytes: int = 0
@@ -99,9 +105,15 @@ class ServerConfig:
     mcp_servers: list[str] = field(default_factory=list)
     mcp_tools: list[str] = field(default_factory=list)  # allow-list: TOOL, SERVER:TOOL or SERVER:*; empty: all
     tool_timeout_s: float = 10.0  # a server tool call taking longer is cancelled and the model told so
+    # a JSON file of function tools every session starts with (a list, or {"tools": [...], "tool_choice": ...})
+    tools_file: str = ""
+    # the sessions' default client_tool_timeout_s (0: the protocol's default, 30 s)
+    client_tool_timeout_s: float = 0.0
     # STUN/TURN for browsers behind NAT, e.g. [{urls = "turn:turn.example:3478", username = "u", credential = "p"}];
     # none by default (aiortc would otherwise add a public STUN server)
     webrtc_ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    # a WebRTC session whose peer has not connected this long after the answer is ended (its slot freed)
+    webrtc_connect_timeout_s: float = 10.0
     session_defaults: SessionConfig = field(default_factory=SessionConfig)
     limits: SessionLimits = field(default_factory=SessionLimits)
 
@@ -203,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voices-dir", help="cloned voices: voices.toml and the clips clients register (default ./voices)")
     p.add_argument("--api-key", dest="api_keys", action="append", help="accepted key; repeat for several")
     p.add_argument("--allowed-origin", dest="allowed_origins", action="append", help="allowed Origin header")
+    p.add_argument("--http-max-body-mb", type=float, help="largest HTTP request body, MB (default 25; 413 past it)")
+    p.add_argument(
+        "--http-rate-limit",
+        type=float,
+        help="HTTP requests a second per API key, or per client IP without keys (default 20, burst 40; 0: off)",
+    )
+    p.add_argument(
+        "--http-max-audio-s",
+        type=float,
+        help="longest audio the HTTP audio routes take, seconds (default 600; 413 audio_too_long past it)",
+    )
     p.add_argument(
         "--metrics-public",
         action=argparse.BooleanOptionalAction,
@@ -264,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tool-timeout-s", type=float, help="a server (MCP) tool call taking longer is cancelled (default 10)"
     )
+    p.add_argument(
+        "--tools-file",
+        help='JSON file of the sessions\' default function tools: [{"type": "function", "name", "description", '
+        '"parameters"}, ...] or {"tools": [...], "tool_choice": ...}; clients run them (function_call.output)',
+    )
+    p.add_argument(
+        "--client-tool-timeout-s",
+        type=float,
+        help="a client tool not answered this soon is a timeout error for the model (default 30; sessions may set it)",
+    )
     p.add_argument("--reuse-port", action="store_true", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     return p
@@ -282,4 +315,28 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     _apply(config, env_values, "environment")
     cli_values = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     _apply(config, cli_values, "command line")
+    _apply_tool_defaults(config)
     return config
+
+
+def _apply_tool_defaults(config: ServerConfig) -> None:
+    """--tools-file and --client-tool-timeout-s into the sessions' defaults, checked as a client's would be."""
+    patch: dict[str, Any] = {}
+    if config.client_tool_timeout_s:
+        patch["client_tool_timeout_s"] = config.client_tool_timeout_s
+    if config.tools_file:
+        try:
+            with open(config.tools_file, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--tools-file {config.tools_file}: {exc}") from None
+        patch.update(data if isinstance(data, dict) else {"tools": data})
+        if set(patch) - {"tools", "tool_choice", "client_tool_timeout_s"}:
+            raise ValueError(f"--tools-file {config.tools_file}: only tools and tool_choice may be set there")
+    if not patch:
+        return
+    try:
+        config.session_defaults = config.session_defaults.updated(patch)
+        config.session_defaults.check_tool_choice()
+    except ProtocolError as exc:
+        raise ValueError(f"--tools-file / --client-tool-timeout-s: {exc}") from None

@@ -127,6 +127,42 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # plain HTTP (server/http/): `route` is the matched route's pattern (or `unmatched`), never
+        # the raw path, so a client cannot grow the label set
+        self.http_requests = Counter(
+            "hark_http_requests_total", "HTTP requests answered, by route and status", ["route", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "hark_http_request_duration_seconds",
+            "HTTP request to the end of its response (a streamed response: to its last byte), by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS + (30.0, 60.0, 120.0),
+            registry=r,
+        )
+        # the HTTP audio routes (server/offline/): a long file's progress shows as segments and seconds
+        self.http_audio_running = Gauge(
+            "hark_http_audio_requests_running",
+            "HTTP audio requests (transcriptions, voice turns) holding an admission slot now",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.http_audio_segments = Counter(
+            "hark_http_audio_segments_total", "Speech segments the HTTP audio routes transcribed", registry=r
+        )
+        self.http_audio_seconds = Counter(
+            "hark_http_audio_seconds_total",
+            "Audio the HTTP audio routes decoded (decoded) and ran through the ASR (speech), seconds",
+            ["kind"],
+            registry=r,
+        )
+
+        self.tool_calls = Counter(
+            "hark_tool_calls_total",
+            "Tool calls the model made, by who ran them (client, server, unknown: no such tool) and outcome "
+            "(ok, error, timeout, cancelled, invalid_arguments)",
+            ["kind", "outcome"],
+            registry=r,
+        )
 
         # a session leaves none behind when it ends: the soak (loadtest/soak.py) checks it returns to its baseline
         self.tasks = Gauge(

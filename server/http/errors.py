@@ -26,8 +26,9 @@ class HttpError(Exception):
 def error_response(
     status: int, code: ErrorCode | str, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    body = json.dumps({"error": {"code": str(code), "message": message}})
-    response = web.Response(status=status, text=body, content_type="application/json")
+    body = json.dumps({"error": {"code": str(code), "message": message}}).encode()
+    # bytes, so the type stays plain `application/json` (JSON is UTF-8; the WebSocket refusals say the same)
+    response = web.Response(status=status, body=body, content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     response.headers.update(headers or {})
     return response

@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -131,30 +131,53 @@ class HandshakeRefusal:
     message: str
 
 
-def offered_key_matches(config: ServerConfig, request: Request, also_offered: Sequence[str] = ()) -> bool:
-    """An API key in `Authorization: Bearer KEY`, `?token=KEY` or `also_offered` that is one of the configured keys."""
-    offered: list[str] = list(also_offered)
-    authorization = request.headers.get("Authorization")
+def offered_keys(headers: Mapping[str, str], path: str) -> list[str]:
+    """The API keys a request offers: `Authorization: Bearer KEY` and `?token=KEY`."""
+    offered: list[str] = []
+    authorization = headers.get("Authorization")
     if authorization and authorization.lower().startswith("bearer "):
         offered.append(authorization[7:].strip())
-    offered += parse_qs(urlsplit(request.path).query).get("token", [])
-    # constant-time comparison against every configured key
-    return any(hmac.compare_digest(o.encode(), k.encode()) for o in offered for k in config.api_keys)
+    return offered + parse_qs(urlsplit(path).query).get("token", [])
+
+
+def matching_key(config: ServerConfig, offered: Sequence[str]) -> str | None:
+    """The configured key one of `offered` is, compared in constant time against every key."""
+    found = None
+    for key in config.api_keys:
+        for candidate in offered:
+            if hmac.compare_digest(candidate.encode(), key.encode()):
+                found = key
+    return found
+
+
+def offered_key_matches(
+    config: ServerConfig, headers: Mapping[str, str], path: str, also_offered: Sequence[str] = ()
+) -> bool:
+    """An API key in `Authorization: Bearer KEY`, `?token=KEY` or `also_offered` that is one of the
+    configured keys. Headers and target rather than a request: the WebSocket handshake (websockets)
+    and the HTTP routes (aiohttp) share this one check."""
+    return matching_key(config, [*also_offered, *offered_keys(headers, path)]) is not None
+
+
+def origin_refusal(config: ServerConfig, origin: str | None) -> HandshakeRefusal | None:
+    """A browser Origin off the allow-list (no Origin header: not a browser, nothing to check)."""
+    if config.allowed_origins and origin is not None and origin not in config.allowed_origins:
+        return HandshakeRefusal(403, ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin[:200]!r} is not allowed")
+    return None
+
+
+KEY_MESSAGE = "missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'"
 
 
 def handshake_refusal(
     config: ServerConfig, request: Request, also_offered: Sequence[str] = (), key_hint: str = ""
 ) -> HandshakeRefusal | None:
     """Origin and API key, checked before the WebSocket exists (401/403 is what clients expect)."""
-    origin = request.headers.get("Origin")
-    if config.allowed_origins and origin is not None and origin not in config.allowed_origins:
-        return HandshakeRefusal(403, ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin[:200]!r} is not allowed")
-    if config.api_keys and not offered_key_matches(config, request, also_offered):
-        return HandshakeRefusal(
-            401,
-            ErrorCode.UNAUTHORIZED,
-            f"missing or wrong API key: send 'Authorization: Bearer KEY' or '?token=KEY'{key_hint}",
-        )
+    refusal = origin_refusal(config, request.headers.get("Origin"))
+    if refusal is not None:
+        return refusal
+    if config.api_keys and not offered_key_matches(config, request.headers, request.path, also_offered):
+        return HandshakeRefusal(401, ErrorCode.UNAUTHORIZED, KEY_MESSAGE + key_hint)
     return None
 
 
@@ -171,23 +194,34 @@ class Admission:
     async def slot(self, conn: ServerConnection, encode_error: Callable[[Error], str] = encode) -> AsyncIterator[bool]:
         """Yields True with a session slot held, or refuses the connection (fatal server_busy,
         close 1013) and yields False."""
-        busy = self._busy_reason()
+        busy = self.claim()
         if busy is not None:
-            self._ctx.metrics.errors.labels(ErrorCode.SERVER_BUSY.value).inc()
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 async with asyncio.timeout(FATAL_FLUSH_S):
                     await conn.send(encode_error(Error(code=ErrorCode.SERVER_BUSY.value, message=busy, fatal=True)))
             await conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY.value)
             yield False
             return
-        self.open_sessions += 1
-        self._ctx.metrics.sessions_open.inc()
-        self._ctx.metrics.sessions_total.inc()
         try:
             yield True
         finally:
-            self.open_sessions -= 1
-            self._ctx.metrics.sessions_open.dec()
+            self.release()
+
+    def claim(self) -> str | None:
+        """Takes a session slot (returns None) or says why not (nothing held); for sessions with no
+        WebSocket (a POSTed WebRTC offer), which give it back with `release()`."""
+        busy = self._busy_reason()
+        if busy is not None:
+            self._ctx.metrics.errors.labels(ErrorCode.SERVER_BUSY.value).inc()
+            return busy
+        self.open_sessions += 1
+        self._ctx.metrics.sessions_open.inc()
+        self._ctx.metrics.sessions_total.inc()
+        return None
+
+    def release(self) -> None:
+        self.open_sessions -= 1
+        self._ctx.metrics.sessions_open.dec()
 
     def _busy_reason(self) -> str | None:
         """Why one more session would hurt the running ones: capacity, a late loop, audio waiting
