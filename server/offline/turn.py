@@ -1,0 +1,209 @@
+"""The seed's one-shot voice turn: a recording -> transcript -> the prompt template -> the configured
+LLM -> (optionally) speech, with how long each stage took.
+
+The same engines a live session uses (ctx.asr, ctx.llm, ctx.tts), each behind its own interface;
+only the order of the stages lives here. Nothing is kept between requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import wave
+from collections.abc import AsyncGenerator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hark.protocol import ErrorCode
+
+from ..asr.base import ASRError
+from ..context import ServerContext
+from ..llm.base import LLMRequest, LLMUnavailable, LLMUsage, Message, ToolCall, request_id
+from ..llm.prompt import clean_transcript
+from ..tts.base import Pcm16, TTSEngine
+from ..tts.chunker import SentenceChunker
+from ..tts.streaming import StreamingTTSEngine, StreamResampler, TTSUnavailable, VoiceChoice
+from ..tts.voice_ops import SessionVoices
+from ..tts.voices import VoiceError
+from .decode import DecodedAudio
+from .errors import OfflineError
+from .segments import SegmentSettings, speech_segments
+from .transcribe import TranscribedSegment, join_text, transcribe_segments
+
+log = logging.getLogger(__name__)
+
+ASR_TEXT = "{asr_text}"
+
+
+def ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000.0, 1)
+
+
+def check_template(template: str) -> None:
+    """A template the transcript has no place in is refused, never silently used as it is."""
+    if ASR_TEXT not in template:
+        raise OfflineError(
+            400, ErrorCode.PROMPT_TEMPLATE_INVALID, "prompt_template must contain {asr_text}, where the transcript goes"
+        )
+
+
+def check_voice(tts: TTSEngine, voice: str) -> None:
+    refusal = SessionVoices(tts).refusal(voice)
+    if refusal is not None:
+        raise OfflineError(400, ErrorCode.UNKNOWN_VOICE, refusal.replace("config.voice", "voice"))
+
+
+@dataclass(slots=True)
+class Transcript:
+    text: str
+    segments: list[TranscribedSegment]
+    asr_ms: float  # VAD and ASR together: the VAD cuts the next segment while the ASR decodes this one
+
+
+async def segments_of(
+    ctx: ServerContext, audio: DecodedAudio, executor: Executor, stream_id: str
+) -> AsyncGenerator[TranscribedSegment, None]:
+    """The recording's transcribed segments as they are found; raises OfflineError when the ASR fails."""
+    settings = SegmentSettings.of_session(ctx.config.session_defaults)
+    found = speech_segments(audio.pcm, ctx.vad, executor, settings)
+    transcribed = transcribe_segments(found, ctx.asr, stream_id, ctx.metrics, audio.duration_s)
+    try:
+        async with contextlib.aclosing(transcribed):
+            async for segment in transcribed:
+                yield segment
+    except ASRError as exc:
+        log.warning("%s: the recognizer failed: %s", stream_id, exc)
+        raise OfflineError(503, ErrorCode.INTERNAL_ERROR, f"the speech recognizer failed ({exc}); retry") from None
+    finally:
+        await found.aclose()
+
+
+async def transcribe(ctx: ServerContext, audio: DecodedAudio, executor: Executor, stream_id: str) -> Transcript:
+    started = time.monotonic()
+    segments = [s async for s in segments_of(ctx, audio, executor, stream_id)]
+    text = ""
+    for segment in segments:
+        text = join_text(text, segment.text)
+    return Transcript(text, segments, ms_since(started))
+
+
+@dataclass(slots=True)
+class Reply:
+    text: str
+    llm_ms: float
+    first_token_ms: float | None
+    usage: LLMUsage
+
+
+async def complete(ctx: ServerContext, messages: list[Message], max_tokens: int, session_id: str) -> Reply:
+    """The whole reply of the configured LLM; tool calls (no tools are offered) are ignored."""
+    usage = LLMUsage()
+    request = LLMRequest(messages, request_id(session_id, 0), session_id, max_tokens=max_tokens)
+    started = time.monotonic()
+    first: float | None = None
+    parts: list[str] = []
+    deltas = ctx.llm.stream(request, usage)
+    try:
+        async for delta in deltas:
+            if isinstance(delta, ToolCall) or not delta:
+                continue
+            if first is None:
+                first = ms_since(started)
+            parts.append(delta)
+    except LLMUnavailable as exc:
+        ctx.metrics.errors.labels(ErrorCode.LLM_UNAVAILABLE.value).inc()
+        raise OfflineError(503, ErrorCode.LLM_UNAVAILABLE, f"the language model could not answer: {exc}") from None
+    finally:
+        aclose = getattr(deltas, "aclose", None)  # an async generator: stop generation on the engine's side
+        if aclose is not None:
+            await aclose()
+    return Reply("".join(parts).strip(), ms_since(started), first, usage)
+
+
+async def speak(tts: TTSEngine, text: str, voice: str) -> Pcm16:
+    """The reply's speech, sentence by sentence (as a session would send it), at tts.sample_rate."""
+    chunker = SentenceChunker(first_clause=False)
+    chunks = [*chunker.push(text), *chunker.flush()]
+    pieces: list[Pcm16] = []
+    if isinstance(tts, StreamingTTSEngine):
+        choice = VoiceChoice(voice) if tts.voices is None else await tts.voices.resolve(voice)
+        for chunk in chunks:
+            resampler = StreamResampler(tts.sample_rate)
+            async with contextlib.aclosing(tts.stream(chunk, choice)) as stream:
+                pieces += [resampler.feed(piece) async for piece in stream]
+            pieces.append(resampler.flush())
+    else:
+        pieces = [await tts.synthesize(chunk, voice) for chunk in chunks]
+    return np.concatenate(pieces).astype("<i2") if pieces else np.zeros(0, dtype="<i2")
+
+
+def wav_bytes(pcm: Pcm16, sample_rate: int) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    prompt_template: str
+    max_tokens: int
+    voice: str
+    return_audio: bool
+
+
+@dataclass(slots=True)
+class TurnResult:
+    transcript: str
+    cleaned_transcript: str
+    reply: str
+    audio_wav: bytes | None
+    audio_error: str | None  # why there is no audio although it was asked for (the reply stands)
+    usage: LLMUsage
+    metrics: dict[str, float | int | None] = field(default_factory=dict)
+
+
+async def voice_turn(
+    ctx: ServerContext, audio: DecodedAudio, request: TurnRequest, executor: Executor, session_id: str
+) -> TurnResult:
+    started = time.monotonic()
+    check_template(request.prompt_template)
+    if request.return_audio:
+        check_voice(ctx.tts, request.voice)
+    heard = await transcribe(ctx, audio, executor, session_id)
+    if not heard.text:
+        raise OfflineError(400, ErrorCode.NO_SPEECH, f"no speech was recognized in {audio.duration_s:.1f} s of audio")
+    cleaned = clean_transcript(heard.text)
+    prompt = request.prompt_template.replace(ASR_TEXT, cleaned)
+    reply = await complete(ctx, [Message("user", prompt)], request.max_tokens, session_id)
+    wav: bytes | None = None
+    audio_error: str | None = None
+    tts_ms: float | None = None
+    if request.return_audio and reply.text:
+        tts_started = time.monotonic()
+        try:
+            wav = wav_bytes(await speak(ctx.tts, reply.text, request.voice), ctx.tts.sample_rate)
+        except (TTSUnavailable, VoiceError) as exc:
+            ctx.metrics.errors.labels(ErrorCode.TTS_UNAVAILABLE.value).inc()
+            audio_error = f"{ErrorCode.TTS_UNAVAILABLE.value}: {exc}"
+            log.warning("%s: speech failed, the reply goes back as text: %s", session_id, exc)
+        tts_ms = ms_since(tts_started)
+    metrics: dict[str, float | int | None] = {
+        "audio_ms": round(audio.duration_s * 1000.0, 1),
+        "segments": len(heard.segments),
+        "asr_ms": heard.asr_ms,
+        "llm_ms": reply.llm_ms,
+        "first_token_ms": reply.first_token_ms,
+        "tts_ms": tts_ms,
+        "prompt_tokens": reply.usage.prompt_tokens,
+        "cached_tokens": reply.usage.cached_tokens,
+        "total_ms": ms_since(started),
+    }
+    return TurnResult(heard.text, cleaned, reply.text, wav, audio_error, reply.usage, metrics)
