@@ -621,3 +621,126 @@ async def test_cli_prints_ready_line_and_serves(http: aiohttp.ClientSession) -> 
             proc.terminate()
         code = await asyncio.wait_for(proc.wait(), timeout=30)
     assert code == 0
+
+
+# --- tools (standins/sglang/tools.py) -----------------------------------------------------------
+
+SIM_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "kelvin"]}},
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "set_timer",
+            "description": "Start a timer",
+            "parameters": {
+                "type": "object",
+                "properties": {"minutes": {"type": "integer"}, "label": {"type": "string", "default": "timer"}},
+                "required": ["minutes"],
+            },
+        },
+    },
+]
+
+
+def tool_prompt(user: str) -> str:
+    return render_chatml([{"role": "user", "content": user}], tools=SIM_TOOLS, enable_thinking=False)
+
+
+async def test_a_tool_named_by_the_user_gets_a_streamed_qwen_call(
+    sim: SGLangSimulator, http: aiohttp.ClientSession
+) -> None:
+    prompt = tool_prompt("what is the weather like in New York in kelvin")
+    assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in prompt
+    async with http.post(f"{sim.url}/generate", json={"text": prompt, "stream": True}) as resp:
+        events = await read_sse(resp)
+    texts = [e["text"] for e in events if e != "[DONE]"]
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "New York", "unit": "kelvin"}}\n</tool_call>'
+    assert texts[-1] == call
+    assert texts[0] == "<tool_call>"  # one token, as in Qwen's vocabulary; the JSON comes in pieces
+    assert len(texts) > 10
+    # no tool asked for: the usual canned reply; two asked for: two calls, in the tools' order
+    plain = await generate(http, sim, text=tool_prompt("tell me a story"))
+    assert plain["text"].startswith("You asked about tell me a story")
+    both = await generate(http, sim, text=tool_prompt("set a timer for 3 minutes and the weather in Oslo"))
+    assert both["text"].count("<tool_call>") == 2 and both["text"].index("get_weather") < both["text"].index("timer")
+    assert '{"minutes": 3, "label": "timer"}' in both["text"]
+
+
+async def test_tool_results_get_an_answer_in_words(sim: SGLangSimulator, http: aiohttp.ClientSession) -> None:
+    messages = [
+        {"role": "user", "content": "weather in Oslo"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "snow"},
+        {"role": "tool", "tool_call_id": "c2", "content": "-3 C"},
+    ]
+    prompt = render_chatml(messages, tools=SIM_TOOLS)
+    assert prompt.endswith(
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\nsnow\n</tool_response>\n<tool_response>\n-3 C\n"
+        "</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    answer = await generate(http, sim, text=prompt)
+    assert answer["text"] == "Here is what I found: snow; -3 C."
+
+
+async def test_a_forced_call_opening_is_continued(sim: SGLangSimulator, http: aiohttp.ClientSession) -> None:
+    base = tool_prompt("good morning, 7 please")
+    named = await generate(http, sim, text=base + '<tool_call>\n{"name": "set_timer", "arguments": ')
+    assert named["text"] == '{"minutes": 7, "label": "timer"}}\n</tool_call>'
+    picked = await generate(http, sim, text=base + '<tool_call>\n{"name": "')
+    assert picked["text"].startswith('get_weather", "arguments": {') and picked["text"].endswith("}}\n</tool_call>")
+
+
+async def test_chat_route_streams_tool_calls_deltas(sim: SGLangSimulator, http: aiohttp.ClientSession) -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "what's the weather in Paris"}],
+        "tools": SIM_TOOLS,
+        "stream": True,
+    }
+    async with http.post(f"{sim.url}/v1/chat/completions", json=body) as resp:
+        events = [e for e in await read_sse(resp) if e != "[DONE]"]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert not any("<tool" in (d.get("content") or "") for d in deltas)
+    entries = [entry for d in deltas for entry in d.get("tool_calls") or []]
+    assert entries[0]["id"].startswith("call_") and entries[0]["function"] == {"name": "get_weather", "arguments": ""}
+    arguments = "".join(e["function"].get("arguments", "") for e in entries)
+    assert json.loads(arguments) == {"city": "Paris", "unit": "celsius"}
+    assert len(entries) > 3 and {e["index"] for e in entries} == {0}
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+    whole = {**body, "stream": False, "tool_choice": {"type": "function", "function": {"name": "set_timer"}}}
+    async with http.post(f"{sim.url}/v1/chat/completions", json=whole) as resp:
+        choice = (await resp.json())["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "set_timer" and json.loads(call["function"]["arguments"])["minutes"] == 1
+
+    none = {**body, "stream": False, "tool_choice": "none"}
+    async with http.post(f"{sim.url}/v1/chat/completions", json=none) as resp:
+        message = (await resp.json())["choices"][0]["message"]
+    assert message["tool_calls"] is None and message["content"].startswith("You asked about")
+
+    for bad in ({"tools": "x"}, {"tools": [{"type": "function"}]}, {"tool_choice": {"type": "function"}}):
+        async with http.post(f"{sim.url}/v1/chat/completions", json={**body, **bad}) as resp:
+            assert resp.status == 400, bad
+    unknown = {**body, "tool_choice": {"type": "function", "function": {"name": "nope"}}}
+    async with http.post(f"{sim.url}/v1/chat/completions", json=unknown) as resp:
+        assert resp.status == 400 and "nope" in (await resp.json())["message"]
