@@ -179,8 +179,10 @@ class MCPConnection:
             if self.connects > connects_before:
                 attempt = 0
                 log.warning("MCP server %s: connection lost (%s)", self.name, error or "closed")
-            else:
+            elif attempt == 0:
                 log.warning("MCP server %s (%s): cannot connect: %s", self.name, self.spec.target.describe(), error)
+            else:  # one warning per outage; the retries are quieter
+                log.info("MCP server %s still down after %d attempts: %s", self.name, attempt + 1, error)
             self.failures += 1
             self.last_error = error or "connection closed"
             self._set_state(ConnectionState.DOWN)
