@@ -112,9 +112,11 @@ async def test_offer_by_post_turn_with_events_on_data_channel(server: RunningSer
     pc.on("track", lambda track: readers.append(asyncio.ensure_future(count_reply(track))))
 
     async with aiohttp.ClientSession() as http:
-        status, headers, answer = await _post_sdp(http, f"{server.http}/v1/webrtc/offer", await _offer(pc))
+        page = {"Origin": "http://page.example"}  # a page's fetch can read the session's headers
+        status, headers, answer = await _post_sdp(http, f"{server.http}/v1/webrtc/offer", await _offer(pc), page)
         assert status == 201, answer
         assert headers["Content-Type"].startswith("application/sdp")
+        assert "Hark-Session-Id" in headers["Access-Control-Expose-Headers"]
         session_id = headers["Hark-Session-Id"]
         assert headers["Location"] == f"/v1/webrtc/sessions/{session_id}"
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -161,6 +163,23 @@ async def test_offer_as_json_and_peer_closing_frees_the_slot(server: RunningServ
     await _wait_sessions_open(server, 0)
     assert f"session {answer['session_id']} closed (WebRTC offer: peer_gone)" in server.log()
     server.assert_alive()
+
+
+async def test_session_close_on_the_data_channel_ends_a_posted_session(server: RunningServer) -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(WavTrack(b"\0" * 320000))
+    channel = pc.createDataChannel("hark")
+    created = asyncio.Event()
+    channel.on("message", lambda message: created.set() if '"session.created"' in message else None)
+    async with aiohttp.ClientSession() as http:
+        status, headers, answer = await _post_sdp(http, f"{server.http}/v1/webrtc/offer", await _offer(pc))
+        assert status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(created.wait(), 20)  # queued before the channel opened, delivered once it did
+    channel.send(json.dumps({"type": "session.close"}))
+    await _wait_sessions_open(server, 0)
+    await pc.close()
+    assert f"session {headers['Hark-Session-Id']} closed (WebRTC offer: closed)" in server.log()
 
 
 async def test_whip_takes_a_slot_like_a_websocket_and_delete_frees_it(slot_server: RunningServer) -> None:

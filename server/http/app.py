@@ -55,7 +55,7 @@ _STATUS_CODES = {
     431: ErrorCode.HEADERS_TOO_LARGE,
     503: ErrorCode.SERVER_NOT_READY,
 }
-_CORS_EXPOSED = "Location, Retry-After, Content-Type, ETag, X-Session-Id"
+_CORS_EXPOSED = "Location, Retry-After, Content-Type, ETag, X-Session-Id, Hark-Session-Id"
 
 
 def body_limit(state: HttpState) -> int:

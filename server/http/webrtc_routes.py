@@ -187,7 +187,6 @@ def _session_headers(session_id: str, location: str) -> dict[str, str]:
     return {
         "Location": location,
         SESSION_ID_HEADER: session_id,
-        "Access-Control-Expose-Headers": f"Location, {SESSION_ID_HEADER}",  # a page's fetch may read them
         "Cache-Control": "no-store",
     }
 

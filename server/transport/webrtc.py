@@ -110,6 +110,8 @@ class WebRTCHandler:
             ending = await peer.run()
             if ending is Ending.CRASHED:
                 close_code, close_reason = CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL_ERROR.value
+            elif ending is Ending.NEVER_CONNECTED:
+                close_reason = f"no WebRTC connection within {self.connect_timeout_s:g} s of the answer"
             elif ending is Ending.SLOW_CONSUMER:
                 close_code = CloseCode.POLICY_VIOLATION
                 close_reason = f"{ErrorCode.SLOW_CONSUMER.value}: client is not reading the data channel"
@@ -151,7 +153,7 @@ class WebRTCHandler:
 
     @staticmethod
     async def _read_signalling(conn: ServerConnection, peer: PeerSession) -> None:
-        with contextlib.suppress(ConnectionClosed):
+        try:
             async for message in conn:
                 if isinstance(message, str):
                     await peer.on_client_text(message)
@@ -159,7 +161,10 @@ class WebRTCHandler:
                     peer.session.report(
                         ErrorCode.INVALID_EVENT, "no binary audio on /v1/webrtc: audio goes on the track"
                     )
-        peer.stop()  # the signalling socket closed: so does the session
+        except ConnectionClosed:
+            pass
+        finally:
+            peer.stop()  # the signalling socket closed (or its reader failed): so does the session
 
     # ------------------------------------------------------------------ POSTed offers (HTTP, WHIP)
 
