@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # `make sglang-check`: on a GPU host with SGLang installed, launch SGLang with the flags Hark needs
-# (DESIGN.md) and run the speculation benchmark against the real thing.
+# (DESIGN.md) and run the speculation benchmark and the tool-call check (bench/tool_check.py:
+# both engines, Qwen's tools template, calls parsed) against the real thing.
 # Usage: scripts/sglang_check.sh [MODEL_PATH] (default Qwen/Qwen3-4B-Instruct-2507)
 set -euo pipefail
 MODEL="${1:-${SGLANG_MODEL:-Qwen/Qwen3-4B-Instruct-2507}}"
 PORT="${SGLANG_PORT:-30000}"
 PYTHON="${SGLANG_PYTHON:-python3}"
+# the OpenAI route's tool-call parser for Qwen2.5/Qwen3 (`qwen25`; newer SGLang docs call it `qwen`)
+TOOL_PARSER="${SGLANG_TOOL_PARSER:-qwen25}"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
@@ -21,7 +24,7 @@ fi
 LOG="$(mktemp -t sglang-check.XXXX.log)"
 "$PYTHON" -m sglang.launch_server --model-path "$MODEL" --host 127.0.0.1 --port "$PORT" \
     --enable-metrics --enable-cache-report --enable-priority-scheduling --radix-eviction-policy priority \
-    >"$LOG" 2>&1 &
+    --tool-call-parser "$TOOL_PARSER" >"$LOG" 2>&1 &
 SGLANG_PID=$!
 trap 'kill $SGLANG_PID 2>/dev/null || true' EXIT
 echo "sglang-check: launched SGLang ($MODEL) on 127.0.0.1:$PORT, log $LOG; waiting for /health"
@@ -32,3 +35,5 @@ for _ in $(seq 1 600); do
 done
 cd "$HERE"
 .venv/bin/python -m bench.speculation --url "http://127.0.0.1:$PORT"
+# SGLang serves the model under its path unless --served-model-name says otherwise
+.venv/bin/python -m bench.tool_check --url "http://127.0.0.1:$PORT" --model "$MODEL"

@@ -204,3 +204,11 @@ def test_partial_prompt_with_tools_is_a_prefix_of_the_final_prompt(
     assert final.startswith(partial)
     assert ("<tools>" in partial) == bool(tools and choice.mode != "none")
     assert partial.count("<tool_response>") == 1  # the earlier turn's call and result are in the prefix
+
+
+def test_the_sglang_check_tool_script_passes_on_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.tool_check import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "SIMULATOR" in out and out.count("PASS") == 8 and "FAIL" not in out

@@ -47,12 +47,12 @@ Behaviours copied from real SGLang that may surprise a client:
 - `usage.prompt_tokens_details` is null when nothing was cached (and needs `--enable-cache-report`).
 
 Modules, one job each: `config` (SimConfig: the latency model and where its numbers come from),
-`tokens` (the stand-in tokenizer), `chat` (ChatML template, canned replies), `tools` (canned tool calls, the OpenAI tool_calls), `logprobs` (made-up
-next-token logprobs in SGLang's shapes), `radix` (the prefix cache), `request` (one request's
-state), `scheduler` (the simulated GPU: prefill queue, batched decode, aborts), `faults` (injected
-failures), `parse` (request bodies -> requests, with SGLang's checks), `payloads` (response bodies
-in SGLang's shapes), `wire` (JSON/SSE/error plumbing), `http_app` (the aiohttp server) and `cli`
-(`python -m standins.sglang`).
+`tokens` (the stand-in tokenizer), `chat` (ChatML template, canned replies), `tools` (canned tool
+calls, the OpenAI route's tool_calls), `logprobs` (made-up next-token logprobs in SGLang's shapes),
+`radix` (the prefix cache), `request` (one request's state), `scheduler` (the simulated GPU: prefill
+queue, batched decode, aborts), `faults` (injected failures), `parse` (request bodies -> requests,
+with SGLang's checks), `payloads` (response bodies in SGLang's shapes), `wire` (JSON/SSE/error
+plumbing), `http_app` (the aiohttp server) and `cli` (`python -m standins.sglang`).
 
 Run it: `python -m standins.sglang --host 127.0.0.1 --port 30000`. In-process:
 `async with SGLangSimulator(SimConfig(port=0)) as sim: ... sim.url ...`.
