@@ -110,6 +110,22 @@ async def test_two_calls_then_the_answer_from_their_results(
         assert usage2.cached_tokens >= len(StandInTokenizer().encode(shared)) - 1 > usage.prompt_tokens * 0.9
 
 
+@pytest.mark.parametrize("engine_name", ["sglang", "openai"])
+async def test_a_model_that_errs_still_gives_tool_calls(
+    engine_name: str, sglang: SGLangEngine, openai: OpenAICompatEngine
+) -> None:
+    engine: LLMEngine = sglang if engine_name == "sglang" else openai
+    # the simulator's hooks: a snake_case word is an unknown tool, "broken arguments" invalid JSON
+    items, _ = await collect(engine, [SYSTEM, Message("user", "weather in Rome with broken arguments")])
+    (broken,) = calls_of(items)
+    assert broken.name == "get_weather" and text_of(items) == ""
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken.arguments)
+    assert '"city": "Rome"' in broken.arguments  # the raw text, for the session to send back
+    items, _ = await collect(engine, [SYSTEM, Message("user", "please book_flight to Rome")])
+    assert [(c.name, c.arguments) for c in calls_of(items)] == [("book_flight", "{}")]
+
+
 async def test_without_a_tool_asked_for_the_reply_is_words(sglang: SGLangEngine) -> None:
     items, _ = await collect(sglang, [SYSTEM, Message("user", "tell me a joke")])
     assert calls_of(items) == [] and text_of(items).startswith("You asked about tell me a joke")

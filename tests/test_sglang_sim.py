@@ -744,3 +744,15 @@ async def test_chat_route_streams_tool_calls_deltas(sim: SGLangSimulator, http: 
     unknown = {**body, "tool_choice": {"type": "function", "function": {"name": "nope"}}}
     async with http.post(f"{sim.url}/v1/chat/completions", json=unknown) as resp:
         assert resp.status == 400 and "nope" in (await resp.json())["message"]
+
+
+async def test_an_unknown_tool_and_broken_arguments_on_request(
+    sim: SGLangSimulator, http: aiohttp.ClientSession
+) -> None:
+    unknown = await generate(http, sim, text=tool_prompt("please book_flight to Rome"))
+    assert unknown["text"] == '<tool_call>\n{"name": "book_flight", "arguments": {}}\n</tool_call>'
+    broken = await generate(http, sim, text=tool_prompt("weather in Rome with broken arguments"))
+    body = broken["text"].removeprefix("<tool_call>\n").removesuffix("\n</tool_call>")
+    assert body == '{"name": "get_weather", "arguments": {"city": "Rome", "unit": "celsius"}'
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)

@@ -15,6 +15,9 @@ The simulator is no model. Its rules, so that tests can rely on them:
   (digits, or one to twelve in English), else 1; a boolean true; a string the first phrase after
   "in/for/at/to/about" that is no number (up to three words, ending at "and", "please", ...),
   else the user's words; an array [], an object {}.
+- For tests of a model that errs: a snake_case word in the user's words that names no offered tool
+  (`book_flight`) is a call to that unknown tool, arguments {}; the words "broken arguments" make
+  every call's JSON invalid (its closing brace left out).
 - The reply is the calls only, `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`, one a
   line, the way Qwen writes them; the tokenizer streams them in pieces, `<tool_call>` being one
   token as in Qwen's vocabulary.
@@ -42,6 +45,8 @@ TOOL_CALL_CLOSE: Final = "</tool_call>"
 GENERIC_PARTS: Final = frozenset(
     {"get", "set", "list", "make", "find", "fetch", "create", "call", "tool", "read", "show", "query", "check", "info"}
 )
+BROKEN_ARGUMENTS: Final = "broken arguments"
+_UNKNOWN_RE: Final = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
 _NUMBER_WORDS: Final = {
     w: i + 1 for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split())
 }
@@ -206,9 +211,15 @@ def tool_reply(prompt: str, *, force: bool = False, force_name: str | None = Non
         chosen = asked_for(tools, request)
         if force and not chosen and tools:
             chosen = tools[:1]
+    if tools and force_name is None:
+        offered = {str(t["name"]) for t in tools}
+        chosen += [{"name": w} for w in dict.fromkeys(_UNKNOWN_RE.findall(request.lower())) if w not in offered]
     if not chosen:
         return None
-    return "\n".join(call_text(tool, request) for tool in chosen)
+    calls = [call_text(tool, request) for tool in chosen]
+    if BROKEN_ARGUMENTS in request.lower():
+        calls = [c.replace("}\n" + TOOL_CALL_CLOSE, "\n" + TOOL_CALL_CLOSE) for c in calls]
+    return "\n".join(calls)
 
 
 # --- the OpenAI route: the model's text as content and tool_calls ---------------------------
