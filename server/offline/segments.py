@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hark.protocol import SessionConfig
 
@@ -43,7 +43,7 @@ class SpeechSegment:
     index: int
     start: int  # first sample (16 kHz), padded
     end: int  # one past the last sample, padded
-    pcm: bytes
+    pcm: bytes = field(repr=False)
     speech_probability: float  # the VAD's mean over the segment's speech windows
 
     @property
