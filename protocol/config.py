@@ -11,6 +11,7 @@ from msgspec import Meta
 
 from .errors import ErrorCode, ProtocolError
 from .schema import FieldSchema, Mismatch, OneOf, UnknownField
+from .tools import AUTO, ToolChoiceSetting, ToolDefinition, check_tool_choice, parse_tool_choice, parse_tools
 from .turn_detection import (
     SilenceMs,
     SilenceTurnDetection,
@@ -21,6 +22,8 @@ from .turn_detection import (
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 MAX_INSTRUCTIONS_CHARS = 4000
+
+MAX_TOOL_FILLER_CHARS = 200
 
 SampleRate = Annotated[int, OneOf(SUPPORTED_SAMPLE_RATES)]
 SILENCE_POLICY = SilenceTurnDetection()  # the protocol's default; a server with a turn model says semantic
@@ -48,8 +51,26 @@ class SessionConfig:
     # to repeat or type it (0 turns that off; engines that report no confidence never trigger it)
     min_asr_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.65
     turn_detection: TurnDetection = SILENCE_POLICY
+    # function tools the model may call (protocol/tools.py); the client runs them unless the server
+    # has a tool of that name (server tools from MCP servers join the list on the server's side)
+    tools: tuple[ToolDefinition, ...] = ()
+    tool_choice: ToolChoiceSetting = AUTO
+    # a client tool not answered (function_call.output) this soon becomes a timeout error for the model
+    client_tool_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
+    # spoken once per reply when tools run longer than tool_filler_after_ms and the model said
+    # nothing before calling them ("": no filler, the default)
+    tool_filler: Annotated[str, Meta(max_length=MAX_TOOL_FILLER_CHARS)] = ""
+    tool_filler_after_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
 
     def __post_init__(self) -> None:
+        # tools from a dict (session.created, a TOML table) arrive in their wire shape: parse them
+        try:
+            if not all(isinstance(tool, ToolDefinition) for tool in self.tools):
+                object.__setattr__(self, "tools", parse_tools(self.tools))
+            if not isinstance(self.tool_choice, ToolChoiceSetting):
+                object.__setattr__(self, "tool_choice", parse_tool_choice(self.tool_choice))
+        except ProtocolError as exc:
+            raise TypeError(exc.message) from None
         # built from a dict (a client reading session.created, a TOML table): parse it; a silence
         # policy's own silence_ms moves into min_silence_ms, its one home
         policy = self.turn_detection
@@ -67,6 +88,8 @@ class SessionConfig:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["turn_detection"] = turn_detection_dict(self.turn_detection, self.min_silence_ms)
+        data["tools"] = [tool.to_dict() for tool in self.tools]
+        data["tool_choice"] = self.tool_choice.to_wire()
         return data
 
     def updated(self, patch: Mapping[str, Any]) -> SessionConfig:
@@ -79,6 +102,10 @@ class SessionConfig:
             changes["turn_detection"] = SilenceTurnDetection()
         return dataclasses.replace(self, **changes)
 
+    def check_tool_choice(self, server_tools: tuple[str, ...] = ()) -> None:
+        """Raise ProtocolError(unknown_tool_choice) when a forced function is none of the tools."""
+        check_tool_choice(self.tool_choice, self.tools, "config.tool_choice", server_tools)
+
 
 _CONFIG_SCHEMA = FieldSchema(SessionConfig)
 
@@ -88,9 +115,15 @@ def validate_config_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
 
     `turn_detection` comes back parsed (a policy object), so a checked patch checks again unchanged."""
     policy: TurnDetection | None = None
-    if isinstance(patch, Mapping) and "turn_detection" in patch:
-        policy = parse_turn_detection(patch["turn_detection"])
-        patch = {key: value for key, value in patch.items() if key != "turn_detection"}
+    parsed: dict[str, Any] = {}  # fields with their own parser and error codes
+    if isinstance(patch, Mapping):
+        if "turn_detection" in patch:
+            policy = parse_turn_detection(patch["turn_detection"])
+        if "tools" in patch:
+            parsed["tools"] = parse_tools(patch["tools"])
+        if "tool_choice" in patch:
+            parsed["tool_choice"] = parse_tool_choice(patch["tool_choice"])
+        patch = {key: value for key, value in patch.items() if key not in ("turn_detection", "tools", "tool_choice")}
     try:
         checked = _CONFIG_SCHEMA.check(patch)
     except UnknownField as exc:
@@ -102,6 +135,7 @@ def validate_config_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"config.{exc.name} must be {exc.expected}") from None
     if policy is not None:
         checked["turn_detection"] = policy
+    checked.update(parsed)
     return checked
 
 

@@ -19,6 +19,7 @@ MAX_ID_CHARS = 128  # ids a client sends and the server echoes (ping.id, respons
 MAX_PLAYED_MS = 24 * 3600 * 1000  # playback.position: a day of reply audio, far past any reply
 MAX_SAMPLE_RATE = 384_000
 MAX_TRANSCRIPT_CHARS = 1000  # voice.create: what is said in a reference clip
+MAX_TOOL_OUTPUT_CHARS = 16000  # function_call.output: a tool's result, read by the model as prompt
 
 
 class ResponseStatus(StrEnum):
@@ -90,8 +91,24 @@ class VoiceCreate(_Event, frozen=True, tag="voice.create"):
     id: Id | None = None
 
 
+class FunctionCallOutput(_Event, frozen=True, tag="function_call.output"):
+    """The result of a client tool the server asked for with `response.function_call`; the model
+    reads `output` (any text, JSON by convention) and the reply goes on."""
+
+    call_id: Id
+    output: Annotated[str, Meta(max_length=MAX_TOOL_OUTPUT_CHARS)]
+
+
 ClientEvent = (
-    SessionUpdate | AudioCommit | InputText | ResponseCancel | PlaybackPosition | Ping | SessionClose | VoiceCreate
+    SessionUpdate
+    | AudioCommit
+    | InputText
+    | ResponseCancel
+    | PlaybackPosition
+    | Ping
+    | SessionClose
+    | VoiceCreate
+    | FunctionCallOutput
 )
 CLIENT_EVENTS: tuple[type[_Event], ...] = (
     SessionUpdate,
@@ -102,6 +119,7 @@ CLIENT_EVENTS: tuple[type[_Event], ...] = (
     Ping,
     SessionClose,
     VoiceCreate,
+    FunctionCallOutput,
 )
 
 # ---------------------------------------------------------------- server -> client
@@ -209,6 +227,25 @@ class ResponseDone(_Event, frozen=True, tag="response.done"):
     metrics: dict[str, Any]
 
 
+class ResponseFunctionCall(_Event, frozen=True, tag="response.function_call"):
+    """The model calls a client tool: run it and answer `function_call.output` with this `call_id`.
+    `arguments` is a JSON object as text, as the model wrote it (the server checked it parses)."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+class ResponseFunctionCallCancelled(_Event, frozen=True, tag="response.function_call.cancelled"):
+    """The server no longer waits for this call's output: `reason` is `barge-in`, `cancelled`
+    (response.cancel, a newer turn, the session ending) or `timeout` (the deadline passed; the model
+    was told the tool did not answer). An output sent after this is refused as `unknown_call_id`."""
+
+    call_id: str
+    reason: str
+
+
 class Error(_Event, frozen=True, tag="error"):
     """A refused input or a failure. `code` is an `ErrorCode` value; typed `str` so that a client
     still reads the codes a newer server adds."""
@@ -245,6 +282,8 @@ ServerEvent = (
     | ResponseAudioStarted
     | ResponseAudioDone
     | ResponseDone
+    | ResponseFunctionCall
+    | ResponseFunctionCallCancelled
     | Error
     | Pong
     | VoiceCreated
@@ -261,6 +300,8 @@ SERVER_EVENTS: tuple[type[_Event], ...] = (
     ResponseAudioStarted,
     ResponseAudioDone,
     ResponseDone,
+    ResponseFunctionCall,
+    ResponseFunctionCallCancelled,
     Error,
     Pong,
     VoiceCreated,

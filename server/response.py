@@ -1,5 +1,9 @@
 """One assistant response: LLM deltas -> sentence chunks -> TTS -> PCM paced at real time.
 
+When the model calls tools, the same reply goes on: the run's `ToolRunner` (tool_round.py) runs the
+calls, and the model is asked again with its calls and their results, up to MAX_TOOL_ROUNDS times.
+What the model said before a call is spoken while the call runs.
+
 Three tasks joined by small bounded queues, so a slow stage holds back the one before it. The
 pacer keeps at most `audio_lead_ms` of audio ahead of the client's playback clock and records
 which text each stretch of audio carries, so a barge-in can keep exactly what was heard.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +25,8 @@ from hark.protocol import Error, ErrorCode, ResponseAudioDone, ResponseAudioStar
 
 from .audio import resample_pcm16
 from .context import Outbox, ServerContext
-from .llm.base import LLMEngine, LLMRequest, LLMUnavailable, LLMUsage
+from .llm.base import LLMEngine, LLMRequest, LLMUnavailable, LLMUsage, Message, ToolCall
+from .tool_round import MAX_TOOL_ROUNDS, ToolRunner, ToolTurnEnded, round_request_id
 from .tts.base import Pcm16
 from .tts.chunker import SentenceChunker
 from .tts.streaming import StreamingTTSEngine, StreamResampler, TTSUnavailable, VoiceChoice
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 _END = None  # queue sentinel
 # spoken when the language model cannot answer, so a voice user is not left in silence
 APOLOGY = "Sorry, I can't answer right now. Please try again in a moment."
+# spoken when the model's tool use ended the turn (bad arguments twice, too many rounds)
+TOOL_APOLOGY = "Sorry, something went wrong while I was working on that."
 
 
 @dataclass(slots=True)
@@ -38,6 +46,16 @@ class SpokenChunk:
     text: str
     start_ms: float  # position on the response's audio clock
     duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolExchange:
+    """One finished tool round: the assistant's calls, their results, and what was spoken in it
+    (the model's words before the calls, and the filler if one was said)."""
+
+    assistant: Message
+    results: tuple[Message, ...]
+    spoken: str
 
 
 @dataclass(slots=True)
@@ -87,6 +105,10 @@ class ResponseRun:
         self.llm: LLMEngine = ctx.llm  # where the words come from: the model, or a line of the server's own
         # the speech server failed: the rest of this reply goes out as text only
         self.tts_failure: TTSUnavailable | VoiceError | None = None
+        self.tools: ToolRunner | None = None  # set by the session when the reply offers tools
+        self.tool_failure: ToolTurnEnded | None = None
+        self.exchanges: list[ToolExchange] = []  # the finished tool rounds, in order
+        self._final_from = 0  # where in `text` the words after the last tool round start
 
     async def run(self) -> None:
         """Stream the whole response; raises on engine failure; cancel to interrupt."""
@@ -107,22 +129,97 @@ class ResponseRun:
 
     async def _generate(self, chunks: asyncio.Queue[str | None]) -> None:
         chunker = SentenceChunker(first_clause=self.first_clause)
-        stream = self.llm.stream(self._request, self.usage)
+        request = self._request
         try:
-            async for delta in stream:
-                if isinstance(delta, str) and delta:  # tool calls: issue 15 (no session offers tools yet)
-                    await self._emit_text(delta, chunker, chunks)
+            for round_no in range(MAX_TOOL_ROUNDS + 1):
+                round_start = len(self.text)
+                calls = await self._stream_round(request, self.usage if round_no == 0 else LLMUsage(), chunker, chunks)
+                if not calls:
+                    break
+                if self.tools is None:  # an engine calling tools nobody offered: nothing to run
+                    log.warning(
+                        "%s: the model called %d tool(s) though none were offered", self.response_id, len(calls)
+                    )
+                    break
+                if round_no == MAX_TOOL_ROUNDS:
+                    raise ToolTurnEnded(
+                        ErrorCode.TOOL_ROUND_LIMIT, f"the model still called tools after {MAX_TOOL_ROUNDS} rounds"
+                    )
+                request = await self._run_tools(request, round_no, round_start, calls, chunker, chunks)
         except LLMUnavailable as exc:
             self.failure = exc
             await self._emit_text((" " if self.text else "") + APOLOGY, chunker, chunks)
+        except ToolTurnEnded as exc:
+            log.warning("%s: %s", self.response_id, exc.message)
+            self.tool_failure = exc
+            await self._emit_text((" " if self.text else "") + TOOL_APOLOGY, chunker, chunks)
+        if self._audio_output:
+            await self._flush(chunker, chunks)
+            await chunks.put(_END)
+
+    async def _stream_round(
+        self, request: LLMRequest, usage: LLMUsage, chunker: SentenceChunker, chunks: asyncio.Queue[str | None]
+    ) -> list[ToolCall]:
+        """One LLM request: its text goes out as it comes; returns the tool calls it made."""
+        calls: list[ToolCall] = []
+        stream = self.llm.stream(request, usage)
+        try:
+            async for delta in stream:
+                if isinstance(delta, ToolCall):
+                    calls.append(delta)
+                elif delta:
+                    if usage is not self.usage and self.text and not (self.text[-1].isspace() or delta[0].isspace()):
+                        delta = " " + delta  # a later round's words are a new sentence of the same reply
+                    await self._emit_text(delta, chunker, chunks)
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if usage is not self.usage:
+                self.usage.prompt_tokens += usage.prompt_tokens
+                self.usage.cached_tokens += usage.cached_tokens
+        return calls
+
+    async def _run_tools(
+        self,
+        request: LLMRequest,
+        round_no: int,
+        round_start: int,
+        calls: list[ToolCall],
+        chunker: SentenceChunker,
+        chunks: asyncio.Queue[str | None],
+    ) -> LLMRequest:
+        """Run one round's calls; returns the request for the next round (calls and results added)."""
+        tools = self.tools
+        assert tools is not None
         if self._audio_output:
-            for chunk in chunker.flush():
-                await chunks.put(chunk)
-            await chunks.put(_END)
+            await self._flush(chunker, chunks)  # what the model said before the calls is spoken now
+        said = self.text[round_start:]
+        filler = tools.setup.filler
+        on_slow = None
+        if filler and not said.strip() and not self.exchanges:  # once per reply, only into silence
+
+            async def on_slow() -> None:
+                await self._emit_text(filler, chunker, chunks)
+                if self._audio_output:
+                    await self._flush(chunker, chunks)
+
+        calls = tools.normalize(calls)
+        results = await tools.run(calls, on_slow)
+        assistant = Message("assistant", said, tool_calls=tuple(calls))
+        self.exchanges.append(ToolExchange(assistant, tuple(results), self.text[round_start:]))
+        self._final_from = len(self.text)
+        return dataclasses.replace(
+            request,
+            messages=[*request.messages, assistant, *results],
+            request_id=round_request_id(self._request.request_id, round_no + 1),
+            tool_choice=tools.setup.choice_for(round_no + 1),
+        )
+
+    @staticmethod
+    async def _flush(chunker: SentenceChunker, chunks: asyncio.Queue[str | None]) -> None:
+        for chunk in chunker.flush():
+            await chunks.put(chunk)
 
     async def _emit_text(self, delta: str, chunker: SentenceChunker, chunks: asyncio.Queue[str | None]) -> None:
         if self.timeline.first_token is None:
@@ -254,6 +351,7 @@ class ResponseRun:
             "speculative_prefills": self.usage.speculative_prefills,
             "speculative_aborted": self.usage.extra.get("speculative_aborted", 0),
             "audio_ms": round(tl.audio_sent_ms),
+            "tool_ms": round(self.tools.tool_ms) if self.tools is not None else 0,
         }
         server = self._ctx.metrics
         if final_ms is not None:  # typed turns have no transcript to wait for
@@ -265,6 +363,28 @@ class ResponseRun:
         server.llm_tokens.labels("prompt").inc(self.usage.prompt_tokens)
         server.llm_tokens.labels("cached").inc(self.usage.cached_tokens)
         return metrics
+
+    def conversation_messages(self, heard: str) -> list[Message]:
+        """What this reply adds to the conversation after the user's message, given the text the
+        user `heard`: each finished tool round (its calls happened, heard or not: the results stay,
+        with the words of it that were heard), then the heard words after the last round."""
+        if not self.exchanges:
+            return [Message("assistant", heard)] if heard else []
+        complete = heard == self.text
+        words = heard.split()
+        used = 0
+        out: list[Message] = []
+        for exchange in self.exchanges:
+            assistant = exchange.assistant
+            if not complete:
+                n = len(exchange.spoken.split())
+                assistant = dataclasses.replace(assistant, content=" ".join(words[used : used + n]))
+                used += n
+            out += [assistant, *exchange.results]
+        final = self.text[self._final_from :].strip() if complete else " ".join(words[used:])
+        if final and self.failure is None and self.tool_failure is None:  # an apology is not the model's
+            out.append(Message("assistant", final))
+        return out
 
     def heard_text(self) -> str:
         """The reply text the user heard before an interruption (all of it without audio output)."""

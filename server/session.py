@@ -48,6 +48,7 @@ from hark.protocol import (
     decode_client,
     validate_audio_frame,
 )
+from hark.protocol.events import FunctionCallOutput
 from hark.protocol.turn_detection import SemanticTurnDetection
 
 from .asr.base import ASRError
@@ -55,11 +56,12 @@ from .clarify import ASK_AGAIN, ScriptedReply, is_low_confidence
 from .context import Outbox, ServerContext
 from .history import History
 from .listener import PREROLL_SAMPLES, Listener, samples_of_ms
-from .llm.base import LLMRequest, SpeculativeLLM, request_id
+from .llm.base import LLMRequest, SpeculativeLLM, ToolChoice, request_id
 from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
 from .session_ops import NO_OVERRIDES, ClearIn, ConversationOps, RespondIn, ResponseOverrides
+from .tool_round import ToolRunner
 from .transcriber import Transcriber
 from .tts.voice_ops import SessionVoices
 from .tts.voices import VoiceError
@@ -264,6 +266,8 @@ class Session(ConversationOps):
                 self.emit(Pong(id=ping_id))
             case ResponseCancel(response_id=rid):
                 self._cancel_from_client(rid)
+            case FunctionCallOutput(call_id=call_id, output=output):
+                self.submit_tool_output(call_id, output)
             case PlaybackPosition(response_id=rid, played_ms=played):
                 if self._response is not None and self._response.response_id == rid:
                     self._response.client_played_ms = float(played)
@@ -339,6 +343,13 @@ class Session(ConversationOps):
                 'config.turn_detection: "semantic" is not available on this server (it has no turn model: '
                 "it needs `make install`, or --turn-model); nothing of this update was applied",
             )
+            return
+        try:
+            new.check_tool_choice(
+                tuple(spec.name for spec in self.ctx.server_tools.specs()) if self.ctx.server_tools else ()
+            )
+        except ProtocolError as exc:
+            self.report(exc.code, f"{exc.message}; nothing of this update was applied")
             return
         if type(new.turn_detection) is not type(self.config.turn_detection):
             endpointer = self._create_endpointer(new)
@@ -456,7 +467,8 @@ class Session(ConversationOps):
         self.emit(partial)
         # not while a reply plays: its end changes the conversation the prefix starts with
         if self._speculator is not None and stable and self._response is None:
-            self._speculator.offer(self._history.conversation(self.config.instructions), self._user_words(stable))
+            history = self._history.conversation(self.config.instructions)
+            self._speculator.offer(history, self._user_words(stable), *self._prompt_tools())
 
     def _asr_failed(self, exc: ASRError) -> None:
         log.error("session %s: ASR failed: %s", self.id, exc)
@@ -548,8 +560,10 @@ class Session(ConversationOps):
         user_text = self._history.take_user_text(user_text)
         messages = self._conversation_for(user_text, overrides)  # "": a response.create adds no user message
         prefills = aborted = 0
+        tools = self._tool_setup()
+        specs, choice = ((), ToolChoice()) if tools is None else (tools.specs(), tools.choice_for(0))
         if self._speculator is not None and isinstance(self.ctx.llm, SpeculativeLLM):
-            self._speculator.settle(self.ctx.llm.final_prompt(messages))
+            self._speculator.settle(self.ctx.llm.final_prompt(messages, specs, choice))
             prefills, aborted = self._speculator.turn_prefills, self._speculator.turn_aborted
         run = ResponseRun(
             self.ctx,
@@ -559,12 +573,16 @@ class Session(ConversationOps):
                 request_id=request_id(self.id, self._response_seq),
                 session_id=self.id,
                 max_tokens=self._max_tokens_for(overrides),
+                tools=specs,
+                tool_choice=choice,
             ),
             response_id,
             self.config.output_sample_rate,
             self.config.voice,
             overrides.audio_output_for(self.config),
         )
+        if tools is not None:
+            run.tools = ToolRunner(tools, self._outbox, response_id, self.ctx.metrics)
         run.usage.speculative_prefills = prefills
         run.usage.extra["speculative_aborted"] = aborted
         self._response = run
@@ -587,6 +605,9 @@ class Session(ConversationOps):
         if run.failure is not None:
             self.report(ErrorCode.LLM_UNAVAILABLE, f"the language model did not answer: {run.failure}")
             return ResponseStatus.FAILED
+        if run.tool_failure is not None:
+            self.report(run.tool_failure.code, run.tool_failure.message)
+            return ResponseStatus.FAILED
         return ResponseStatus.COMPLETED
 
     def _finish_response(
@@ -604,7 +625,7 @@ class Session(ConversationOps):
             # speech joined its turn before any of it was heard: the joined turn asks with these words
             self._joined_replies.discard(run.response_id)
             heard = ""
-        elif status != ResponseStatus.FAILED and heard:
+        elif (status != ResponseStatus.FAILED and heard) or run.exchanges:  # tool calls that ran stay
             self._record_exchange(run, user_text, heard)
         else:  # the model never answered, or nothing of it was heard: ask again with the next turn
             self._history.carry(user_text)
@@ -634,6 +655,8 @@ class Session(ConversationOps):
             return False
         response_id = self._response.response_id if self._response else None
         log.info("session %s: cancelling %s while %s (%s)", self.id, response_id, self.state, reason)
+        if self._response is not None and self._response.tools is not None:  # a client running a call is told why
+            self._response.tools.cancel_reason = "barge-in" if reason == "barge-in" else "cancelled"
         task.cancel()
         return True
 

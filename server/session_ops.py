@@ -19,13 +19,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hark.protocol import SessionConfig
+from hark.protocol import ErrorCode, SessionConfig
 
 from .history import History
-from .llm.base import LLMRequest, Message, Role
+from .llm.base import LLMRequest, Message, Role, ToolChoice, ToolSpec
+from .tool_round import ToolSetup
 from .turn.endpoint import EndReason, TurnEnd
 
 if TYPE_CHECKING:
+    from .context import ServerContext
     from .listener import Listener
     from .response import ResponseRun
     from .transcriber import Transcriber
@@ -109,6 +111,9 @@ class ConversationOps:
     _listener: Listener
     _transcriber: Transcriber
     config: SessionConfig
+    ctx: ServerContext
+
+    def report(self, code: ErrorCode, message: str, fatal: bool = False) -> None: ...
 
     def _init_conversation_ops(self) -> None:
         self._ops = _OpsState()
@@ -156,6 +161,15 @@ class ConversationOps:
         """The (user, assistant) history messages of a finished reply."""
         reply = self._ops.replies.get(response_id)
         return (None, None) if reply is None else (reply.user, reply.assistant)
+
+    def submit_tool_output(self, call_id: str, output: str) -> bool:
+        """A client tool's result (hark.v1 function_call.output, Realtime function_call_output):
+        the reply waiting for it goes on. An id no call awaits is reported (unknown_call_id)."""
+        run = self._response
+        if run is not None and run.tools is not None and run.tools.submit(call_id, output):
+            return True
+        self.report(ErrorCode.UNKNOWN_CALL_ID, f"no tool call {call_id[:128]!r} is waiting for its output")
+        return False
 
     def held_message(self, turn_id: int) -> Message | None:
         """The user message of a turn that waits for a response.create."""
@@ -214,6 +228,15 @@ class ConversationOps:
             messages.append(Message("user", user_text))
         return messages
 
+    def _tool_setup(self) -> ToolSetup | None:
+        """The tools a reply offers now (the session's and the server's); None: no tools at all."""
+        return ToolSetup.for_session(self.config, self.ctx.server_tools, self.ctx.config.tool_timeout_s)
+
+    def _prompt_tools(self) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
+        """The tools and choice a reply's first request carries: they are part of its prompt's prefix."""
+        setup = self._tool_setup()
+        return ((), ToolChoice()) if setup is None else (setup.specs(), setup.choice_for(0))
+
     def _max_tokens_for(self, overrides: ResponseOverrides) -> int:
         limit = overrides.max_tokens or self._ops.max_output_tokens
         return limit if limit is not None else DEFAULT_MAX_TOKENS
@@ -224,9 +247,14 @@ class ConversationOps:
         return self._ops.cuts.pop(run.response_id, None) is not None
 
     def _record_exchange(self, run: ResponseRun, user_text: str, heard: str) -> None:
-        """Into the history (a response.create's reply has no user message of its own), remembered by reply."""
+        """Into the history (a response.create's reply has no user message of its own): the user's
+        words, the reply's tool calls and results, and its heard words; remembered by reply."""
         user = self._history.add(Message("user", user_text)) if user_text else None
-        assistant = self._history.add(Message("assistant", heard))
+        assistant = None
+        for message in run.conversation_messages(heard):
+            added = self._history.add(message)
+            if message.role == "assistant" and not message.tool_calls:
+                assistant = added
         _remember(self._ops.replies, run.response_id, _Reply(run, user, assistant))
 
     async def _drop_utterance(self) -> None:

@@ -40,7 +40,7 @@ from hark.protocol import (
     decode_client,
     validate_audio_frame,
 )
-from hark.protocol.events import CLIENT_EVENTS, SERVER_EVENTS, VoiceCreate
+from hark.protocol.events import CLIENT_EVENTS, SERVER_EVENTS, FunctionCallOutput, VoiceCreate
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -116,6 +116,8 @@ def expected(frame: Frame) -> Expected:
             return Expected()  # a position for a reply that is not playing is ignored (PROTOCOL.md)
         case SessionClose():
             return Expected(close=1000)
+        case FunctionCallOutput():  # no reply is waiting for a tool's output
+            return Expected(error=ErrorCode.UNKNOWN_CALL_ID.value)
     raise AssertionError(f"no documented answer for {event!r}")
 
 

@@ -22,6 +22,7 @@ CLIENT_SAMPLES: list[p.ClientEvent] = [
     p.Ping(),
     p.SessionClose(),
     p.VoiceCreate(audio="UklGRg==", transcript="hello there", format="wav", id="v1"),
+    p.FunctionCallOutput(call_id="call_1", output='{"temperature_c": 21}'),
 ]
 
 SERVER_SAMPLES: list[p.ServerEvent] = [
@@ -36,6 +37,8 @@ SERVER_SAMPLES: list[p.ServerEvent] = [
     p.ResponseAudioStarted(response_id="resp_1", sample_rate=16000),
     p.ResponseAudioDone(response_id="resp_1", audio_ms=1800),
     p.ResponseDone(response_id="resp_1", status=p.ResponseStatus.COMPLETED, text="You said", metrics={"final_ms": 300}),
+    p.ResponseFunctionCall(response_id="resp_1", call_id="call_1", name="weather", arguments='{"city": "Paris"}'),
+    p.ResponseFunctionCallCancelled(call_id="call_1", reason="barge-in"),
     p.Error(code="invalid_json", message="bad", fatal=False),
     p.Pong(id="abc"),
     p.VoiceCreated(voice="clone-AAAAAAAAAAAAAAAAAAAAAA", duration_ms=7100, sample_rate=16000, id="v1"),
