@@ -319,3 +319,35 @@ async def test_shutdown_ends_posted_sessions(tmp_path_factory: pytest.TempPathFa
     await pc.close()
     assert running.process.returncode == 0, running.log()[-3000:]
     assert f"session {headers['Hark-Session-Id']} closed (WebRTC offer: stopped)" in running.log()
+
+
+async def test_delete_reaches_the_worker_that_holds_the_session(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """--workers 2: each DELETE on a new connection may land on either process; the session still ends."""
+    running = start_server(
+        tmp_path_factory.mktemp("webrtc-post-workers"),
+        "--workers",
+        "2",
+        "--api-key",
+        KEY_A,
+        "--api-key",
+        KEY_B,
+        "--metrics-public",
+    )
+    try:
+        for _ in range(6):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTrack(WavTrack(b"\0" * 32000))
+            async with aiohttp.ClientSession() as http:
+                status, headers, answer = await _post_sdp(
+                    http, f"{running.http}/v1/whip", await _offer(pc), _auth(KEY_A)
+                )
+                assert status == 201, answer
+            location = f"{running.http}{headers['Location']}"
+            for key, expected in ((KEY_B, 404), (KEY_A, 204), (KEY_A, 404)):  # new connections each time
+                async with aiohttp.ClientSession() as http, http.delete(location, headers=_auth(key)) as resp:
+                    assert resp.status == expected, (key, await resp.text())
+            await pc.close()
+        await _wait_sessions_open(running, 0)
+    finally:
+        await asyncio.to_thread(stop_server, running)
+    assert running.process.returncode == 0, running.log()[-3000:]

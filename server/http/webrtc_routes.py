@@ -9,6 +9,8 @@
 - `DELETE` on either location ends that session (`204`); an id that is not running, of the other
   route, or created with another API key is `404 unknown_session`. No trickle ICE (the offer carries
   its candidates): WHIP's `PATCH` is answered 405.
+With `--workers N` a DELETE that reaches a process without the session is relayed to the others
+(webrtc_relay.py).
 A POSTed session takes an admission slot exactly like a WebSocket one (`503 server_busy` when full)
 and gives it back when it ends: DELETE, the peer closing or failing, the peer not connecting within
 `webrtc_connect_timeout_s`, `session.close` on its data channel, or shutdown.
@@ -28,6 +30,7 @@ from hark.protocol import ErrorCode
 from ..transport.webrtc_posted import AdmissionRefused, OfferRefused, PostedKind
 from .errors import HttpError
 from .state import HttpState
+from .webrtc_relay import WorkerRelay, relay_dir
 
 if TYPE_CHECKING:  # the webrtc extra may be missing: the handler is imported only where it is
     from ..transport.webrtc import WebRTCHandler
@@ -44,16 +47,24 @@ BUSY_RETRY_AFTER_S = "1"
 
 def add_routes(app: web.Application, state: HttpState) -> None:
     routes = WebRTCRoutes(state)
+    offer_session, whip_session = SESSIONS_PATH + "/{session_id}", WHIP_PATH + "/{session_id}"
     app.router.add_post(OFFER_PATH, routes.post_offer)
-    app.router.add_delete(SESSIONS_PATH + "/{session_id}", routes.delete_offer_session)
+    app.router.add_delete(offer_session, routes.delete_offer_session)
     app.router.add_post(WHIP_PATH, routes.post_whip)
-    app.router.add_delete(WHIP_PATH + "/{session_id}", routes.delete_whip_session)
+    app.router.add_delete(whip_session, routes.delete_whip_session)
     app.on_shutdown.append(routes.on_shutdown)
+    directory = relay_dir(state.config.reuse_port)
+    if directory is not None:  # --workers: a DELETE may reach a process that does not hold the session
+        local = [(offer_session, routes.delete_offer_here), (whip_session, routes.delete_whip_here)]
+        routes.relay = WorkerRelay(directory, local)
+        app.on_startup.append(routes.relay.start)
+        app.on_cleanup.append(routes.relay.stop)
 
 
 class WebRTCRoutes:
     def __init__(self, state: HttpState) -> None:
         self._state = state
+        self.relay: WorkerRelay | None = None
 
     async def post_offer(self, request: web.Request) -> web.Response:
         content_type = request.content_type
@@ -78,10 +89,17 @@ class WebRTCRoutes:
         return web.Response(status=201, text=answer, content_type=SDP_TYPE, headers=headers)
 
     async def delete_offer_session(self, request: web.Request) -> web.Response:
-        return await self._delete(request, PostedKind.OFFER)
+        return await self._delete(request, PostedKind.OFFER, ask_others=True)
 
     async def delete_whip_session(self, request: web.Request) -> web.Response:
-        return await self._delete(request, PostedKind.WHIP)
+        return await self._delete(request, PostedKind.WHIP, ask_others=True)
+
+    async def delete_offer_here(self, request: web.Request) -> web.Response:
+        """Another worker's relayed DELETE (webrtc_relay.py): this process's sessions only."""
+        return await self._delete(request, PostedKind.OFFER, ask_others=False)
+
+    async def delete_whip_here(self, request: web.Request) -> web.Response:
+        return await self._delete(request, PostedKind.WHIP, ask_others=False)
 
     async def on_shutdown(self, app: web.Application) -> None:
         if self._state.webrtc is not None:
@@ -98,11 +116,13 @@ class WebRTCRoutes:
             raise HttpError(400, ErrorCode.INVALID_SDP, f"the SDP offer was refused: {exc}") from None
         return posted.id, answer
 
-    async def _delete(self, request: web.Request, kind: PostedKind) -> web.Response:
+    async def _delete(self, request: web.Request, kind: PostedKind, ask_others: bool) -> web.Response:
         handler = self._handler()
         session_id = request.match_info["session_id"]
         posted = handler.find_posted(session_id, kind, _owner(request, self._state))
         if posted is None:
+            if ask_others and self.relay is not None and await self.relay.delete_elsewhere(request):
+                return web.Response(status=204)
             raise HttpError(404, ErrorCode.UNKNOWN_SESSION, f"no running {kind} session {session_id[:64]!r}")
         await handler.end_posted(posted)
         return web.Response(status=204)
