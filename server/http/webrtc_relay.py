@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +28,7 @@ SOCKET_PREFIX = "webrtc-"
 SOCKET_SUFFIX = ".sock"
 RELAY_TIMEOUT_S = 8.0  # the owner waits up to 5 s for the session to stop (webrtc.TEARDOWN_TIMEOUT_S)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def relay_dir(reuse_port: bool) -> Path | None:
@@ -40,7 +40,7 @@ def relay_dir(reuse_port: bool) -> Path | None:
 class WorkerRelay:
     """This worker's socket for the others' DELETEs, and the asking of the others."""
 
-    def __init__(self, directory: Path, routes: list[tuple[str, Handler]]) -> None:
+    def __init__(self, directory: Path, routes: Sequence[tuple[str, Handler]]) -> None:
         self._dir = directory
         self._routes = routes  # (path pattern, the local-only DELETE handler)
         self._own = directory / f"{SOCKET_PREFIX}{os.getpid()}{SOCKET_SUFFIX}"
