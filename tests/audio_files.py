@@ -25,6 +25,7 @@ def encode(pcm: bytes, kind: str, rate: int = 16000) -> bytes:
     out = io.BytesIO()
     with av.open(out, mode="w", format=container_name) as container:
         stream = container.add_stream(codec, rate=codec_rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
         resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=codec_rate)
         samples = np.frombuffer(pcm, dtype="<i2")
         for start in range(0, len(samples), rate // 10):

@@ -120,7 +120,7 @@ def test_segments_come_before_the_vad_has_read_the_whole_file() -> None:
     calls = 0
 
     class Counting(ThreadPoolExecutor):
-        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             return super().submit(fn, *args, **kwargs)

@@ -198,10 +198,12 @@ class AudioRoutes:
         await response.prepare(request)
         text = ""
         try:
-            async for segment in segments_of(ctx, audio, self._executor, stream_id):
-                joined = join_text(text, segment.text)
-                delta, text = joined[len(text) :], joined
-                await response.write(fmt.sse({"type": "transcript.text.delta", "delta": delta}))
+            # closed however the stream ends (a client gone mid-stream): the ASR stream goes with it
+            async with contextlib.aclosing(segments_of(ctx, audio, self._executor, stream_id)) as found:
+                async for segment in found:
+                    joined = join_text(text, segment.text)
+                    delta, text = joined[len(text) :], joined
+                    await response.write(fmt.sse({"type": "transcript.text.delta", "delta": delta}))
             await response.write(fmt.sse({"type": "transcript.text.done", "text": text}))
         except OfflineError as exc:  # the status is sent already: the error is the stream's last event
             await response.write(fmt.sse({"type": "error", "error": {"code": exc.code.value, "message": exc.message}}))

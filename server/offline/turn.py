@@ -84,7 +84,8 @@ async def segments_of(
 
 async def transcribe(ctx: ServerContext, audio: DecodedAudio, executor: Executor, stream_id: str) -> Transcript:
     started = time.monotonic()
-    segments = [s async for s in segments_of(ctx, audio, executor, stream_id)]
+    async with contextlib.aclosing(segments_of(ctx, audio, executor, stream_id)) as found:
+        segments = [s async for s in found]
     text = ""
     for segment in segments:
         text = join_text(text, segment.text)
