@@ -1,7 +1,8 @@
 """A small real MCP server for tests and demos (stand-in for whatever MCP servers a deployment runs).
 
-Built with the official `mcp` SDK's MCPServer (v1's FastMCP): a clock, a calculator, and two tools for
-failure tests: `slow` sleeps (timeouts, cancellation) and `crash` kills the process mid-call.
+Built with the official `mcp` SDK's MCPServer (v1's FastMCP): a clock, a calculator, a demo robot's
+`forward` (answers at once: the fast tool of bench/tools.py), and two tools for failure tests: `slow`
+sleeps (timeouts, cancellation) and `crash` kills the process mid-call.
 
     python -m standins.mcp_tools              # stdio: hark-server --mcp-server tools="python -m standins.mcp_tools"
     python -m standins.mcp_tools --http 0     # streamable HTTP on 127.0.0.1; prints its URL when ready
@@ -139,6 +140,13 @@ def build_server(events: EventLog) -> MCPServer[Any]:
             return _number_text(evaluate(expression))
         except ValueError as exc:
             raise ToolError(str(exc)) from None
+
+    @server.tool()
+    def forward(meters: float) -> str:
+        """Drive the demo robot forward by `meters` metres (a stand-in: it answers at once, nothing moves)."""
+        if not 0 < meters <= 100:
+            raise ToolError("meters must be within 0..100")
+        return f"moved {_number_text(meters)} meters forward"
 
     @server.tool()
     async def slow(seconds: float) -> str:

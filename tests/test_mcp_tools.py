@@ -23,16 +23,19 @@ try:
 except ImportError:
     pytest.fail("the MCP tests need the MCP SDK: pip install 'hark[mcp]' (make install-dev has it)", pytrace=False)
 
+from conftest import REPO, RunningServer, load_pcm, metric
+from simproc import sglang_simulator
+from wsclient import Peer, silence
+
 from hark.server.metrics import Metrics
 from hark.server.tools.mcp_client import ConnectionState
 from hark.server.tools.mcp_config import HttpTarget, StdioTarget, ToolFilter, parse_server_spec, parse_server_specs
 from hark.server.tools.toolbox import MAX_OUTPUT_CHARS, MCPToolbox, result_text
 from standins.mcp_tools import READY_PREFIX, evaluate
 from standins.process import launched
-from tests.conftest import REPO, metric
 
 STANDIN = REPO / "standins" / "mcp_tools.py"
-STANDIN_TOOLS = {"now", "add", "multiply", "calculate", "slow", "crash"}
+STANDIN_TOOLS = {"now", "add", "multiply", "calculate", "forward", "slow", "crash"}
 
 
 def stdio_spec(name: str, events: Path) -> str:
@@ -350,3 +353,81 @@ def test_a_bad_mcp_server_option_stops_the_server_with_a_message(tmp_path: Path)
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--mcp-server 'bad name=x': the name" in proc.stderr
+
+
+# --- end to end: a session's model calls an MCP tool (server/tool_round.py) --------------------
+
+
+async def mcp_server_up(hark: RunningServer, name: str, timeout_s: float = 30.0) -> None:
+    """The server connects its MCP servers in the background: wait until `name` is up."""
+    await wait_for(lambda: metric(hark, f'hark_mcp_server_up{{server="{name}"}}') == 1, f"{name} up", timeout_s)
+
+
+async def typed_turn(peer: Peer, text: str) -> dict[str, Any]:
+    seen = len(peer.of("response.done"))
+    await peer.send_json({"type": "input.text", "text": text})
+    return await peer.wait_for(lambda e: e["type"] == "response.done" and len(peer.of("response.done")) > seen)
+
+
+async def test_typed_request_the_echo_llm_calls_an_mcp_tool(server_factory: Any, events: Path) -> None:
+    # the echo LLM calls every offered tool its message names, with the message's {...} as arguments
+    hark = server_factory("--mcp-server", stdio_spec("tools", events))
+    await mcp_server_up(hark, "tools")
+    peer = await Peer.open(hark.url)
+    await peer.send_json({"type": "session.update", "config": {"audio_output": False}})
+    done = await typed_turn(peer, 'add {"a": 2, "b": 3}')
+    assert done["status"] == "completed", peer.of("error")
+    assert done["text"] == "add returned 5."
+    assert peer.of("response.function_call") == []  # a server tool: the client is not asked
+    assert isinstance(done["metrics"]["tool_ms"], int) and done["metrics"]["tool_ms"] >= 0
+    assert metric(hark, 'hark_mcp_tool_calls_total{outcome="ok",server="tools"}') == 1
+
+    # the MCP server crashes mid-call: the model reads an error, the turn completes, the server lives
+    crashed = await typed_turn(peer, "crash {}")
+    assert crashed["status"] == "completed", peer.of("error")
+    assert crashed["text"].startswith("crash returned Error") and "went away during the call" in crashed["text"]
+    assert metric(hark, 'hark_mcp_tool_calls_total{outcome="unavailable",server="tools"}') == 1
+    await wait_for(lambda: metric(hark, 'hark_mcp_connects_total{outcome="up",server="tools"}') == 2, "reconnect")
+    again = await typed_turn(peer, 'multiply {"a": 6, "b": 7}')
+    assert again["text"] == "multiply returned 42."
+    await peer.close()
+    hark.assert_alive()
+
+
+async def test_spoken_request_mcp_tool_spoken_answer_on_the_simulator(server_factory: Any, events: Path) -> None:
+    with sglang_simulator() as sim:
+        hark = server_factory("--llm", "sglang", "--llm-url", sim.url, "--mcp-server", stdio_spec("robot", events))
+        await mcp_server_up(hark, "robot")
+        peer = await Peer.open(hark.url)
+        await peer.send_json(
+            {"type": "session.update", "config": {"turn_detection": {"type": "silence", "silence_ms": 500}}}
+        )
+        await peer.send_pcm(load_pcm("en_goforward_command") + silence(1000))
+        done = await peer.wait_for(lambda e: e["type"] == "response.done")
+        await peer.close()
+        records = sim.requests()
+    assert peer.of("transcript.final")[0]["text"] == "go forward ten meters"
+    assert done["status"] == "completed", peer.of("error")
+    # the simulator calls `forward` (named in the words) with meters=10; its answer quotes the result
+    assert "moved10metersforward" in done["text"].replace(" ", ""), done["text"]  # the simulator's spacing
+    assert "<tool_call>" not in done["text"] and peer.of("response.function_call") == []
+    assert peer.of("response.audio.done")[0]["audio_ms"] > 500  # spoken
+    generate = [r for r in records if r["endpoint"] == "generate"]
+    assert len(generate) >= 2, records  # the call, then the answer from its result
+
+
+def test_listed_tools_get_a_clients_bounds() -> None:
+    box = MCPToolbox(parse_server_specs(["big=unused-command"]))
+    conn = box.connections[0]
+    schema = {"type": "object", "properties": {}}
+    conn.tools = (
+        mcp_types.Tool(name="weather.get", input_schema=schema),  # not a function name
+        mcp_types.Tool(name="huge", input_schema={"type": "object", "description": "x" * 9000}),
+        mcp_types.Tool(name="wordy", description="d" * 5000, input_schema=schema),
+        *(mcp_types.Tool(name=f"t{i}", input_schema=schema) for i in range(40)),
+    )
+    conn._set_state(ConnectionState.UP)  # what the connection does once it has listed them
+    specs = box.specs()
+    assert [s.name for s in specs] == ["wordy", *(f"t{i}" for i in range(31))]
+    assert len(specs[0].description) == 1024
+    assert not box.owns("weather.get") and not box.owns("huge") and not box.owns("t31")

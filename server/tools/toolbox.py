@@ -5,7 +5,8 @@ Names: a tool keeps its own name when no other configured server has one like it
 offer the same name, both are offered as `SERVER__TOOL` (so neither silently shadows the other).
 Names are computed over every server's last listing, up or not, so they do not change while one
 server reconnects. A tool whose name does not fit a function name (letters, digits, `_`, `-`, at
-most 64) is skipped with a warning.
+most 64), or whose schema is over 8 KiB as JSON, is skipped with a warning, as are tools past the
+32nd; descriptions are cut at 1024 characters (a client's tools have the same bounds).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hark.mcp")
 
+# the bounds a client's tools have (hark.protocol's tool checks): every tool is prompt, every turn
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_SERVER_TOOLS = 32
+MAX_DESCRIPTION_CHARS = 1024
+MAX_PARAMETERS_BYTES = 8192  # the input schema as compact JSON
 PREFIX_SEPARATOR = "__"
 MAX_OUTPUT_CHARS = 16_000  # a tool result goes into the prompt: bounded, like everything else there
 
@@ -132,6 +137,10 @@ class MCPToolbox:
                 if not TOOL_NAME.match(tool.name):
                     self._skip(c.name, tool.name, "its name is not a valid function name")
                     continue
+                size = len(json.dumps(tool.input_schema, separators=(",", ":")))
+                if size > MAX_PARAMETERS_BYTES:
+                    self._skip(c.name, tool.name, f"its input schema is {size} bytes (at most {MAX_PARAMETERS_BYTES})")
+                    continue
                 candidates.append((c, tool))
         counts: dict[str, int] = {}
         for _, tool in candidates:
@@ -142,10 +151,13 @@ class MCPToolbox:
             if exposed in routes or not TOOL_NAME.match(exposed):  # one server listing a name twice
                 self._skip(c.name, tool.name, f"{exposed!r} is taken or too long")
                 continue
+            if len(routes) == MAX_SERVER_TOOLS:
+                self._skip(c.name, tool.name, f"more than {MAX_SERVER_TOOLS} server tools (filter with --mcp-tools)")
+                continue
             routes[exposed] = _Route(c, tool)
         self._routes = routes
         self._specs = tuple(
-            ToolSpec(name, route.tool.description or "", dict(route.tool.input_schema))
+            ToolSpec(name, (route.tool.description or "")[:MAX_DESCRIPTION_CHARS], dict(route.tool.input_schema))
             for name, route in routes.items()
             if route.connection.state is ConnectionState.UP
         )
