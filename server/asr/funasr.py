@@ -18,6 +18,7 @@ from typing import Any
 from .base import ASREngine, ASRStream
 from .funasr_load import ModelLoadError, probe_hub, resolve
 from .inference_pool import Handler, InferencePool
+from .paraformer_batch import DEFAULT_MAX_BATCH
 from .pooled import PooledStream
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,16 @@ class FunASRStream(PooledStream):
 
 
 def paraformer_streaming_engine(
-    model: str, offline_model: str, punc_model: str, two_pass: bool, workers: int, kind: str, ncpu: int
+    model: str,
+    offline_model: str,
+    punc_model: str,
+    two_pass: bool,
+    workers: int,
+    kind: str,
+    ncpu: int,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> FunASREngine:
+    """`max_batch`: most streams in one forward pass (1: one FunASR `generate` call per stream)."""
     from .paraformer_host import ParaformerHostFactory
 
     models = {"--asr-model": resolve(model or DEFAULT_STREAMING_MODEL, "--asr-model")}
@@ -109,6 +118,7 @@ def paraformer_streaming_engine(
         "punc_model": models.get("--punc-model", ""),
         "two_pass": two_pass,
         "ncpu": ncpu,
+        "max_batch": max_batch,
     }
     return FunASREngine("funasr-paraformer-streaming", ParaformerHostFactory(settings), models, workers, kind)
 

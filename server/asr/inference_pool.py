@@ -12,6 +12,8 @@ kernels) off the event loop's process and away from each other, and a crash take
 the server; each pays its own import (funasr ~0.3 GiB). Threads share one process and that import:
 PyTorch releases the GIL inside its kernels, so FunASR threads also decode in parallel, with more
 tail latency at capacity. docs/performance.md ("FunASR") has the measurement behind the default.
+A handler factory with `batched = True` gets workers that hand it every request queued for it at
+once (`batch_workers.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .batch_workers import BatchProcessWorker, BatchThreadWorker
 from .workers import Handler, ProcessWorker, ThreadWorker, Worker
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,9 @@ MAX_QUEUE_WAIT_S = 0.25
 
 
 class Timed:
-    """Wraps a handler factory; the handler's results come back as (seconds busy, result)."""
+    """Wraps a handler factory; the handler's results come back as (seconds busy, seconds served,
+    result): a request answered in a batch was served for the whole batch and made the worker
+    busy for its share of it."""
 
     def __init__(self, factory: Callable[[], Handler]) -> None:
         self.factory = factory
@@ -54,11 +59,18 @@ class TimedHandler:
         self._after: Callable[[], None] | None = getattr(handler, "after_reply", None)
         self._carried = 0.0
 
-    def __call__(self, op: str, stream_id: str, payload: Any) -> tuple[float, Any]:
+    def __call__(self, op: str, stream_id: str, payload: Any) -> tuple[float, float, Any]:
         started = time.perf_counter()
         result = self._handler(op, stream_id, payload)
         busy, self._carried = time.perf_counter() - started + self._carried, 0.0
-        return busy, result
+        return busy, busy, result
+
+    def handle_batch(self, requests: list[tuple[str, str, Any]]) -> list[tuple[bool, Any]]:
+        started = time.perf_counter()
+        outcomes: list[tuple[bool, Any]] = self._handler.handle_batch(requests)  # type: ignore[attr-defined]
+        served, self._carried = time.perf_counter() - started + self._carried, 0.0
+        share = served / max(1, len(requests))
+        return [(ok, (share, served, result) if ok else result) for ok, result in outcomes]
 
     def after_reply(self) -> None:
         if self._after is not None:
@@ -126,7 +138,11 @@ class InferencePool:
         return list(self._workers)
 
     def _new(self, i: int) -> Worker:
-        cls = ThreadWorker if self._kind == "thread" else ProcessWorker
+        cls: type[ThreadWorker | ProcessWorker]
+        if getattr(self._factory.factory, "batched", False):  # its handler takes several requests at once
+            cls = BatchThreadWorker if self._kind == "thread" else BatchProcessWorker
+        else:
+            cls = ThreadWorker if self._kind == "thread" else ProcessWorker
         worker: Worker = cls(f"{self._name}-{i}", self._factory, self._max_in_flight)
         return worker
 
@@ -158,8 +174,8 @@ class InferencePool:
 
     async def call(self, worker: Worker, op: str, stream_id: str, payload: Any = None) -> Any:
         started = time.perf_counter()
-        busy, result = await worker.call(op, stream_id, payload)
-        self.meter.record(worker.name, busy, max(0.0, time.perf_counter() - started - busy))
+        busy, served, result = await worker.call(op, stream_id, payload)
+        self.meter.record(worker.name, busy, max(0.0, time.perf_counter() - started - served))
         return result
 
     def overload_reason(self) -> str | None:

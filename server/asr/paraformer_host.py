@@ -4,7 +4,8 @@ Each utterance has its own FunASR cache dict; audio goes in whole 600 ms chunks
 (`chunk_size=[0, 10, 5]`: 10 frames of 60 ms, 5 frames of look-ahead), each call returns only the new
 tokens, and `is_final=True` at the endpoint flushes the tail and resets the cache. With 2-pass, the
 utterance's audio is kept and re-decoded at the endpoint by the offline paraformer, then punctuated
-by ct-punc; that text is the final (FunASR's own 2pass runtime does the same).
+by ct-punc; that text is the final (FunASR's own 2pass runtime does the same). This host decodes
+one stream per FunASR call; `paraformer_batch_host` decodes every stream with a chunk ready at once.
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ from typing import Any
 import numpy as np
 
 from .funasr_load import load_model
+from .paraformer_batch import CHUNK_SAMPLES, CHUNK_SIZE, DECODER_LOOK_BACK, DEFAULT_MAX_BATCH, ENCODER_LOOK_BACK
 from .utterance_host import Float32Array, UtteranceHost
-
-CHUNK_SIZE = [0, 10, 5]
-CHUNK_SAMPLES = CHUNK_SIZE[1] * 960  # 600 ms at 16 kHz
-ENCODER_LOOK_BACK = 4
-DECODER_LOOK_BACK = 1
 
 
 def join_text(left: str, right: str) -> str:
@@ -52,20 +49,35 @@ class ParaformerStreamingHost(UtteranceHost[_Utterance]):
         return _Utterance()
 
     def accept(self, utt: _Utterance, audio: Float32Array) -> tuple[str, str | None, dict[str, Any]]:
-        utt.samples += len(audio)
-        if self._two_pass:
-            utt.audio.append(audio)
-        utt.pending = np.concatenate([utt.pending, audio])
-        while len(utt.pending) >= CHUNK_SAMPLES:
-            chunk, utt.pending = utt.pending[:CHUNK_SAMPLES], utt.pending[CHUNK_SAMPLES:]
+        self._take(utt, audio)
+        while (chunk := self._next_chunk(utt)) is not None:
             utt.text = join_text(utt.text, self._decode(utt, chunk, is_final=False))
-        # online tokens are never revised: the whole hypothesis is stable
-        return utt.text, utt.text, {}
+        return self._hypothesis(utt)
 
     def finalize(self, utt: _Utterance) -> tuple[str, dict[str, Any]]:
         if utt.samples == 0:
             return "", {}  # no audio at all: FunASR would still decode its zero padding
         utt.text = join_text(utt.text, self._decode(utt, utt.pending, is_final=True))
+        return self._final(utt)
+
+    def _take(self, utt: _Utterance, audio: Float32Array) -> None:
+        utt.samples += len(audio)
+        if self._two_pass:
+            utt.audio.append(audio)
+        utt.pending = np.concatenate([utt.pending, audio])
+
+    @staticmethod
+    def _next_chunk(utt: _Utterance) -> Float32Array | None:
+        if len(utt.pending) < CHUNK_SAMPLES:
+            return None
+        chunk, utt.pending = utt.pending[:CHUNK_SAMPLES], utt.pending[CHUNK_SAMPLES:]
+        return chunk
+
+    @staticmethod
+    def _hypothesis(utt: _Utterance) -> tuple[str, str | None, dict[str, Any]]:
+        return utt.text, utt.text, {}  # online tokens are never revised: the whole hypothesis is stable
+
+    def _final(self, utt: _Utterance) -> tuple[str, dict[str, Any]]:
         if self._two_pass and utt.audio:
             return self._second_pass(np.concatenate(utt.audio)) or utt.text, {}
         return utt.text, {}
@@ -92,10 +104,19 @@ class ParaformerStreamingHost(UtteranceHost[_Utterance]):
 
 
 class ParaformerHostFactory:
-    """Picklable, so a spawned worker process builds its own models."""
+    """Picklable, so a spawned worker process builds its own models. `max_batch` > 1 (the default):
+    streams decoded together (`paraformer_batch_host`); 1: one `generate` call per stream."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
 
+    @property
+    def batched(self) -> bool:
+        return int(self.settings.get("max_batch", DEFAULT_MAX_BATCH)) > 1
+
     def __call__(self) -> ParaformerStreamingHost:
+        if self.batched:
+            from .paraformer_batch_host import ParaformerBatchHost
+
+            return ParaformerBatchHost(self.settings)
         return ParaformerStreamingHost(self.settings)

@@ -152,6 +152,8 @@ class ProcessWorker:
     """A spawned process, one handler; for libraries that hold the GIL, and so a crash takes one
     worker, not the server. The factory must be picklable."""
 
+    _main = staticmethod(_process_main)  # the process's loop (batch_workers swaps in a batching one)
+
     def __init__(self, name: str, factory: Callable[[], Handler], max_in_flight: int) -> None:
         self.name = name
         self.streams = 0
@@ -175,7 +177,7 @@ class ProcessWorker:
         context = mp.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
         self._conn = parent
-        self._proc = context.Process(target=_process_main, args=(child, self._factory), name=self.name, daemon=True)
+        self._proc = context.Process(target=self._main, args=(child, self._factory), name=self.name, daemon=True)
         self._proc.start()
         child.close()
         threading.Thread(target=self._read_replies, name=f"{self.name}-reader", daemon=True).start()

@@ -1,0 +1,112 @@
+"""Inference workers that hand their handler every request waiting for it in one call.
+
+The same tick as the VAD batcher (server/vad_batch.py): a worker takes the first request it is
+given, then whatever else has queued up meanwhile (at most `max_in_flight`), and runs them with
+`handler.handle_batch`, so batching adds no waiting of its own: at low load a batch is one
+request, at capacity it is every stream whose chunk came in while the last batch ran. The handler
+keeps each stream's requests in order and returns one outcome per request; a request that fails
+fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import signal
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from .workers import Handler, ProcessWorker, ThreadWorker, _after_reply, _settle
+
+MAX_REQUESTS = 64  # most requests taken at once (the pool lets 32 per worker be in flight)
+Request = tuple[str, str, Any]  # (op, stream_id, payload)
+Outcome = tuple[bool, Any]  # (ok, result) or (False, the exception)
+
+
+class BatchHandler(Protocol):
+    def __call__(self, op: str, stream_id: str, payload: Any) -> Any: ...
+
+    def handle_batch(self, requests: list[Request]) -> list[Outcome]: ...
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_batch(handler: Handler, requests: list[Request]) -> list[Outcome]:
+    """One outcome per request, even when the handler itself breaks (then every request fails)."""
+    try:
+        outcomes = list(handler.handle_batch(requests))  # type: ignore[attr-defined]
+        if len(outcomes) != len(requests):
+            raise RuntimeError(f"handle_batch returned {len(outcomes)} outcomes for {len(requests)} requests")
+        return outcomes
+    except Exception as exc:
+        return [(False, exc)] * len(requests)
+
+
+class BatchThreadWorker(ThreadWorker):
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        try:
+            handler = self._factory()
+        except BaseException as exc:
+            self._loop.call_soon_threadsafe(_settle, ready, False, exc)
+            return
+        self._loop.call_soon_threadsafe(_settle, ready, True, None)
+        stopping = False
+        while not stopping and (item := self._queue.get()) is not None:
+            batch = [item]
+            while len(batch) < MAX_REQUESTS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:  # stop once this batch is answered
+                    stopping = True
+                    break
+                batch.append(more)
+            outcomes = run_batch(handler, [(op, stream_id, payload) for _, op, stream_id, payload in batch])
+            try:
+                for (fut, _, _, _), (ok, result) in zip(batch, outcomes, strict=True):
+                    reply = (
+                        result if ok else RuntimeError(_error(result) if isinstance(result, BaseException) else result)
+                    )
+                    self._loop.call_soon_threadsafe(_settle, fut, ok, reply)
+            except RuntimeError:  # the loop closed during shutdown
+                return
+            _after_reply(handler)
+
+
+def _batch_process_main(conn: Connection, factory: Callable[[], Handler]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as workers._process_main: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        handler = factory()
+    except Exception as exc:
+        conn.send(("ready", False, _error(exc)))
+        return
+    conn.send(("ready", True, None))
+    stopping = False
+    while not stopping:
+        try:
+            msg = conn.recv()
+            if msg is None:
+                return
+            batch = [msg]
+            while len(batch) < MAX_REQUESTS and conn.poll():
+                more = conn.recv()
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+        except (EOFError, OSError):
+            return
+        outcomes = run_batch(handler, [(op, stream_id, payload) for _, op, stream_id, payload in batch])
+        for (req_id, _, _, _), (ok, result) in zip(batch, outcomes, strict=True):
+            conn.send((req_id, ok, result if ok else (_error(result) if isinstance(result, BaseException) else result)))
+        _after_reply(handler)
+
+
+class BatchProcessWorker(ProcessWorker):
+    _main = staticmethod(_batch_process_main)

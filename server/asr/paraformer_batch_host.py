@@ -1,0 +1,126 @@
+"""paraformer-zh-streaming inside one batching inference worker: every stream's ready chunk at once.
+
+The worker (`batch_workers`) hands over every request that queued while the last batch ran. They
+run in rounds, each round one request per stream, so a stream's requests keep their order; in a
+round, every stream with a 600 ms chunk ready, and every utterance that ends (its `is_final`
+piece), go through one `BatchedParaformer.decode`; a stream with several chunks queued takes part
+in as many passes. A stream whose request fails (bad audio, a decode that raised) gets its error
+and loses its utterance; the others in its batch are answered as if it had not been there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from .paraformer_batch import DEFAULT_MAX_BATCH, BatchedParaformer, ChunkJob, held_bytes
+from .paraformer_host import ParaformerStreamingHost, _Utterance, join_text
+from .utterance_host import Float32Array
+
+Request = tuple[str, str, Any]
+Outcome = tuple[bool, Any]
+
+
+def pcm_to_float(payload: Any) -> Float32Array:
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise TypeError(f"audio must be 16-bit PCM bytes, not {type(payload).__name__}")
+    if len(payload) % 2:
+        raise ValueError(f"audio must be whole 16-bit samples ({len(payload)} bytes)")
+    return np.frombuffer(payload, np.int16).astype(np.float32) / 32768.0
+
+
+class ParaformerBatchHost(ParaformerStreamingHost):
+    def __init__(self, settings: dict[str, Any]) -> None:
+        super().__init__(settings)
+        import torch
+
+        torch.set_num_threads(settings["ncpu"])  # FunASR's generate sets it per call; this path once
+        self._batcher = BatchedParaformer(self._online, int(settings.get("max_batch", DEFAULT_MAX_BATCH)))
+
+    def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
+        if op == "stats":  # for tests and benchmarks: what this worker holds
+            return {
+                "utterances": len(self._streams),
+                "cache_bytes": sum(held_bytes(utt.cache) for utt in self._streams.values()),
+                "largest_batch": self._batcher.largest_batch,
+            }
+        return super().__call__(op, stream_id, payload)
+
+    def new_utterance(self) -> _Utterance:
+        return _Utterance(cache=self._batcher.new_cache())
+
+    def _decode(self, utt: _Utterance, chunk: Float32Array, is_final: bool) -> str:
+        """A request outside a batch (`__call__`): a batch of one."""
+        job = ChunkJob(utt.cache, chunk, is_final)
+        self._batcher.decode([job])
+        if isinstance(job.text, BaseException):
+            raise job.text
+        return job.text
+
+    def handle_batch(self, requests: list[Request]) -> list[Outcome]:
+        outcomes: list[Outcome] = [(False, RuntimeError("not run"))] * len(requests)
+        queues: dict[str, deque[int]] = {}
+        for i, (_, stream_id, _) in enumerate(requests):
+            queues.setdefault(stream_id, deque()).append(i)
+        while queues:
+            self._round([(i, *requests[i]) for i in (q.popleft() for q in queues.values())], outcomes)
+            queues = {stream_id: q for stream_id, q in queues.items() if q}
+        return outcomes
+
+    def _round(self, requests: list[tuple[int, str, str, Any]], outcomes: list[Outcome]) -> None:
+        """At most one request per stream."""
+        accepting: dict[int, tuple[str, _Utterance]] = {}
+        ending: dict[int, tuple[str, _Utterance]] = {}
+        for i, op, stream_id, payload in requests:
+            try:
+                if op == "accept":
+                    utt = self._streams[stream_id]
+                    self._take(utt, pcm_to_float(payload))
+                    accepting[i] = (stream_id, utt)
+                elif op == "finalize":
+                    utt = self._streams.pop(stream_id)
+                    if utt.samples == 0:
+                        outcomes[i] = (True, ("", {}))  # as `finalize`: nothing to decode
+                    else:
+                        ending[i] = (stream_id, utt)
+                else:
+                    outcomes[i] = (True, self(op, stream_id, payload))
+            except Exception as exc:
+                outcomes[i] = (False, exc)
+        self._decode_round(accepting, ending, outcomes)
+        for i, (_, utt) in accepting.items():
+            outcomes[i] = (True, self._hypothesis(utt))
+        for i, (_, utt) in ending.items():
+            try:
+                outcomes[i] = (True, self._final(utt))
+            except Exception as exc:  # the 2-pass decode of this utterance
+                outcomes[i] = (False, exc)
+
+    def _decode_round(
+        self,
+        accepting: dict[int, tuple[str, _Utterance]],
+        ending: dict[int, tuple[str, _Utterance]],
+        outcomes: list[Outcome],
+    ) -> None:
+        """Pass after pass until no stream has a whole chunk left; the ends go in the first pass. A
+        failed stream leaves `accepting`/`ending` with its error as its outcome."""
+        finals = [(i, utt, ChunkJob(utt.cache, utt.pending, True)) for i, (_, utt) in ending.items()]
+        while True:
+            jobs = [
+                (i, utt, ChunkJob(utt.cache, chunk, False))
+                for i, (_, utt) in accepting.items()
+                if (chunk := self._next_chunk(utt)) is not None
+            ]
+            jobs, finals = jobs + finals, []
+            if not jobs:
+                return
+            self._batcher.decode([job for _, _, job in jobs])
+            for i, utt, job in jobs:
+                if isinstance(job.text, BaseException):
+                    outcomes[i] = (False, job.text)
+                    stream_id = (accepting.pop(i, None) or ending.pop(i))[0]
+                    self._streams.pop(stream_id, None)  # its caches are spent: free them now
+                else:
+                    utt.text = join_text(utt.text, job.text)
