@@ -245,6 +245,10 @@ class HarkClient:
     async def playback_position(self, response_id: str, played_ms: int) -> None:
         await self._send(ev.PlaybackPosition(response_id, int(played_ms)))
 
+    async def tool_output(self, call_id: str, output: str) -> None:
+        """Answer a `response.function_call` with the tool's result (`function_call.output`)."""
+        await self._send(ev.FunctionCallOutput(call_id, output))
+
     async def ping(self, id: str | None = None) -> str:
         """Send a protocol-level ping; the matching `Pong` arrives through events(). Returns its id."""
         ping_id = id if id is not None else uuid.uuid4().hex[:12]
