@@ -14,8 +14,8 @@ The rules it checks:
   `transcript.final` with the whole turn's text, and a new response in place of the cancelled one);
 - one utterance at a time: `speech.started` -> `transcript.partial`* -> `speech.stopped` ->
   `transcript.final`, each once (partials only before the stop);
-- one response at a time, each id once, at most one per turn; its text deltas, audio events and
-  `response.done` name a started response that is not done yet;
+- one response at a time, each id once, at most one per turn; its text deltas, function calls,
+  audio events and `response.done` name a started response that is not done yet;
 - reply audio (binary frames, even byte counts) belongs to the response announced by the last
   `response.audio.started`, until its `response.audio.done` or `response.done`.
 Not checked here: field values (the codec's job) and what transcripts say (e.g. that `stable_text`
@@ -107,6 +107,7 @@ class TrackedResponse:
     done: ev.ResponseDone | None = None
     done_at: float | None = None
     errors: list[ev.Error] = field(default_factory=list)  # error events that arrived while it was current
+    function_calls: list[ev.ResponseFunctionCall] = field(default_factory=list)  # client tools it called
 
     @property
     def text(self) -> str:
@@ -221,6 +222,9 @@ class ConversationTracker:
                 if result.first_delta_at is None:
                     result.first_delta_at = at
                 result.deltas.append(event.delta)
+            case ev.ResponseFunctionCall():
+                result = self._live(event.response_id, "response.function_call")
+                result.function_calls.append(event)
             case ev.ResponseAudioStarted():
                 result = self._audio_started(event, at)
             case ev.ResponseAudioDone():

@@ -16,6 +16,8 @@ from inprocess import in_process_session
 from simproc import sglang_simulator
 from wsclient import Peer, silence
 
+from hark.protocol import ConversationError, ConversationTracker, ResponseStatus, Violation
+from hark.protocol import events as ev
 from hark.server.llm.base import LLMEngine, LLMRequest, LLMUsage, ToolCall, ToolSpec
 from hark.server.llm.echo import EchoEngine
 from hark.server.tools.base import ToolResult
@@ -268,14 +270,27 @@ async def test_tool_markup_never_reaches_text_or_speech(server_factory: Any) -> 
         await peer.send_json({"type": "input.text", "text": "what's the weather in Paris"})
         (call,) = await answer_calls(peer, {"get_weather": "clear, 21 degrees"}, 1)
         done = await peer.wait_for(lambda e: e["type"] == "response.done")
-        await peer.close()
         records = sim.requests()
+        # a model that errs (the simulator's hooks): invalid JSON, then a tool nobody has; the model
+        # reads the error and answers in words, and the client runs nothing
+        await peer.send_json({"type": "input.text", "text": "the weather in Oslo with broken arguments"})
+        broken = await peer.wait_for(lambda e: e["type"] == "response.done" and e["response_id"] == "resp_2")
+        await peer.send_json({"type": "input.text", "text": "book_flight to Rome"})
+        unknown = await peer.wait_for(lambda e: e["type"] == "response.done" and e["response_id"] == "resp_3")
+        await peer.close()
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
     assert done["status"] == "completed", peer.of("error")
     text = text_of(peer, done["response_id"])
     assert text == done["text"] and text.startswith("Here is what I found") and "degrees" in text
     for marker in ("<tool_call>", "</tool_call>", "<tool_", '"arguments"', "<tools>"):
         assert marker not in text
+    assert len(peer.of("response.function_call")) == 1
+    squeezed = {r["response_id"]: r["text"].replace(" ", "") for r in (broken, unknown)}  # sim detokenizes spaced
+    assert broken["status"] == "completed" and "Error(invalid_arguments)" in squeezed["resp_2"]
+    assert unknown["status"] == "completed" and "Error(unknown_tool)" in squeezed["resp_3"]
+    for reply in (broken, unknown):
+        assert "<tool" not in text_of(peer, reply["response_id"])
+    assert peer.errors() == []
     # what was spoken: the same text (TTS takes the deltas' chunks), so the audio is words only
     assert peer.of("response.audio.done")[0]["audio_ms"] > 0
     # the second round's prompt extends the first's (the call and its result appended): cache hits
@@ -398,26 +413,38 @@ async def test_next_turn_prompt_holds_the_calls_and_results() -> None:
     assert next_turn.messages[-1].content == "and now"
 
 
-async def test_cancel_during_a_server_tool_cancels_the_call() -> None:
+async def test_cancel_during_tool_calls_cancels_them_all_and_leaks_nothing() -> None:
     toolbox = Toolbox()
     async with in_process_session() as s:
         s.ctx.server_tools = toolbox
-        await s.send_json({"type": "input.text", "text": "slow"})
-        await s.outbox.wait_for(lambda e: e["type"] == "response.started")
+        await s.send_json({"type": "session.update", "config": {"tools": [WEATHER]}})
+        await s.outbox.wait_for(lambda e: e["type"] == "session.updated")
+        tasks_before = len(asyncio.all_tasks())
+        await s.send_json({"type": "input.text", "text": "slow weather"})  # a server and a client call
+        call = await s.outbox.wait_for(lambda e: e["type"] == "response.function_call")
         for _ in range(100):
             if toolbox.running:
                 break
             await asyncio.sleep(0.01)
         await s.send_json({"type": "response.cancel"})
         done = await s.outbox.wait_for(lambda e: e["type"] == "response.done")
+        await asyncio.sleep(0.05)
+        tasks_after = len(asyncio.all_tasks())
         history = s.session.history.messages
-        labels = {"kind": "server", "outcome": "cancelled"}
-        metric_value = s.ctx.metrics.registry.get_sample_value("hark_tool_calls_total", labels)
+        registry = s.ctx.metrics.registry
+        cancelled = {
+            kind: registry.get_sample_value("hark_tool_calls_total", {"kind": kind, "outcome": "cancelled"})
+            for kind in ("server", "client")
+        }
+        assert not s.session.submit_tool_output(call["call_id"], "late")  # nothing waits for it now
     assert done["status"] == "cancelled"
     assert toolbox.cancelled == 1 and toolbox.running == 0
-    assert metric_value == 1
-    assert s.outbox.of("response.function_call.cancelled") == []  # the client ran nothing
-    assert history == []  # the call never finished: nothing of it in the conversation
+    assert cancelled == {"server": 1.0, "client": 1.0}
+    (told,) = s.outbox.of("response.function_call.cancelled")
+    assert told == {"type": "response.function_call.cancelled", "call_id": call["call_id"], "reason": "cancelled"}
+    assert tasks_after == tasks_before  # the reply's tasks and every call's are gone
+    assert [m.role for m in history] == []  # the calls never finished: nothing of them in the conversation
+    assert s.outbox.of("error")[-1]["code"] == "unknown_call_id"
 
 
 async def test_unknown_tool_is_an_error_the_model_reads() -> None:
@@ -457,3 +484,18 @@ async def test_no_tools_means_no_tools_in_the_request() -> None:
         done = await s.outbox.wait_for(lambda e: e["type"] == "response.done")
     assert llm.requests[0].tools == () and done["text"] == "You said: weather."
     assert done["metrics"]["tool_ms"] == 0
+
+
+def test_the_client_tracker_keeps_function_calls() -> None:
+    tracker = ConversationTracker()
+    tracker.feed(ev.ResponseStarted(turn_id=1, response_id="resp_1"), 0.0)
+    call = ev.ResponseFunctionCall(response_id="resp_1", call_id="c1", name="weather", arguments="{}")
+    assert tracker.feed(call, 0.1) is tracker.response("resp_1")
+    tracker.feed(ev.ResponseFunctionCallCancelled(call_id="c1", reason="barge-in"), 0.2)
+    done = ev.ResponseDone(response_id="resp_1", status=ResponseStatus.CANCELLED, text="", metrics={})
+    tracker.feed(done, 0.3)
+    response = tracker.response("resp_1")
+    assert response is not None and response.function_calls == [call]
+    with pytest.raises(ConversationError) as late:  # a call for a finished response breaks the contract
+        tracker.feed(call, 0.4)
+    assert late.value.violation is Violation.RESPONSE_ENDED
