@@ -26,7 +26,7 @@ import realtime_sdk
 import soxr
 from audio_files import encode, wav_file
 from conftest import RunningServer, corpus_path, load_pcm, manifest, metric, serving
-from wsclient import Peer
+from wsclient import Peer, silence
 
 from bench.wer import edit_distance, normalize
 
@@ -360,3 +360,42 @@ async def test_full_server_refuses_with_503_and_holds_no_slot(server: RunningSer
     assert got == 200 and wer("go forward ten meters", answer["text"]) <= WER_BOUND
     assert metric(server, "hark_http_audio_requests_running") == 0
     assert metric(server, "hark_sessions_open") == 0
+
+
+async def test_live_session_keeps_its_frames_and_turn_while_http_is_flooded(server: RunningServer) -> None:
+    """Transcriptions and bad requests hammer the HTTP routes while a WebSocket session speaks a turn
+    in real time: the session's every frame is processed, its turn is transcribed and answered, and
+    the HTTP side only ever answers 200, 400, 429 (its rate limit) or 503 (timing is for
+    bench/http_api.py, not asserted)."""
+    dropped_before = metric(server, "hark_audio_frames_dropped_total")
+    processed_before = metric(server, "hark_audio_frames_processed_total")
+    statuses: list[int] = []
+    speech = load_pcm("en_goforward_command") + silence(1500)
+    peer = await Peer.open(server.url)
+    assert peer.events[0]["type"] == "session.created", peer.events
+    done = asyncio.Event()
+
+    async def flood(body_of: Any) -> None:
+        while not done.is_set():
+            got, _, _ = await post(server, "/v1/audio/transcriptions", data=body_of())
+            statuses.append(got)
+
+    uploads = [
+        asyncio.create_task(flood(lambda: form(corpus_path("en_librivox_sense_0870").read_bytes()))),
+        asyncio.create_task(flood(lambda: form(b"not audio" * 100))),
+        asyncio.create_task(flood(lambda: form(GOFORWARD, response_format="nope"))),
+    ]
+    try:
+        await peer.send_pcm(speech, speed=1.0)
+        final = await peer.wait_for(lambda e: e["type"] == "transcript.final", timeout=60)
+        reply = await peer.wait_for(lambda e: e["type"] == "response.done", timeout=60)
+    finally:
+        done.set()
+        await asyncio.gather(*uploads)
+        await peer.close()
+    assert wer("go forward ten meters", final["text"]) <= WER_BOUND, final
+    assert reply["status"] == "completed" and not peer.errors(), peer.events
+    frames = len(range(0, len(speech), 3200))
+    assert metric(server, "hark_audio_frames_processed_total") - processed_before >= frames
+    assert metric(server, "hark_audio_frames_dropped_total") == dropped_before
+    assert set(statuses) <= {200, 400, 429, 503} and 200 in statuses and 400 in statuses, statuses
