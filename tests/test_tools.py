@@ -5,7 +5,6 @@ server tools through an in-test ServerToolbox in an in-process session."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -42,35 +41,47 @@ LIGHTS = tool("lights", "switch the lights", on="boolean")
 FORWARD = tool("forward", "drive the robot forward", text="string")
 
 
-async def session(server: RunningServer, **config: Any) -> Peer:
-    peer = await Peer.open(server.url)
+async def session(server: RunningServer, **config: Any) -> ToolPeer:
+    peer = await open_peer(server.url)
     await peer.send_json({"type": "session.update", "config": {"audio_output": False, **config}})
     await peer.wait_for(lambda e: e["type"] in ("session.updated", "error"))
     assert peer.errors() == [], peer.of("error")
     return peer
 
 
-def text_of(peer: Peer, response_id: str) -> str:
+def text_of(peer: ToolPeer, response_id: str) -> str:
     return "".join(e["delta"] for e in peer.of("response.text.delta") if e["response_id"] == response_id)
 
 
-async def answer_calls(peer: Peer, outputs: dict[str, str], expected: int) -> list[dict[str, Any]]:
-    """Answer the next `expected` function calls (by tool name); returns them."""
-    answered: list[dict[str, Any]] = []
-    while len(answered) < expected:
-        seen = {c["call_id"] for c in answered}
-        try:
-            call = await peer.wait_for(functools.partial(_new_call, seen))
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; errors: {peer.of('error')}") from None
-        answered.append(call)
-        output = outputs[call["name"]]
-        await peer.send_json({"type": "function_call.output", "call_id": call["call_id"], "output": output})
-    return answered
+class ToolPeer(Peer):
+    """A Peer that answers function calls, each once (events are searched from the first one)."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.answered: set[str] = set()
+
+    async def answer_calls(self, outputs: dict[str, str], expected: int) -> list[dict[str, Any]]:
+        """Answer the next `expected` function calls not answered yet (by tool name); returns them."""
+        calls: list[dict[str, Any]] = []
+        while len(calls) < expected:
+            try:
+                call = await self.wait_for(self._unanswered)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; errors: {self.of('error')}") from None
+            self.answered.add(call["call_id"])
+            calls.append(call)
+            output = outputs[call["name"]]
+            await self.send_json({"type": "function_call.output", "call_id": call["call_id"], "output": output})
+        return calls
+
+    def _unanswered(self, event: dict[str, Any]) -> bool:
+        return event["type"] == "response.function_call" and event["call_id"] not in self.answered
 
 
-def _new_call(seen: set[str], event: dict[str, Any]) -> bool:
-    return event["type"] == "response.function_call" and event["call_id"] not in seen
+async def open_peer(url: str) -> ToolPeer:
+    peer = await ToolPeer.open(url)
+    assert isinstance(peer, ToolPeer)
+    return peer
 
 
 # ---------------------------------------------------------------------- client tools over hark.v1
@@ -79,7 +90,7 @@ def _new_call(seen: set[str], event: dict[str, Any]) -> bool:
 async def test_typed_request_client_tool_then_answer(server: RunningServer) -> None:
     peer = await session(server, tools=[WEATHER])
     await peer.send_json({"type": "input.text", "text": 'please, the weather {"city": "Paris"}'})
-    (call,) = await answer_calls(peer, {"weather": '{"sky": "clear", "temp_c": 21}'}, 1)
+    (call,) = await peer.answer_calls({"weather": '{"sky": "clear", "temp_c": 21}'}, 1)
     done = await peer.wait_for(lambda e: e["type"] == "response.done")
     await peer.close()
 
@@ -97,10 +108,10 @@ async def test_typed_request_client_tool_then_answer(server: RunningServer) -> N
 
 
 async def test_spoken_request_client_tool_spoken_answer(server: RunningServer) -> None:
-    peer = await Peer.open(server.url)
+    peer = await open_peer(server.url)
     await peer.send_json({"type": "session.update", "config": {**SILENCE_500, "tools": [FORWARD]}})
     await peer.send_pcm(load_pcm("en_goforward_command") + silence(1000))
-    (call,) = await answer_calls(peer, {"forward": "moved ten meters"}, 1)
+    (call,) = await peer.answer_calls({"forward": "moved ten meters"}, 1)
     done = await peer.wait_for(lambda e: e["type"] == "response.done")
     await peer.close()
 
@@ -115,7 +126,7 @@ async def test_spoken_request_client_tool_spoken_answer(server: RunningServer) -
 async def test_two_calls_in_one_turn_and_the_next_turn_knows(server: RunningServer) -> None:
     peer = await session(server, tools=[WEATHER, LIGHTS])
     await peer.send_json({"type": "input.text", "text": "lights off and what is the weather"})
-    calls = await answer_calls(peer, {"weather": "rain", "lights": "done"}, 2)
+    calls = await peer.answer_calls({"weather": "rain", "lights": "done"}, 2)
     done = await peer.wait_for(lambda e: e["type"] == "response.done")
     assert [c["name"] for c in calls] == ["lights", "weather"]  # both sent before either was answered
     assert len({c["call_id"] for c in calls}) == 2
@@ -148,7 +159,7 @@ async def test_client_that_never_answers_times_out(server: RunningServer) -> Non
 async def test_invalid_arguments_once_then_fine(server: RunningServer) -> None:
     peer = await session(server, tools=[WEATHER])
     await peer.send_json({"type": "input.text", "text": "weather {city: Paris}"})  # not JSON: the model erred
-    (call,) = await answer_calls(peer, {"weather": "sunny"}, 1)
+    (call,) = await peer.answer_calls({"weather": "sunny"}, 1)
     done = await peer.wait_for(lambda e: e["type"] == "response.done")
     await peer.close()
     assert call["arguments"] == "{}"  # the invalid call never reached the client; the retry did
@@ -173,7 +184,7 @@ async def test_invalid_arguments_twice_ends_the_turn(server: RunningServer) -> N
 async def test_round_limit_stops_a_model_that_calls_forever(server: RunningServer) -> None:
     peer = await session(server, tools=[LIGHTS])
     await peer.send_json({"type": "input.text", "text": "lights forever"})
-    calls = await answer_calls(peer, {"lights": "ok"}, 4)
+    calls = await peer.answer_calls({"lights": "ok"}, 4)
     done = await peer.wait_for(lambda e: e["type"] == "response.done")
     await peer.close()
     assert len(calls) == 4 and len(peer.of("response.function_call")) == 4
@@ -189,7 +200,7 @@ async def test_tool_choice_none_required_function(server: RunningServer) -> None
 
     await peer.send_json({"type": "session.update", "config": {"tool_choice": "required"}})
     await peer.send_json({"type": "input.text", "text": "hello"})  # no tool named: required calls the first
-    (required,) = await answer_calls(peer, {"weather": "hot", "lights": "on"}, 1)
+    (required,) = await peer.answer_calls({"weather": "hot", "lights": "on"}, 1)
     second = await peer.wait_for(lambda e: e["type"] == "response.done" and e["response_id"] != first["response_id"])
     assert required["name"] == "weather" and second["text"] == "weather returned hot."
 
@@ -210,7 +221,7 @@ async def test_tool_choice_none_required_function(server: RunningServer) -> None
 async def test_barge_in_during_a_client_tool_call(server: RunningServer) -> None:
     sessions_before = metric(server, "hark_sessions_open")
     cancelled_before = metric(server, 'hark_tool_calls_total{kind="client",outcome="cancelled"}')
-    peer = await Peer.open(server.url)
+    peer = await open_peer(server.url)
     lookup = tool("lookup", "look something up", text="string")
     await peer.send_json({"type": "session.update", "config": {**SILENCE_500, "tools": [lookup]}})
     await peer.send_json({"type": "input.text", "text": "lookup"})
@@ -265,10 +276,11 @@ async def test_unknown_call_id_is_refused(server: RunningServer) -> None:
 async def test_tool_markup_never_reaches_text_or_speech(server_factory: Any) -> None:
     with sglang_simulator() as sim:
         hark = server_factory("--llm", "sglang", "--llm-url", sim.url, "--no-llm-speculation")
-        peer = await Peer.open(hark.url)
-        await peer.send_json({"type": "session.update", "config": {"tools": [tool("get_weather", city="string")]}})
+        peer = await open_peer(hark.url)
+        tools = [tool("get_weather", city="string"), tool("move_forward", distance_m="number")]
+        await peer.send_json({"type": "session.update", "config": {"tools": tools, **SILENCE_500}})
         await peer.send_json({"type": "input.text", "text": "what's the weather in Paris"})
-        (call,) = await answer_calls(peer, {"get_weather": "clear, 21 degrees"}, 1)
+        (call,) = await peer.answer_calls({"get_weather": "clear, 21 degrees"}, 1)
         done = await peer.wait_for(lambda e: e["type"] == "response.done")
         records = sim.requests()
         # a model that errs (the simulator's hooks): invalid JSON, then a tool nobody has; the model
@@ -277,6 +289,10 @@ async def test_tool_markup_never_reaches_text_or_speech(server_factory: Any) -> 
         broken = await peer.wait_for(lambda e: e["type"] == "response.done" and e["response_id"] == "resp_2")
         await peer.send_json({"type": "input.text", "text": "book_flight to Rome"})
         unknown = await peer.wait_for(lambda e: e["type"] == "response.done" and e["response_id"] == "resp_3")
+        # spoken: the recognizer's words reach the model, its call the client, the result the speaker
+        await peer.send_pcm(load_pcm("en_goforward_command") + silence(1000))
+        (spoken_call,) = await peer.answer_calls({"move_forward": "moved ten meters"}, 1)
+        spoken = await peer.wait_for(lambda e: e["type"] == "response.done" and e["response_id"] == "resp_4")
         await peer.close()
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
     assert done["status"] == "completed", peer.of("error")
@@ -284,13 +300,17 @@ async def test_tool_markup_never_reaches_text_or_speech(server_factory: Any) -> 
     assert text == done["text"] and text.startswith("Here is what I found") and "degrees" in text
     for marker in ("<tool_call>", "</tool_call>", "<tool_", '"arguments"', "<tools>"):
         assert marker not in text
-    assert len(peer.of("response.function_call")) == 1
+    assert len(peer.of("response.function_call")) == 2  # get_weather, then the spoken move_forward
     squeezed = {r["response_id"]: r["text"].replace(" ", "") for r in (broken, unknown)}  # sim detokenizes spaced
     assert broken["status"] == "completed" and "Error(invalid_arguments)" in squeezed["resp_2"]
     assert unknown["status"] == "completed" and "Error(unknown_tool)" in squeezed["resp_3"]
     for reply in (broken, unknown):
         assert "<tool" not in text_of(peer, reply["response_id"])
     assert peer.errors() == []
+    assert spoken_call["name"] == "move_forward" and json.loads(spoken_call["arguments"]) == {"distance_m": 10}
+    assert spoken["status"] == "completed" and "moved" in spoken["text"] and "<tool" not in spoken["text"]
+    spoken_audio = [e for e in peer.of("response.audio.done") if e["response_id"] == "resp_4"]
+    assert spoken_audio and spoken_audio[0]["audio_ms"] > 500
     # what was spoken: the same text (TTS takes the deltas' chunks), so the audio is words only
     assert peer.of("response.audio.done")[0]["audio_ms"] > 0
     # the second round's prompt extends the first's (the call and its result appended): cache hits
