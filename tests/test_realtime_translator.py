@@ -603,20 +603,23 @@ def test_the_session_update_openai_agents_sends_is_accepted() -> None:
     assert types(list(tracing.events)) == ["session.updated"] and tracing.ops == ()
 
 
-def test_tools_and_mcp_are_refused_while_the_rest_applies() -> None:
+def test_function_tools_apply_and_mcp_is_refused_while_the_rest_applies() -> None:
     h = Harness()
     tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
     inbound = h.send({"type": "session.update", "event_id": "e", "session": {"instructions": "Hi", "tools": [tool]}})
-    assert types(list(inbound.events)) == ["error", "session.updated"]
-    assert inbound.events[0]["error"]["code"] == "tools_not_supported" and inbound.events[0]["error"]["event_id"] == "e"
-    assert inbound.ops == (ops.UpdateConfig({"instructions": "Hi"}, "e"),)
-    assert inbound.events[1]["session"]["tools"] == []
-    mcp = h.send({"type": "session.update", "session": {"tools": [{"type": "mcp", "server_label": "x"}]}})
+    assert types(list(inbound.events)) == ["session.updated"]
+    wire = {**tool, "description": ""}
+    assert inbound.ops == (ops.UpdateConfig({"instructions": "Hi", "tools": [wire]}, "e"),)
+    assert inbound.events[0]["session"]["tools"] == [wire]
+    mcp = h.send({"type": "session.update", "session": {"tools": [{"type": "mcp", "server_label": "x"}, tool]}})
     assert mcp.events[0]["error"]["code"] == "mcp_not_supported"
+    assert mcp.events[1]["session"]["tools"] == [wire]
     call = h.send(
         {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "c", "output": "{}"}}
     )
-    assert error_of(call)["code"] == "tools_not_supported"
+    assert error_of(call)["code"] == "unknown_call_id"  # no call of the model awaits it
+    made = h.send({"type": "conversation.item.create", "item": {"type": "function_call", "call_id": "c", "name": "f"}})
+    assert error_of(made)["code"] == "unsupported_feature"
     approval = h.send({"type": "conversation.item.create", "item": {"type": "mcp_approval_response", "approve": True}})
     assert error_of(approval)["code"] == "mcp_not_supported"
 

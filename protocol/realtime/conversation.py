@@ -16,6 +16,7 @@ MAX_ITEMS = 512
 
 Role = Literal["user", "assistant", "system"]
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
+ItemKind = Literal["message", "function_call", "function_call_output"]
 
 
 @dataclass(slots=True)
@@ -27,8 +28,39 @@ class Item:
     status: ItemStatus = "completed"
     audio_ms: float = 0.0  # assistant: reply audio sent so far
     hark_response_id: str | None = None  # assistant: the hark.v1 response behind it
+    kind: ItemKind = "message"
+    call_id: str = ""  # function_call and function_call_output
+    name: str = ""  # function_call: the tool
+    arguments: str = ""  # function_call: JSON text as the model wrote it
+    output: str = ""  # function_call_output: the client's result
+
+    @classmethod
+    def function_call(cls, item_id: str, call_id: str, name: str, arguments: str) -> Item:
+        return cls(
+            item_id,
+            "assistant",
+            False,
+            None,
+            "in_progress",
+            kind="function_call",
+            call_id=call_id,
+            name=name,
+            arguments=arguments,
+        )
+
+    @classmethod
+    def function_call_output(cls, item_id: str, call_id: str, output: str) -> Item:
+        return cls(item_id, "user", False, None, kind="function_call_output", call_id=call_id, output=output)
 
     def render(self, dialect: Dialect, *, content: bool = True) -> dict[str, Any]:
+        if self.kind == "function_call":
+            # arguments stream in response.function_call_arguments.delta: the added item has none yet
+            arguments = self.arguments if content else ""
+            base = {"id": self.id, "object": "realtime.item", "type": "function_call", "status": self.status}
+            return base | {"call_id": self.call_id, "name": self.name, "arguments": arguments}
+        if self.kind == "function_call_output":
+            base = {"id": self.id, "object": "realtime.item", "type": "function_call_output", "status": self.status}
+            return base | {"call_id": self.call_id, "output": self.output}
         return {
             "id": self.id,
             "object": "realtime.item",

@@ -26,7 +26,7 @@ class Emitter:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{self._tag}{next(self._counter):06x}"
 
-    def event(self, name: str, **fields: Any) -> Event:
+    def event(self, name: str, /, **fields: Any) -> Event:
         """An event by its logical name (events.wire_name), which must exist in this dialect."""
         kind = wire_name(self.dialect, name)
         assert kind is not None, f"{name} has no {self.dialect} form"

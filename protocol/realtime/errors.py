@@ -18,8 +18,18 @@ class RealtimeErrorCode(StrEnum):
     # well-formed requests for what Hark does not do (yet)
     UNSUPPORTED_EVENT = "unsupported_event"  # a Realtime event that has no meaning here (output_audio_buffer.*)
     UNSUPPORTED_FEATURE = "unsupported_feature"
-    TOOLS_NOT_SUPPORTED = "tools_not_supported"
-    MCP_NOT_SUPPORTED = "mcp_not_supported"
+    TOOLS_NOT_SUPPORTED = "tools_not_supported"  # per-response tools (response.create's `tools`)
+    MCP_NOT_SUPPORTED = "mcp_not_supported"  # `mcp` tools: the server's own MCP servers serve that need
+    # function tools: hark.v1's codes (protocol/tools.py), so a client reads the same code either way
+    INVALID_TOOL = "invalid_tool"
+    INVALID_TOOL_NAME = "invalid_tool_name"
+    DUPLICATE_TOOL_NAME = "duplicate_tool_name"
+    INVALID_TOOL_PARAMETERS = "invalid_tool_parameters"
+    TOOL_TOO_LARGE = "tool_too_large"
+    TOO_MANY_TOOLS = "too_many_tools"
+    INVALID_TOOL_CHOICE = "invalid_tool_choice"
+    UNKNOWN_TOOL_CHOICE = "unknown_tool_choice"
+    UNKNOWN_CALL_ID = "unknown_call_id"  # a function_call_output for no call that awaits one
     # conversation state
     ITEM_NOT_FOUND = "item_not_found"
     INPUT_AUDIO_BUFFER_COMMIT_EMPTY = "input_audio_buffer_commit_empty"

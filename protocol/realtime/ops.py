@@ -142,6 +142,16 @@ class CreateResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class SubmitToolOutput:
+    """A client tool's result for the model's call `call_id` (hark.v1 `function_call.output`); the
+    reply that waits for it goes on. The translator sends these at the client's `response.create`."""
+
+    call_id: str
+    output: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CancelResponse:
     """Stop the reply in progress (hark.v1 `response.cancel`); `response_id` is the hark.v1 id."""
 
@@ -163,5 +173,6 @@ SessionOp = (
     | DeleteItem
     | TruncateItem
     | CreateResponse
+    | SubmitToolOutput
     | CancelResponse
 )

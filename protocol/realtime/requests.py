@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ..codec import MAX_TEXT_CHARS
 from ..config import MAX_INSTRUCTIONS_CHARS
+from ..events import MAX_ID_CHARS, MAX_TOOL_OUTPUT_CHARS
 from .errors import RealtimeError, RealtimeErrorCode
 from .formats import AudioFormat, parse_format
 from .session_config import parse_max_output_tokens, parse_modalities, parse_voice, tools_refusal
@@ -84,22 +85,36 @@ class NewMessage:
     previous_item_id: str | None
 
 
-def parse_item_create(obj: dict[str, Any]) -> NewMessage:
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """A client tool's result (`function_call_output`) for the model's call `call_id`."""
+
+    item_id: str | None
+    call_id: str
+    output: str
+    previous_item_id: str | None
+
+
+def parse_item_create(obj: dict[str, Any]) -> NewMessage | ToolOutput:
     event = "conversation.item.create"
     item = require(obj, "item", dict, event)
     kind = item.get("type", "message")
-    if kind in ("function_call", "function_call_output"):
-        raise RealtimeError(
-            RealtimeErrorCode.TOOLS_NOT_SUPPORTED,
-            f"{event}: {kind} items need tools, which are not supported yet",
+    if kind == "function_call_output":
+        return _parse_tool_output(obj, item, event)
+    if kind == "function_call":
+        raise _unsupported(
+            f"{event}: function_call items come from the model here (in a response); a client adds only their "
+            "function_call_output",
             "item.type",
         )
     if isinstance(kind, str) and kind.startswith("mcp"):
         raise RealtimeError(
-            RealtimeErrorCode.MCP_NOT_SUPPORTED, f"{event}: {kind} items are not supported yet", "item.type"
+            RealtimeErrorCode.MCP_NOT_SUPPORTED,
+            f"{event}: {kind} items are not supported; the server runs its own MCP servers' tools itself",
+            "item.type",
         )
     if kind != "message":
-        raise _invalid(f"{event}: item.type must be 'message'", "item.type")
+        raise _invalid(f"{event}: item.type must be 'message' or 'function_call_output'", "item.type")
     role = item.get("role")
     if role not in ("user", "assistant", "system"):
         raise _invalid(f"{event}: item.role must be 'user', 'assistant' or 'system'", "item.role")
@@ -108,13 +123,32 @@ def parse_item_create(obj: dict[str, Any]) -> NewMessage:
     text = "\n".join(t for t in texts if t)
     if not text.strip() or len(text) > MAX_TEXT_CHARS:
         raise _invalid(f"{event}: the item's text must be 1 to {MAX_TEXT_CHARS} chars", "item.content")
+    item_id, previous = _item_ids(obj, item, event)
+    return NewMessage(item_id=item_id, role=role, text=text, previous_item_id=previous)
+
+
+def _item_ids(obj: dict[str, Any], item: dict[str, Any], event: str) -> tuple[str | None, str | None]:
     item_id = item.get("id")
     if item_id is not None and (not isinstance(item_id, str) or not 1 <= len(item_id) <= MAX_ITEM_ID_CHARS):
         raise _invalid(f"{event}: item.id must be a string of 1 to {MAX_ITEM_ID_CHARS} chars", "item.id")
     previous = obj.get("previous_item_id")
     if previous is not None and not isinstance(previous, str):
         raise _invalid(f"{event}: previous_item_id must be a string", "previous_item_id")
-    return NewMessage(item_id=item_id, role=role, text=text, previous_item_id=previous)
+    return item_id, previous
+
+
+def _parse_tool_output(obj: dict[str, Any], item: dict[str, Any], event: str) -> ToolOutput:
+    call_id = require(item, "call_id", str, f"{event} item")
+    if not 1 <= len(call_id) <= MAX_ID_CHARS:
+        raise _invalid(f"{event}: item.call_id must be 1 to {MAX_ID_CHARS} chars", "item.call_id")
+    output = require(item, "output", str, f"{event} item")
+    if len(output) > MAX_TOOL_OUTPUT_CHARS:
+        raise _invalid(
+            f"{event}: item.output is {len(output)} chars; at most {MAX_TOOL_OUTPUT_CHARS} (the model reads all of it)",
+            "item.output",
+        )
+    item_id, previous = _item_ids(obj, item, event)
+    return ToolOutput(item_id=item_id, call_id=call_id, output=output, previous_item_id=previous)
 
 
 def _part_text(part: Any, role: str, index: int) -> str:

@@ -2,9 +2,11 @@
 
 Hark settings that exist in hark.v1's SessionConfig go out as one validated config patch; the rest
 (turn detection mode, create/interrupt_response, max_output_tokens, transcription) are kept here and
-go out as their own ops. An update with an invalid value is refused whole (nothing of it applies);
-features Hark does not have (tools, MCP, stored prompts) are refused one by one while the rest applies,
-since SDKs send them in the same update as everything else.
+go out as their own ops. An update with an invalid value is refused whole (nothing of it applies),
+bad function tools included (with hark.v1's tool codes); features Hark does not have (`mcp` tools,
+stored prompts) are refused one by one while the rest applies, since SDKs send them in the same update
+as everything else. Function tools are the session's client tools (protocol/tools.py): the model's
+calls go to the client as `function_call` items (responses.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 from ..config import MAX_INSTRUCTIONS_CHARS, validate_config_patch
 from ..errors import ProtocolError
+from ..tools import ToolChoiceSetting, ToolDefinition
 from . import g711
 from .errors import RealtimeError, RealtimeErrorCode
 from .events import Dialect
@@ -63,6 +66,16 @@ class RealtimeSession:
     def audio_output(self) -> bool:
         return bool(self.hark.get("audio_output", True))
 
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The session's function tools in their wire shape (hark.v1's config holds the same list)."""
+        return [_tool_dict(tool) for tool in self.hark.get("tools") or ()]
+
+    @property
+    def tool_choice(self) -> str | dict[str, Any]:
+        choice = self.hark.get("tool_choice", "auto")
+        return choice.to_wire() if isinstance(choice, ToolChoiceSetting) else choice
+
     def render(self, dialect: Dialect) -> dict[str, Any]:
         hark = self.hark
         transcription = None if self.transcription is None else _transcription_dict(self.transcription)
@@ -74,8 +87,8 @@ class RealtimeSession:
                 "model": self.model,
                 "output_modalities": ["audio"] if self.audio_output else ["text"],
                 "instructions": hark.get("instructions", ""),
-                "tools": [],
-                "tool_choice": "auto",
+                "tools": self.tools,
+                "tool_choice": self.tool_choice,
                 "max_output_tokens": self.max_output_tokens,
                 "tracing": None,
                 "audio": {
@@ -100,8 +113,8 @@ class RealtimeSession:
             "input_audio_transcription": transcription,
             "input_audio_noise_reduction": None,
             "turn_detection": self._render_turn_detection(dialect),
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": self.tools,
+            "tool_choice": choice if isinstance(choice := self.tool_choice, str) else choice["name"],
             "max_response_output_tokens": self.max_output_tokens,
             "speed": 1.0,
         }
@@ -146,6 +159,10 @@ class RealtimeSession:
             idle_timeout_ms=td.idle_timeout_ms,
             event_id=event_id,
         )
+
+
+def _tool_dict(tool: Any) -> dict[str, Any]:
+    return tool.to_dict() if isinstance(tool, ToolDefinition) else dict(tool)
 
 
 def _transcription_dict(t: Transcription) -> dict[str, Any]:
@@ -239,9 +256,15 @@ def plan_update(update: Any, current: RealtimeSession, event_id: str | None) -> 
         ops.append(SetMaxOutputTokens(limit=None if limit == "inf" else limit, event_id=event_id))
     tools = update.get("tools")
     if tools is not None:
-        refusal = tools_refusal(tools, "session.tools")
-        if refusal is not None:
-            refusals.append(refusal)
+        patch["tools"] = function_tools(tools, "session.tools", refusals)
+    tool_choice = update.get("tool_choice")
+    if tool_choice is not None:
+        if isinstance(tool_choice, dict) and tool_choice.get("type") == "mcp":
+            refusals.append(_mcp_refusal("session.tool_choice"))
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            patch["tool_choice"] = {"type": "function", "name": tool_choice}  # beta's type is a string: a name
+        else:
+            patch["tool_choice"] = tool_choice
     if update.get("prompt") is not None:
         refusals.append(
             RealtimeError(
@@ -254,8 +277,26 @@ def plan_update(update: Any, current: RealtimeSession, event_id: str | None) -> 
 
     try:
         patch = validate_config_patch(patch)
-    except ProtocolError as exc:  # the clamps above keep values inside; this guards against drift
-        raise RealtimeError(RealtimeErrorCode.INVALID_VALUE, exc.message, "session") from None
+    except ProtocolError as exc:  # tools have their own codes; the clamps keep the rest inside (drift guard)
+        code = RealtimeErrorCode(exc.code.value) if exc.code.value in _TOOL_CODES else RealtimeErrorCode.INVALID_VALUE
+        param = "session.tool_choice" if code is RealtimeErrorCode.INVALID_TOOL_CHOICE else "session"
+        raise RealtimeError(
+            code, _realtime_names(exc.message), "session.tools" if code in _TOOLS_PARAM else param
+        ) from None
+    if "tools" in patch:  # the ops carry the wire shape (JSON), checked: validate_config_patch parses it again
+        patch["tools"] = [tool.to_dict() for tool in patch["tools"]]
+    if "tool_choice" in patch:
+        patch["tool_choice"] = patch["tool_choice"].to_wire()
+    choice = patch.get("tool_choice", session.tool_choice)
+    if isinstance(choice, dict):  # a forced function must be a tool (the Session also knows its server tools)
+        names = {tool["name"] for tool in patch.get("tools", session.tools)}
+        if choice["name"] not in names:
+            raise RealtimeError(
+                RealtimeErrorCode.UNKNOWN_TOOL_CHOICE,
+                f"session.tool_choice names {choice['name']!r}, which is not one of session.tools "
+                f"({', '.join(sorted(names)) or 'none'})",
+                "session.tool_choice",
+            )
     session.hark.update(patch)
     if turn_detection is not _MISSING:
         ops.insert(0, session.turn_detection_op(event_id))
@@ -316,20 +357,69 @@ def parse_max_output_tokens(value: Any, param: str) -> int | Literal["inf"]:
     return int(value)
 
 
+_TOOL_CODES = {
+    code.value
+    for code in (
+        RealtimeErrorCode.INVALID_TOOL,
+        RealtimeErrorCode.INVALID_TOOL_NAME,
+        RealtimeErrorCode.DUPLICATE_TOOL_NAME,
+        RealtimeErrorCode.INVALID_TOOL_PARAMETERS,
+        RealtimeErrorCode.TOOL_TOO_LARGE,
+        RealtimeErrorCode.TOO_MANY_TOOLS,
+        RealtimeErrorCode.INVALID_TOOL_CHOICE,
+        RealtimeErrorCode.UNKNOWN_TOOL_CHOICE,
+    )
+}
+_TOOLS_PARAM = {RealtimeErrorCode(code) for code in _TOOL_CODES} - {
+    RealtimeErrorCode.INVALID_TOOL_CHOICE,
+    RealtimeErrorCode.UNKNOWN_TOOL_CHOICE,
+}
+
+
+def _realtime_names(message: str) -> str:
+    """hark.v1's messages name `config.tools`; the Realtime client sent `session.tools`."""
+    return message.replace("config.tools", "session.tools").replace("config.tool_choice", "session.tool_choice")
+
+
+def _mcp_refusal(param: str) -> RealtimeError:
+    return RealtimeError(
+        RealtimeErrorCode.MCP_NOT_SUPPORTED,
+        f"{param}: MCP servers cannot be attached by a client; the server's own (--mcp-server) serve every "
+        "session, and the session goes on without these",
+        param,
+    )
+
+
+def function_tools(tools: Any, param: str, refusals: list[RealtimeError]) -> list[Any]:
+    """The function tools of a Realtime `tools` list, checked later by hark.v1's parser; `mcp` entries
+    are refused (appended to `refusals`) and left out. Fields sent as null (SDKs send unset ones so)
+    are dropped, since hark.v1's tool shape has no nulls."""
+    if not isinstance(tools, list):
+        raise RealtimeError(RealtimeErrorCode.INVALID_TOOL, f"{param} must be a list of tools", param)
+    kept: list[Any] = []
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") == "mcp":
+            if not refusals or refusals[-1].code is not RealtimeErrorCode.MCP_NOT_SUPPORTED:
+                refusals.append(_mcp_refusal(param))
+            continue
+        kept.append(
+            {key: value for key, value in tool.items() if value is not None} if isinstance(tool, dict) else tool
+        )
+    return kept
+
+
 def tools_refusal(tools: Any, param: str) -> RealtimeError | None:
+    """Tools given per response (response.create): the session's tools are the only ones."""
     if not isinstance(tools, list):
         return RealtimeError(RealtimeErrorCode.INVALID_VALUE, f"{param} must be a list", param)
     if not tools:
         return None
     if any(isinstance(tool, dict) and tool.get("type") == "mcp" for tool in tools):
-        return RealtimeError(
-            RealtimeErrorCode.MCP_NOT_SUPPORTED,
-            f"{param}: MCP servers are not supported yet; the session goes on without them",
-            param,
-        )
+        return _mcp_refusal(param)
     return RealtimeError(
         RealtimeErrorCode.TOOLS_NOT_SUPPORTED,
-        f"{param}: function tools are not supported yet; the session goes on without them",
+        f"{param}: tools per response are not supported; set them with session.update (session.tools); "
+        "the response goes ahead with the session's tools",
         param,
     )
 

@@ -12,7 +12,11 @@ What the translator expects of the Session (the transport's wiring):
   included (its item id is the op's `item_id`); in manual mode (turn_detection null) with exactly one
   `speech.stopped` per commit;
 - start responses in the order of `CreateResponse` ops (a pending request's modalities and metadata
-  go to the next `response.started`).
+  go to the next `response.started`);
+- call `end_tool_round()` once the `response.function_call` events of one round of tool calls have
+  all been translated (the transport does it on the next turn of its event loop): the Realtime
+  response then ends, and the reply's continuation waits for the client's `response.create`, which
+  comes out as `SubmitToolOutput` ops (responses.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from ..events import (
     ResponseAudioDone,
     ResponseAudioStarted,
     ResponseDone,
+    ResponseFunctionCall,
+    ResponseFunctionCallCancelled,
     ResponseStarted,
     ResponseTextDelta,
     ServerEvent,
@@ -57,6 +63,7 @@ from .ops import (
     CreateResponse,
     DeleteItem,
     SessionOp,
+    SubmitToolOutput,
     TruncateItem,
     UpdateConfig,
 )
@@ -72,6 +79,10 @@ _RENAMED_CODES = {
     "no_active_response": (RealtimeErrorCode.RESPONSE_CANCEL_NOT_ACTIVE, "cancel"),
     "invalid_field": (RealtimeErrorCode.INVALID_VALUE, "update"),
 }
+# hark.v1 codes kept as they are, and the client event (by kind) they most likely answer
+_ANSWERS = {"unknown_tool_choice": "update", "unknown_call_id": "create"}
+# the output of a call the client gave none for when it asked for the next response (the model reads it)
+NO_OUTPUT = "Error (no_output): the client asked for the next response without this call's output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,19 +235,14 @@ class RealtimeTranslator:
 
     def _item_create(self, obj: dict[str, Any], event_id: str | None) -> Inbound:
         message = requests.parse_item_create(obj)
-        last = self.conversation.last_id()
-        if message.previous_item_id not in (None, last) and not (message.previous_item_id == "root" and last is None):
-            raise RealtimeError(
-                RealtimeErrorCode.UNSUPPORTED_FEATURE,
-                "conversation.item.create: items are added at the end of the conversation here; "
-                f"previous_item_id must be the last item ({last}) or omitted",
-                "previous_item_id",
-            )
+        self._check_position(message.previous_item_id)
         item_id = message.item_id or self._emit.new_id("item")
         if item_id in self.conversation:
             raise RealtimeError(
                 RealtimeErrorCode.INVALID_VALUE, f"conversation.item.create: item {item_id} already exists", "item.id"
             )
+        if isinstance(message, requests.ToolOutput):
+            return self._tool_output(message, item_id)
         item = Item(item_id, message.role, audio=False, text=message.text)
         op: SessionOp
         if message.role == "user":
@@ -246,6 +252,37 @@ class RealtimeTranslator:
         else:
             op = AddSystemText(item_id, message.text, event_id)
         return Inbound((op,), tuple(self._emit.add_item(self.conversation, item)))
+
+    def _check_position(self, previous_item_id: str | None) -> None:
+        last = self.conversation.last_id()
+        if previous_item_id not in (None, last) and not (previous_item_id == "root" and last is None):
+            raise RealtimeError(
+                RealtimeErrorCode.UNSUPPORTED_FEATURE,
+                "conversation.item.create: items are added at the end of the conversation here; "
+                f"previous_item_id must be the last item ({last}) or omitted",
+                "previous_item_id",
+            )
+
+    def _tool_output(self, message: requests.ToolOutput, item_id: str) -> Inbound:
+        """Held until the client's response.create (the model goes on only then, as on OpenAI's service)."""
+        waiting = self._responses.suspended
+        call_id = message.call_id
+        if waiting is None or call_id not in waiting.awaiting:
+            raise RealtimeError(
+                RealtimeErrorCode.UNKNOWN_CALL_ID,
+                f"conversation.item.create: no function call {call_id[:64]!r} waits for its output (never made, "
+                "already answered, or ended by a timeout or an interruption)",
+                "item.call_id",
+            )
+        if call_id in waiting.outputs:
+            raise RealtimeError(
+                RealtimeErrorCode.INVALID_VALUE,
+                f"conversation.item.create: function call {call_id[:64]!r} already has an output",
+                "item.call_id",
+            )
+        waiting.outputs[call_id] = message.output
+        item = Item.function_call_output(item_id, call_id, message.output)
+        return Inbound(events=tuple(self._emit.add_item(self.conversation, item)))
 
     def _item_retrieve(self, obj: dict[str, Any], event_id: str | None) -> Inbound:
         item = self._find_item(obj, "conversation.item.retrieve")
@@ -279,7 +316,7 @@ class RealtimeTranslator:
     def _item_delete(self, obj: dict[str, Any], event_id: str | None) -> Inbound:
         item = self._find_item(obj, "conversation.item.delete")
         active = self._responses.active
-        if active is not None and active.item is item:
+        if active is not None and item in active.outputs:
             raise RealtimeError(
                 RealtimeErrorCode.INVALID_VALUE,
                 "conversation.item.delete: the item belongs to the response in progress; cancel it first",
@@ -299,8 +336,26 @@ class RealtimeTranslator:
             )
         request = requests.parse_response_create(obj, self.session.output_format, str(self.session.hark.get("voice")))
         op = CreateResponse(request.instructions, request.audio_output, request.max_output_tokens, event_id)
-        self._responses.requested(op, request.metadata)
-        return Inbound((op,), tuple(self._emit.refusal(refusal, event_id) for refusal in request.refusals))
+        refusals = tuple(self._emit.refusal(refusal, event_id) for refusal in request.refusals)
+        waiting = self._responses.suspended
+        if waiting is None:
+            self._responses.requested(op, request.metadata)
+            return Inbound((op,), refusals)
+        # the reply that called the tools goes on: the outputs go to it now (a call without one is told
+        # so), and what it says next is this response (its own settings: it is the same hark.v1 reply)
+        if waiting.create is not None:
+            raise RealtimeError(
+                RealtimeErrorCode.CONVERSATION_ALREADY_HAS_ACTIVE_RESPONSE,
+                "response.create: the response answering the tool outputs is already on its way",
+            )
+        outputs = tuple(
+            SubmitToolOutput(call_id, waiting.outputs.get(call_id, NO_OUTPUT), event_id) for call_id in waiting.awaiting
+        )
+        waiting.awaiting.clear()
+        waiting.outputs.clear()
+        self._responses.resume_requested(op, request.metadata)
+        self._last_event_ids["create"] = event_id
+        return Inbound(outputs, refusals)
 
     def _response_cancel(self, obj: dict[str, Any], event_id: str | None) -> Inbound:
         wanted = obj.get("response_id")
@@ -365,17 +420,30 @@ class RealtimeTranslator:
             case ResponseStarted():
                 return self._responses.started(event, session)
             case ResponseTextDelta():
-                return self._responses.text_delta(event)
+                return self._responses.text_delta(event, session)
             case ResponseAudioStarted():
-                self._responses.audio_started(event, session)
-                return []
+                return self._responses.audio_started(event, session)
             case ResponseAudioDone():
-                return self._responses.audio_done(event)
+                return self._responses.audio_done(event, session)
+            case ResponseFunctionCall():
+                return self._responses.function_call(event, session)
+            case ResponseFunctionCallCancelled(call_id=call_id):
+                self._responses.call_ended(call_id)
+                return []
             case ResponseDone():
                 return self._responses.done(event, session)
             case Error():
                 return self._on_error(event, client_event_id)
         return []  # pong: nothing to say in this protocol
+
+    def end_tool_round(self) -> list[Event]:
+        """The client tool calls of one round are all out: their response ends (see the module doc)."""
+        return self._responses.end_tool_round(self.session)
+
+    @property
+    def awaits_tool_round_end(self) -> bool:
+        active = self._responses.active
+        return active is not None and bool(active.calls)
 
     def on_reply_audio(self, pcm: bytes) -> list[Event]:
         """One frame of reply PCM16 at the Session's output rate -> a base64 audio delta."""
@@ -396,6 +464,8 @@ class RealtimeTranslator:
         if renamed is not None:
             code = renamed[0].value
             client_event_id = client_event_id or self._last_event_ids.get(renamed[1])
+        elif code in _ANSWERS:
+            client_event_id = client_event_id or self._last_event_ids.get(_ANSWERS[code])
         if event.code == "nothing_to_commit":
             self._turns.forget_commit()
         active = self._responses.active

@@ -122,7 +122,9 @@ class RealtimeOutbox(WebSocketOutbox):
         return [encode(e) for e in events]
 
     def send_audio(self, pcm: bytes) -> None:
-        self.send_realtime(self.translator.on_reply_audio(pcm))
+        self.send_realtime(
+            self.bridge.translate_audio(pcm) if self.bridge is not None else self.translator.on_reply_audio(pcm)
+        )
 
     def send_realtime(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -154,8 +156,11 @@ class RealtimeHandler(StreamHandler):
     async def _read(conn: ServerConnection, session: Session, outbox: WebSocketOutbox, activity: _Activity) -> None:
         assert isinstance(outbox, RealtimeOutbox) and outbox.bridge is not None
         bridge = outbox.bridge
-        await bridge.start()
-        with contextlib.suppress(ConnectionClosed):
-            async for message in conn:
-                activity.touch()
-                await bridge.receive(message)
+        try:
+            await bridge.start()
+            with contextlib.suppress(ConnectionClosed):
+                async for message in conn:
+                    activity.touch()
+                    await bridge.receive(message)
+        finally:
+            bridge.close()

@@ -7,10 +7,16 @@ operations (hark.v1's own entry points where hark.v1 has the operation, session_
 item-level ones) and keeps the one mapping neither side has: which history message a Realtime item
 is, learnt from the events as they pass (a user item is named at `input_audio_buffer.committed`, an
 assistant item at `response.output_item.added`).
+
+Client tools: the Session asks for each call with `response.function_call`; the calls of one round
+go out together (the tool round starts them in one turn of the event loop), so the bridge ends their
+Realtime response (`translator.end_tool_round`) on the loop's next turn. Server tools (MCP) run
+inside the Session and never show up here: the client hears the answer that uses their results.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -21,6 +27,7 @@ from hark.protocol import (
     Error,
     ErrorCode,
     ResponseCancel,
+    ResponseFunctionCall,
     ResponseStarted,
     ServerEvent,
     SessionLimits,
@@ -75,6 +82,7 @@ class RealtimeBridge:
         self._reply_of_item: OrderedDict[str, str] = OrderedDict()  # assistant item -> hark response id
         self._turn_of_item: OrderedDict[str, int] = OrderedDict()  # user audio item -> hark turn id
         self._reply_of_turn: OrderedDict[int, str] = OrderedDict()  # hark turn id -> its (last) reply
+        self._round_end: asyncio.Handle | None = None  # ends a tool round's response on the next loop turn
 
     async def start(self) -> None:
         """Before any client message: the Realtime wire's rates, and the turn detection the client was
@@ -142,6 +150,8 @@ class RealtimeBridge:
                 await session.request_response(
                     ResponseOverrides(op.instructions, op.audio_output, cap if isinstance(cap, int) else None)
                 )
+            case ops.SubmitToolOutput(call_id=call_id, output=output):
+                session.submit_tool_output(call_id, output)  # an id no call awaits is reported (unknown_call_id)
             case ops.CancelResponse(response_id=response_id):
                 await session.on_text(encode(ResponseCancel(response_id=response_id)))
 
@@ -199,7 +209,30 @@ class RealtimeBridge:
                         _remember(self._turn_of_item, out["item_id"], event.turn_id)
             case ResponseStarted(turn_id=turn_id, response_id=response_id):
                 _remember(self._reply_of_turn, turn_id, response_id)
-                for out in events:
-                    if out["type"] == "response.output_item.added":
-                        _remember(self._reply_of_item, out["item"]["id"], response_id)
+            case ResponseFunctionCall() if self._round_end is None and self.translator.awaits_tool_round_end:
+                self._round_end = asyncio.get_running_loop().call_soon(self._end_tool_round)
+        self._note_messages(events)
         return events
+
+    def translate_audio(self, pcm: bytes) -> list[Event]:
+        events = self.translator.on_reply_audio(pcm)
+        self._note_messages(events)
+        return events
+
+    def _note_messages(self, events: list[Event]) -> None:
+        """A reply's message item opens at its start, or (a session with tools) at its first words or audio."""
+        for out in events:
+            if out["type"] == "response.output_item.added" and out["item"]["type"] == "message":
+                item = self.translator.conversation.get(out["item"]["id"])
+                if item is not None and item.hark_response_id is not None:
+                    _remember(self._reply_of_item, item.id, item.hark_response_id)
+
+    def _end_tool_round(self) -> None:
+        self._round_end = None
+        self._send(self.translator.end_tool_round())
+
+    def close(self) -> None:
+        """The connection ended: nothing more is sent."""
+        if self._round_end is not None:
+            self._round_end.cancel()
+            self._round_end = None
