@@ -154,16 +154,18 @@ def report(results: dict[str, list[ToolTurn]], command: str) -> str:
     lines = [
         "## Tools (issue 15): one fast MCP tool in a spoken turn",
         "",
-        f"Command: `{command}` (hark-server on the SGLang simulator, `--asr pocketsphinx`, espeak; the clip "
+        f"Command: `{command}` (hark-server on the SGLang simulator, `--asr pocketsphinx`, espeak, "
+        f"`--turn-detection silence`; the clip "
         f"`{CLIP}` spoken in a fresh session per turn at real-time pace; the MCP server is "
         "`standins/mcp_tools.py` over stdio, its `forward` tool answers at once).",
         "",
         "p50 over the turns, ms. final, first token and first audio: from the end of speech (the",
         "server's `response.done.metrics`); final -> first audio: per turn, the part after the transcript",
-        "(the endpointing wait before it varies between runs by more than a tool costs, so the comparison",
-        "uses this); round 1 TTFT / end: the first LLM request's first and last token from its arrival (the",
-        "simulator's records; without tools round 1 is the whole answer); tool_ms: the MCP call as the reply",
-        "waited for it; round 2 TTFT: the request with the tool result, to its first token.",
+        "(the endpointing and the recognizer before it are the same work in both runs, and vary on a",
+        "shared machine); round 1 TTFT / end: the first LLM request's first and last token from its",
+        "arrival (the simulator's records; without tools round 1 is the whole answer); tool_ms: the MCP",
+        "call as the reply waited for it; round 2 TTFT: the request with the tool result, to its first",
+        "token.",
         "",
         *rows,
         "",
@@ -187,7 +189,9 @@ async def measure(turns: int, log_dir: Path) -> dict[str, list[ToolTurn]]:
     pcm = load_clip(CLIP)
     results: dict[str, list[ToolTurn]] = {}
     with launched("standins.sglang", ["--host", "127.0.0.1", "--port", "0"], parse_ready_line) as (_, sim_url):
+        # silence endpointing: the semantic turn model's wait varies by more than a tool costs
         base = ["--port", "0", "--llm", "sglang", "--llm-url", sim_url, "--max-sessions", "4"]
+        base += ["--turn-detection", "silence"]
         mcp = ["--mcp-server", f"robot={sys.executable} {REPO / 'standins' / 'mcp_tools.py'}"]
         for config, args in (("no tools", base), ("mcp tool", base + mcp)):
             with hark_server(args, log_dir, config.replace(" ", "-")) as server:
