@@ -56,12 +56,11 @@ from .clarify import ASK_AGAIN, ScriptedReply, is_low_confidence
 from .context import Outbox, ServerContext
 from .history import History
 from .listener import PREROLL_SAMPLES, Listener, samples_of_ms
-from .llm.base import LLMRequest, SpeculativeLLM, ToolChoice, request_id
+from .llm.base import LLMRequest, SpeculativeLLM, request_id
 from .llm.speculation import Speculator
 from .ratelimit import ErrorThrottle, TokenBucket
 from .response import ResponseRun
 from .session_ops import NO_OVERRIDES, ClearIn, ConversationOps, RespondIn, ResponseOverrides
-from .tool_round import ToolRunner
 from .transcriber import Transcriber
 from .tts.voice_ops import SessionVoices
 from .tts.voices import VoiceError
@@ -559,32 +558,7 @@ class Session(ConversationOps):
         response_id = f"resp_{self._response_seq}"
         user_text = self._history.take_user_text(user_text)
         messages = self._conversation_for(user_text, overrides)  # "": a response.create adds no user message
-        prefills = aborted = 0
-        tools = self._tool_setup()
-        specs, choice = ((), ToolChoice()) if tools is None else (tools.specs(), tools.choice_for(0))
-        if self._speculator is not None and isinstance(self.ctx.llm, SpeculativeLLM):
-            self._speculator.settle(self.ctx.llm.final_prompt(messages, specs, choice))
-            prefills, aborted = self._speculator.turn_prefills, self._speculator.turn_aborted
-        run = ResponseRun(
-            self.ctx,
-            self._outbox,
-            LLMRequest(
-                messages=messages,
-                request_id=request_id(self.id, self._response_seq),
-                session_id=self.id,
-                max_tokens=self._max_tokens_for(overrides),
-                tools=specs,
-                tool_choice=choice,
-            ),
-            response_id,
-            self.config.output_sample_rate,
-            self.config.voice,
-            overrides.audio_output_for(self.config),
-        )
-        if tools is not None:
-            run.tools = ToolRunner(tools, self._outbox, response_id, self.ctx.metrics)
-        run.usage.speculative_prefills = prefills
-        run.usage.extra["speculative_aborted"] = aborted
+        run = self._new_reply(response_id, request_id(self.id, self._response_seq), messages, overrides)
         self._response = run
         self.emit(ResponseStarted(turn_id=turn_id, response_id=response_id))
         task = asyncio.create_task(run.run(), name=f"{self.id}-{response_id}")

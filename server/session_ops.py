@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 from hark.protocol import ErrorCode, SessionConfig
 
 from .history import History
-from .llm.base import LLMRequest, Message, Role, ToolChoice, ToolSpec
-from .tool_round import ToolSetup
+from .llm.base import LLMRequest, Message, Role, SpeculativeLLM, ToolChoice, ToolSpec
+from .response import ResponseRun
+from .tool_round import ToolRunner, ToolSetup
 from .turn.endpoint import EndReason, TurnEnd
 
 if TYPE_CHECKING:
-    from .context import ServerContext
+    from .context import Outbox, ServerContext
     from .listener import Listener
-    from .response import ResponseRun
+    from .llm.speculation import Speculator
     from .transcriber import Transcriber
 
 MAX_REMEMBERED = 64  # finished replies and held user turns a client may still cut or delete
@@ -112,6 +113,9 @@ class ConversationOps:
     _transcriber: Transcriber
     config: SessionConfig
     ctx: ServerContext
+    id: str
+    _outbox: Outbox
+    _speculator: Speculator | None
 
     def report(self, code: ErrorCode, message: str, fatal: bool = False) -> None: ...
 
@@ -227,6 +231,33 @@ class ConversationOps:
         if user_text:
             messages.append(Message("user", user_text))
         return messages
+
+    def _new_reply(
+        self, response_id: str, rid: str, messages: list[Message], overrides: ResponseOverrides
+    ) -> ResponseRun:
+        """The run of a reply to `messages`, with the tools it offers; the speculation settles on its prompt."""
+        tools = self._tool_setup()
+        specs, choice = ((), ToolChoice()) if tools is None else (tools.specs(), tools.choice_for(0))
+        prefills = aborted = 0
+        if self._speculator is not None and isinstance(self.ctx.llm, SpeculativeLLM):
+            self._speculator.settle(self.ctx.llm.final_prompt(messages, specs, choice))
+            prefills, aborted = self._speculator.turn_prefills, self._speculator.turn_aborted
+        request = LLMRequest(messages, rid, self.id, self._max_tokens_for(overrides), tools=specs, tool_choice=choice)
+        config = self.config
+        run = ResponseRun(
+            self.ctx,
+            self._outbox,
+            request,
+            response_id,
+            config.output_sample_rate,
+            config.voice,
+            overrides.audio_output_for(config),
+        )
+        if tools is not None:
+            run.tools = ToolRunner(tools, self._outbox, response_id, self.ctx.metrics)
+        run.usage.speculative_prefills = prefills
+        run.usage.extra["speculative_aborted"] = aborted
+        return run
 
     def _tool_setup(self) -> ToolSetup | None:
         """The tools a reply offers now (the session's and the server's); None: no tools at all."""
