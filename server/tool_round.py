@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # LLM rounds that may call tools in one reply; the round after the last one is asked with
 # tool_choice "none", and a model that still calls tools then ends the turn (tool_round_limit)
 MAX_TOOL_ROUNDS = 4
+# calls one round may make: past it a model (or an engine) gone wrong would flood the client and the
+# server's tools; the calls past it are answered with an error and not run
+MAX_CALLS_PER_ROUND = 8
 ROUND_ATTEMPT_BASE = 9000  # rids of later rounds: see round_request_id
 # the prefix of a tool message that reports a failure instead of a result (the model reads it)
 TOOL_ERROR_PREFIX = "Error"
@@ -178,11 +181,15 @@ class ToolRunner:
         """One tool message per call, in the calls' order. `on_slow` runs once if the calls take
         longer than the filler threshold. Raises ToolTurnEnded on a second set of invalid arguments."""
         jobs: list[Callable[[], Awaitable[str]]] = []  # coroutines made only once none can raise here
-        for call in calls:
+        for i, call in enumerate(calls):
             arguments = parse_arguments(call.arguments)
             kind = self.setup.kind_of(call.name)
             self.calls += 1
-            if arguments is None:
+            if i >= MAX_CALLS_PER_ROUND:
+                self._count(kind, "error")
+                message = f"at most {MAX_CALLS_PER_ROUND} calls at once; this one was not run, call it again"
+                jobs.append(functools.partial(_now, tool_error("too_many_calls", message)))
+            elif arguments is None:
                 self._invalid_arguments += 1
                 self._count(kind, "invalid_arguments")
                 if self._invalid_arguments > 1:
@@ -229,7 +236,8 @@ class ToolRunner:
             log.exception("server tool %s raised", call.name)
             result = ToolResult(f"{type(exc).__name__}: {exc}", is_error=True)
         self._count("server", "error" if result.is_error else "ok")
-        return tool_error("tool_error", result.output) if result.is_error else result.output
+        output = _bounded(result.output)
+        return tool_error("tool_error", output) if result.is_error else output
 
     async def _client_call(self, call: ToolCall) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -258,6 +266,12 @@ class ToolRunner:
 
     def _count(self, kind: str, outcome: str) -> None:
         self._metrics.tool_calls.labels(kind, outcome).inc()
+
+
+def _bounded(output: str) -> str:
+    """A server tool's output within what a client's may be (it all goes into the prompt)."""
+    limit = ev.MAX_TOOL_OUTPUT_CHARS
+    return output if len(output) <= limit else f"{output[:limit]} [cut: {len(output) - limit} more characters]"
 
 
 async def _now(text: str) -> str:

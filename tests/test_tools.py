@@ -19,6 +19,7 @@ from hark.protocol import ConversationError, ConversationTracker, ResponseStatus
 from hark.protocol import events as ev
 from hark.server.llm.base import LLMEngine, LLMRequest, LLMUsage, ToolCall, ToolSpec
 from hark.server.llm.echo import EchoEngine
+from hark.server.tool_round import MAX_CALLS_PER_ROUND
 from hark.server.tools.base import ToolResult
 
 pytestmark = pytest.mark.timeout(180)
@@ -338,10 +339,11 @@ class Toolbox:
         return (
             ToolSpec("clock", "the time now", {"type": "object", "properties": {}}),
             ToolSpec("slow", "a tool that takes its time", {"type": "object", "properties": {}}),
+            ToolSpec("big", "a tool that says too much", {"type": "object", "properties": {}}),
         )
 
     def owns(self, name: str) -> bool:
-        return name in ("clock", "slow")
+        return name in ("clock", "slow", "big")
 
     async def call(self, name: str, arguments: dict[str, Any], timeout_s: float) -> ToolResult:
         self.calls.append((name, arguments, timeout_s))
@@ -350,7 +352,7 @@ class Toolbox:
         try:
             if name == "slow":
                 await self.release.wait()
-            return ToolResult("12:30" if name == "clock" else "slow done")
+            return ToolResult({"clock": "12:30", "big": "b" * 20_000}.get(name, "slow done"))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -406,7 +408,7 @@ async def test_server_tools_run_concurrently_without_client_events() -> None:
     assert s.outbox.of("response.function_call") == []
     assert done["text"] == "slow returned slow done. clock returned 12:30."
     # offered: the client's tool, then the server's
-    assert [t.name for t in llm.requests[0].tools] == ["weather", "clock", "slow"]
+    assert [t.name for t in llm.requests[0].tools] == ["weather", "clock", "slow", "big"]
     # history: user, assistant calls, two results, the answer
     assert [(m.role, bool(m.tool_calls)) for m in history] == [
         ("user", False),
@@ -519,3 +521,31 @@ def test_the_client_tracker_keeps_function_calls() -> None:
     with pytest.raises(ConversationError) as late:  # a call for a finished response breaks the contract
         tracker.feed(call, 0.4)
     assert late.value.violation is Violation.RESPONSE_ENDED
+
+
+async def test_a_flood_of_calls_is_bounded() -> None:
+    toolbox = Toolbox()
+    flood = [ToolCall(f"call_{i}", "clock", "{}") for i in range(MAX_CALLS_PER_ROUND + 2)]
+    llm = Scripted([*flood, ToolCall("call_big", "big", "{}")])
+    async with in_process_session(llm=llm) as s:
+        s.ctx.server_tools = toolbox
+        await s.send_json({"type": "input.text", "text": "go"})
+        done = await s.outbox.wait_for(lambda e: e["type"] == "response.done")
+    results = [m.content for m in llm.requests[1].messages if m.role == "tool"]
+    assert done["status"] == "completed"
+    assert len(toolbox.calls) == MAX_CALLS_PER_ROUND  # the calls past the bound never ran
+    assert results[:MAX_CALLS_PER_ROUND] == ["12:30"] * MAX_CALLS_PER_ROUND
+    assert all(r.startswith("Error (too_many_calls)") for r in results[MAX_CALLS_PER_ROUND:])
+    assert len(results) == len(flood) + 1  # every call has its result message, run or not
+    assert results[-1].startswith("Error (too_many_calls)")
+
+
+async def test_a_huge_server_tool_result_is_cut_to_a_clients_bound() -> None:
+    llm = Scripted([ToolCall("call_big", "big", "{}")])
+    async with in_process_session(llm=llm) as s:
+        s.ctx.server_tools = Toolbox()
+        await s.send_json({"type": "input.text", "text": "go"})
+        await s.outbox.wait_for(lambda e: e["type"] == "response.done")
+    (result,) = [m.content for m in llm.requests[1].messages if m.role == "tool"]
+    assert result.startswith("b" * ev.MAX_TOOL_OUTPUT_CHARS)
+    assert result.endswith(f"[cut: {20_000 - ev.MAX_TOOL_OUTPUT_CHARS} more characters]")
