@@ -37,6 +37,7 @@ MAX_SESSIONS = 2
 # bound leaves a word or two of room for another decoder build, not for a regression
 WER_BOUND = 0.35
 TEMPLATE = "Answer in one sentence: {asr_text}"
+TURN_CLIP = "en_goforward_command"
 
 
 def wer(reference: str, hypothesis: str) -> float:
@@ -123,6 +124,31 @@ def test_openai_sdk_transcriptions(server: RunningServer, tmp_path: Path) -> Non
             "TranscriptionTextDoneEvent"
         ]
         assert "".join(e["delta"] for e in events[:-1]) == events[-1]["text"] == text
+
+
+def test_openai_sdk_chat_completions_with_the_seed_fields(server: RunningServer) -> None:
+    """client.chat.completions.create with audio_base64 + prompt_template in extra_body, plain and
+    streamed, and a plain chat streamed: the SDK parses every answer into its own types."""
+    run = subprocess.run(
+        [str(realtime_sdk.sdk_python()), str(SDK_CLIENT), "--chat", server.http + "/v1", str(corpus_path(TURN_CLIP))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = {r["mode"]: r for r in map(json.loads, run.stdout.splitlines())}
+    assert set(got) == {"audio", "audio_stream", "text_stream"} and not [r for r in got.values() if "error" in r], got
+    whole = got["audio"]["result"]
+    assert got["audio"]["type"] == "ChatCompletion" and wer("go forward ten meters", whole["transcript"]) <= WER_BOUND
+    reply = whole["choices"][0]["message"]["content"]
+    assert reply == f"You said: Q: {whole['cleaned_transcript']}."
+    for mode, expected in (("audio_stream", reply), ("text_stream", "You said: hello there.")):
+        chunks = got[mode]["result"]
+        assert {c["sdk_type"] for c in chunks} == {"ChatCompletionChunk"}
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks) == expected
+    assert chunks[0].get("transcript") is None and got["audio_stream"]["result"][0]["transcript"] == whole["transcript"]
 
 
 async def test_long_english_recording_is_segmented(server: RunningServer) -> None:
@@ -273,13 +299,6 @@ BAD_JSON: list[tuple[str, str, Any, int, str]] = [
         {"audio_base64": b64(GOFORWARD), "prompt_template": "x"},
         400,
         "prompt_template_invalid",
-    ),
-    (
-        "chat stream",
-        "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "x"}], "stream": True},
-        400,
-        "invalid_field",
     ),
 ]
 

@@ -174,3 +174,27 @@ async def test_full_for_the_whole_wait_is_503(monkeypatch: pytest.MonkeyPatch) -
             assert response.status == 503 and response.headers["Retry-After"] == audio_routes.BUSY_RETRY_AFTER_S
             assert (await response.json())["error"]["code"] == "server_busy"
         no_slot_held(state)
+
+
+class CutLLM(LLMEngine):
+    """Says one word, then its server goes away."""
+
+    name = "cut-standin"
+
+    async def stream(self, request: LLMRequest, usage: LLMUsage) -> AsyncIterator[str | ToolCall]:
+        yield "Hello"
+        raise LLMUnavailable("stream cut short")
+
+
+async def test_streamed_chat_failures() -> None:
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with app_client(llm=UnreachableLLM()) as (client, _):  # before the first token: a JSON error
+        status, body = await answer(client, "/v1/chat/completions", json=chat)
+        assert (status, body["error"]["code"]) == (503, "llm_unavailable")
+    async with app_client(llm=CutLLM()) as (client, state):  # after it: the stream's last event
+        async with client.post("/v1/chat/completions", json=TURN | {"stream": True}) as response:
+            assert response.status == 200
+            events = [line for line in (await response.text()).split("\n\n") if line]
+        assert '"content": "Hello"' in events[1]
+        assert events[-2].startswith('data: {"error": {"code": "llm_unavailable"') and events[-1] == "data: [DONE]"
+        no_slot_held(state)

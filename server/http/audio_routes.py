@@ -7,9 +7,10 @@ chat-completions request (plus plain chat completions, proxied to the configured
 - `POST /v1/voice/turn`: JSON `{"audio_base64", "prompt_template", "max_tokens", "voice",
   "return_audio", "sample_rate"}` or the same as multipart with a `file` -> `{"transcript",
   "cleaned_transcript", "reply", "audio_base64", "metrics"}`.
-- `POST /v1/chat/completions`: with `audio_base64` it is the voice turn, answered as an OpenAI
-  `chat.completion` (the reply is the message content; `transcript`, `cleaned_transcript` and
-  `metrics` sit beside `choices`); without audio, the `messages` go to the LLM as a plain chat.
+- `POST /v1/chat/completions` (server/http/audio_chat.py): with `audio_base64` it is the voice
+  turn, answered as an OpenAI `chat.completion` (the reply is the message content; `transcript`,
+  `cleaned_transcript` and `metrics` sit beside `choices`); without audio, the `messages` go to the
+  LLM as a plain chat; either as `stream: true` chunks.
 
 A request that runs the recognizer holds an admission slot while it runs (503 server_busy when the
 server is full, as a new session is refused). Decoding and the VAD run on this module's own thread,
@@ -23,19 +24,15 @@ import asyncio
 import base64
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from aiohttp import web
 
 from hark.protocol import ErrorCode
 
 from ..context import ServerContext
-from ..llm.base import Message
-from ..llm.prompt import estimate_tokens
 from ..offline.decode import DecodedAudio, decode_audio
 from ..offline.errors import OfflineError
 from ..offline.transcribe import join_text
@@ -43,7 +40,6 @@ from ..offline.turn import (
     TurnRequest,
     TurnResult,
     check_template,
-    complete,
     ms_since,
     segments_of,
     transcribe,
@@ -53,8 +49,6 @@ from . import audio_formats as fmt
 from .audio_bodies import (
     FORM_TYPE,
     JSON_TYPE,
-    ChatCompletionBody,
-    ChatMessage,
     VoiceTurnFields,
     audio_from_base64,
     convert_form,
@@ -63,6 +57,7 @@ from .audio_bodies import (
     require_type,
     single_values,
 )
+from .audio_chat import CHAT_COMPLETIONS_PATH, ChatRoutes, http_error, new_request_id
 from .errors import HttpError
 from .state import HttpState
 
@@ -70,7 +65,6 @@ log = logging.getLogger(__name__)
 
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 VOICE_TURN_PATH = "/v1/voice/turn"
-CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 BUSY_RETRY_AFTER_S = "2"
 ADMISSION_WAIT_S = 5.0  # the recognizer's load window (asr/inference_pool.py LOAD_WINDOW_S)
 ADMISSION_POLL_S = 0.5  # each refused claim counts in hark_errors_total{code="server_busy"}
@@ -88,32 +82,32 @@ def add_routes(app: web.Application, state: HttpState) -> None:
     routes = AudioRoutes(state)
     app.router.add_post(TRANSCRIPTIONS_PATH, routes.transcriptions)
     app.router.add_post(VOICE_TURN_PATH, routes.voice_turn)
-    app.router.add_post(CHAT_COMPLETIONS_PATH, routes.chat_completions)
+    app.router.add_post(CHAT_COMPLETIONS_PATH, ChatRoutes(routes).chat_completions)
     app.on_cleanup.append(routes.close)
 
 
 class AudioRoutes:
     def __init__(self, state: HttpState) -> None:
-        self._state = state
+        self.state = state
         # decoding and the VAD of uploads, one at a time: bounded by the admission slots in use, and
         # apart from the inference pool the live sessions' VAD runs in
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="http-audio")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="http-audio")
         self._waiting = 0  # requests waiting for an admission slot
 
     async def close(self, app: web.Application) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ shared steps
 
     @contextlib.asynccontextmanager
-    async def _slot(self, ctx: ServerContext) -> AsyncIterator[None]:
+    async def slot(self, ctx: ServerContext) -> AsyncIterator[None]:
         """An admission slot for the request's run, waiting up to ADMISSION_WAIT_S for one.
 
         A file decodes faster than real time, so the recognizer's busy signal (what admission
         refuses on) stays up for a few seconds after a long transcription ends; a short, bounded
         wait lets the next request in then instead of answering 503 at once. At most
         MAX_WAITING requests wait (each holds its body); past that, or after the wait, 503."""
-        admission = self._state.admission
+        admission = self.state.admission
         if admission is not None:
             busy = admission.claim()
             if busy is not None and self._waiting < MAX_WAITING:
@@ -135,28 +129,28 @@ class AudioRoutes:
             if admission is not None:
                 admission.release()
 
-    async def _decode(self, ctx: ServerContext, data: bytes, sample_rate: int | None) -> tuple[DecodedAudio, float]:
+    async def decode(self, ctx: ServerContext, data: bytes, sample_rate: int | None) -> tuple[DecodedAudio, float]:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        cap = self._state.config.http_max_audio_s
+        cap = self.state.config.http_max_audio_s
         try:
             audio = await loop.run_in_executor(
-                self._executor, lambda: decode_audio(data, max_seconds=cap, sample_rate=sample_rate)
+                self.executor, lambda: decode_audio(data, max_seconds=cap, sample_rate=sample_rate)
             )
         except OfflineError as exc:
-            raise _http_error(exc) from None
+            raise http_error(exc) from None
         ctx.metrics.http_audio_seconds.labels("decoded").inc(audio.duration_s)
         return audio, ms_since(started)
 
     async def _read_upload(self, upload: web.FileField) -> bytes:
         loop = asyncio.get_running_loop()
-        data: bytes = await loop.run_in_executor(self._executor, upload.file.read)
+        data: bytes = await loop.run_in_executor(self.executor, upload.file.read)
         return data
 
     # ------------------------------------------------------------------ /v1/audio/transcriptions
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
-        ctx = self._state.ready()
+        ctx = self.state.ready()
         where = TRANSCRIPTIONS_PATH
         require_type(request, FORM_TYPE)
         fields, upload = await read_form(request, where)
@@ -164,18 +158,18 @@ class AudioRoutes:
         if upload is None:
             raise HttpError(400, ErrorCode.AUDIO_MISSING, f"{where}: send the audio as the `file` part")
         data = await self._read_upload(upload)
-        stream_id = _request_id("tr")
+        stream_id = new_request_id("tr")
         headers = {"X-Hark-Model": options.model, "X-Hark-ASR": ctx.asr.name}
-        async with self._slot(ctx):
-            audio, _ = await self._decode(ctx, data, None)
+        async with self.slot(ctx):
+            audio, _ = await self.decode(ctx, data, None)
             del data
             log.info("%s: transcribing %.1f s of %s (%s)", stream_id, audio.duration_s, audio.source_format, where)
             if options.stream:
                 return await self._stream_transcript(request, ctx, audio, stream_id, headers)
             try:
-                heard = await transcribe(ctx, audio, self._executor, stream_id)
+                heard = await transcribe(ctx, audio, self.executor, stream_id)
             except OfflineError as exc:
-                raise _http_error(exc) from None
+                raise http_error(exc) from None
         language = options.language or _ENGINE_LANGUAGE.get(ctx.asr.name, ctx.config.asr_language)
         match options.response_format:
             case "text":
@@ -199,7 +193,7 @@ class AudioRoutes:
         text = ""
         try:
             # closed however the stream ends (a client gone mid-stream): the ASR stream goes with it
-            async with contextlib.aclosing(segments_of(ctx, audio, self._executor, stream_id)) as found:
+            async with contextlib.aclosing(segments_of(ctx, audio, self.executor, stream_id)) as found:
                 async for segment in found:
                     joined = join_text(text, segment.text)
                     delta, text = joined[len(text) :], joined
@@ -213,7 +207,7 @@ class AudioRoutes:
     # ------------------------------------------------------------------ /v1/voice/turn
 
     async def voice_turn(self, request: web.Request) -> web.Response:
-        ctx = self._state.ready()
+        ctx = self.state.ready()
         where = VOICE_TURN_PATH
         if require_type(request, JSON_TYPE, FORM_TYPE) == JSON_TYPE:
             body = decode_json(await request.read(), VoiceTurnFields, where)
@@ -231,8 +225,8 @@ class AudioRoutes:
                 data = await self._read_upload(upload)
             else:
                 raise HttpError(400, ErrorCode.AUDIO_MISSING, f"{where}: send the audio as the `file` part")
-        turn = self._turn_request(ctx, body.prompt_template, body.max_tokens, body.voice, body.return_audio)
-        result, decode_ms = await self._run_turn(ctx, data, body.sample_rate, turn)
+        turn = self.turn_request(ctx, body.prompt_template, body.max_tokens, body.voice, body.return_audio)
+        result, decode_ms = await self.run_turn(ctx, data, body.sample_rate, turn)
         return web.json_response(
             {
                 "transcript": result.transcript,
@@ -245,98 +239,31 @@ class AudioRoutes:
             }
         )
 
-    def _turn_request(
+    def turn_request(
         self, ctx: ServerContext, template: str, max_tokens: int | None, voice: str | None, return_audio: bool
     ) -> TurnRequest:
         try:
             check_template(template)  # before any audio work
         except OfflineError as exc:
-            raise _http_error(exc) from None
+            raise http_error(exc) from None
         cfg = ctx.config
         return TurnRequest(
             template, max_tokens or cfg.llm_max_tokens, voice or cfg.session_defaults.voice, return_audio
         )
 
-    async def _run_turn(
+    async def run_turn(
         self, ctx: ServerContext, data: bytes, sample_rate: int | None, turn: TurnRequest
     ) -> tuple[TurnResult, float]:
-        session_id = _request_id("vt")
-        async with self._slot(ctx):
-            audio, decode_ms = await self._decode(ctx, data, sample_rate)
+        session_id = new_request_id("vt")
+        async with self.slot(ctx):
+            audio, decode_ms = await self.decode(ctx, data, sample_rate)
             del data
             try:
-                result = await voice_turn(ctx, audio, turn, self._executor, session_id)
+                result = await voice_turn(ctx, audio, turn, self.executor, session_id)
             except OfflineError as exc:
-                raise _http_error(exc) from None
+                raise http_error(exc) from None
         log.info("%s: voice turn of %.1f s answered in %s ms", session_id, audio.duration_s, result.metrics["total_ms"])
         return result, decode_ms
-
-    # ------------------------------------------------------------------ /v1/chat/completions
-
-    async def chat_completions(self, request: web.Request) -> web.Response:
-        ctx = self._state.ready()
-        where = CHAT_COMPLETIONS_PATH
-        require_type(request, JSON_TYPE)
-        body = decode_json(await request.read(), ChatCompletionBody, where)
-        if body.stream:
-            raise HttpError(400, ErrorCode.INVALID_FIELD, f"{where}: stream=true is not supported; send stream=false")
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        history = [_chat_message(m, i, where) for i, m in enumerate(body.messages)]
-        extra: dict[str, Any] = {}
-        if body.audio_base64 is not None:
-            data = audio_from_base64(body.audio_base64)
-            turn = self._turn_request(ctx, body.prompt_template or "{asr_text}", max_tokens, None, False)
-            if history:
-                raise HttpError(
-                    400,
-                    ErrorCode.INVALID_FIELD,
-                    f"{where}: send either audio_base64 (with prompt_template) or messages",
-                )
-            result, decode_ms = await self._run_turn(ctx, data, body.sample_rate, turn)
-            reply, prompt_tokens = result.reply, result.usage.prompt_tokens
-            extra = {
-                "transcript": result.transcript,
-                "cleaned_transcript": result.cleaned_transcript,
-                "metrics": {"decode_ms": decode_ms, **result.metrics},
-            }
-        else:
-            if body.prompt_template is not None or body.sample_rate is not None:
-                raise HttpError(
-                    400, ErrorCode.AUDIO_MISSING, f"{where}: prompt_template and sample_rate need audio_base64"
-                )
-            if not any(m.role == "user" for m in history):
-                raise HttpError(
-                    400, ErrorCode.INVALID_FIELD, f"{where}: messages need a user message (or send audio_base64)"
-                )
-            try:
-                answer = await complete(ctx, history, max_tokens or ctx.config.llm_max_tokens, _request_id("cc"))
-            except OfflineError as exc:
-                raise _http_error(exc) from None
-            reply, prompt_tokens = answer.text, answer.usage.prompt_tokens
-            extra = {"metrics": {"llm_ms": answer.llm_ms, "first_token_ms": answer.first_token_ms}}
-        completion_tokens = estimate_tokens(reply)
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{secrets.token_hex(12)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.model or ctx.llm.name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-                **extra,
-            }
-        )
 
 
 class _TranscriptionOptions:
@@ -408,26 +335,3 @@ def _form_bool(value: str, name: str, where: str) -> bool:
     if lowered in ("false", "0", ""):
         return False
     raise HttpError(400, ErrorCode.INVALID_FIELD, f"{where}: {name} must be true or false")
-
-
-def _chat_message(message: ChatMessage, index: int, where: str) -> Message:
-    content = message.content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise HttpError(
-                    400, ErrorCode.INVALID_FIELD, f"{where}: messages[{index}].content: only text parts are supported"
-                )
-            texts.append(part["text"])
-        content = "".join(texts)
-    role = "system" if message.role == "developer" else message.role
-    return Message(role, content or "")
-
-
-def _request_id(kind: str) -> str:
-    return f"http{kind}_{secrets.token_hex(6)}"
-
-
-def _http_error(exc: OfflineError) -> HttpError:
-    return HttpError(exc.status, exc.code, exc.message)

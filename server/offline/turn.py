@@ -22,7 +22,7 @@ from hark.protocol import ErrorCode
 
 from ..asr.base import ASRError
 from ..context import ServerContext
-from ..llm.base import LLMRequest, LLMUnavailable, LLMUsage, Message, ToolCall, request_id
+from ..llm.base import LLMRequest, LLMUnavailable, LLMUsage, Message, request_id
 from ..llm.prompt import clean_transcript
 from ..tts.base import Pcm16, TTSEngine
 from ..tts.chunker import SentenceChunker
@@ -100,21 +100,17 @@ class Reply:
     usage: LLMUsage
 
 
-async def complete(ctx: ServerContext, messages: list[Message], max_tokens: int, session_id: str) -> Reply:
-    """The whole reply of the configured LLM; tool calls (no tools are offered) are ignored."""
-    usage = LLMUsage()
+async def reply_deltas(
+    ctx: ServerContext, messages: list[Message], max_tokens: int, session_id: str, usage: LLMUsage
+) -> AsyncGenerator[str, None]:
+    """The configured LLM's reply as it streams; tool calls (no tools are offered) are ignored.
+    Raises OfflineError llm_unavailable; closing it early stops generation on the engine's side."""
     request = LLMRequest(messages, request_id(session_id, 0), session_id, max_tokens=max_tokens)
-    started = time.monotonic()
-    first: float | None = None
-    parts: list[str] = []
     deltas = ctx.llm.stream(request, usage)
     try:
         async for delta in deltas:
-            if isinstance(delta, ToolCall) or not delta:
-                continue
-            if first is None:
-                first = ms_since(started)
-            parts.append(delta)
+            if isinstance(delta, str) and delta:
+                yield delta
     except LLMUnavailable as exc:
         ctx.metrics.errors.labels(ErrorCode.LLM_UNAVAILABLE.value).inc()
         raise OfflineError(503, ErrorCode.LLM_UNAVAILABLE, f"the language model could not answer: {exc}") from None
@@ -122,7 +118,39 @@ async def complete(ctx: ServerContext, messages: list[Message], max_tokens: int,
         aclose = getattr(deltas, "aclose", None)  # an async generator: stop generation on the engine's side
         if aclose is not None:
             await aclose()
+
+
+async def complete(ctx: ServerContext, messages: list[Message], max_tokens: int, session_id: str) -> Reply:
+    """The whole reply of the configured LLM."""
+    usage = LLMUsage()
+    started = time.monotonic()
+    first: float | None = None
+    parts: list[str] = []
+    async with contextlib.aclosing(reply_deltas(ctx, messages, max_tokens, session_id, usage)) as deltas:
+        async for delta in deltas:
+            if first is None:
+                first = ms_since(started)
+            parts.append(delta)
     return Reply("".join(parts).strip(), ms_since(started), first, usage)
+
+
+@dataclass(slots=True)
+class HeardTurn:
+    transcript: Transcript
+    cleaned: str  # fillers dropped
+    prompt: str  # the template with the cleaned transcript in it
+
+
+async def hear(
+    ctx: ServerContext, audio: DecodedAudio, template: str, executor: Executor, session_id: str
+) -> HeardTurn:
+    """The turn's words and the prompt they make; raises OfflineError no_speech when there are none."""
+    check_template(template)
+    heard = await transcribe(ctx, audio, executor, session_id)
+    if not heard.text:
+        raise OfflineError(400, ErrorCode.NO_SPEECH, f"no speech was recognized in {audio.duration_s:.1f} s of audio")
+    cleaned = clean_transcript(heard.text)
+    return HeardTurn(heard, cleaned, template.replace(ASR_TEXT, cleaned))
 
 
 async def speak(tts: TTSEngine, text: str, voice: str) -> Pcm16:
@@ -175,15 +203,10 @@ async def voice_turn(
     ctx: ServerContext, audio: DecodedAudio, request: TurnRequest, executor: Executor, session_id: str
 ) -> TurnResult:
     started = time.monotonic()
-    check_template(request.prompt_template)
     if request.return_audio:
         check_voice(ctx.tts, request.voice)
-    heard = await transcribe(ctx, audio, executor, session_id)
-    if not heard.text:
-        raise OfflineError(400, ErrorCode.NO_SPEECH, f"no speech was recognized in {audio.duration_s:.1f} s of audio")
-    cleaned = clean_transcript(heard.text)
-    prompt = request.prompt_template.replace(ASR_TEXT, cleaned)
-    reply = await complete(ctx, [Message("user", prompt)], request.max_tokens, session_id)
+    turn = await hear(ctx, audio, request.prompt_template, executor, session_id)
+    reply = await complete(ctx, [Message("user", turn.prompt)], request.max_tokens, session_id)
     wav: bytes | None = None
     audio_error: str | None = None
     tts_ms: float | None = None
@@ -198,8 +221,8 @@ async def voice_turn(
         tts_ms = ms_since(tts_started)
     metrics: dict[str, float | int | None] = {
         "audio_ms": round(audio.duration_s * 1000.0, 1),
-        "segments": len(heard.segments),
-        "asr_ms": heard.asr_ms,
+        "segments": len(turn.transcript.segments),
+        "asr_ms": turn.transcript.asr_ms,
         "llm_ms": reply.llm_ms,
         "first_token_ms": reply.first_token_ms,
         "tts_ms": tts_ms,
@@ -207,4 +230,4 @@ async def voice_turn(
         "cached_tokens": reply.usage.cached_tokens,
         "total_ms": ms_since(started),
     }
-    return TurnResult(heard.text, cleaned, reply.text, wav, audio_error, reply.usage, metrics)
+    return TurnResult(turn.transcript.text, turn.cleaned, reply.text, wav, audio_error, reply.usage, metrics)
