@@ -11,10 +11,17 @@ behaviour is deterministic (server/llm/echo.py: it calls every offered tool whos
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import realtime_sdk
+from conftest import RunningServer, start_server, stop_server
+from test_realtime_sdk import Run, _prepare_audio, words
 from test_realtime_translator import METRICS, RATE, Harness, error_of, only, tone, types
 
 import hark.protocol as p
@@ -372,3 +379,159 @@ def test_every_tool_event_validates_against_the_sdk_types(dialect: str) -> None:
     assert only(events, "response.function_call_arguments.done"), "run the whole module: the scenarios come first"
     validation = realtime_sdk.validate_server_events(events, dialect)
     assert not validation.rejections, validation.describe(events)
+
+
+# ---------------------------------------------------------------- the SDKs against a real server
+
+TOOLS_CLIENT = Path(__file__).resolve().parent / "realtime_sdk_tools_client.py"
+SDK_SCENARIOS = ("spoken_tool", "typed_tools", "beta_tool", "agents_tool")
+SDK_TIMEOUT_S = 150
+
+
+@pytest.fixture(scope="module")
+def tool_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+    """Each scenario in its own SDK process, all at once against one server with the echo LLM."""
+    python = realtime_sdk.sdk_python()
+    audio = tmp_path_factory.mktemp("realtime-tools-audio")
+    _prepare_audio(audio)
+    server: RunningServer = start_server(
+        tmp_path_factory.mktemp("realtime-tools-server"),
+        *("--max-sessions", "16", "--overload-loop-lag-ms", "0", "--overload-frame-wait-ms", "0"),
+        env={"HARK_SLOW_CONSUMER_TIMEOUT_S": "60"},
+    )
+    try:
+        processes = {}
+        for name in SDK_SCENARIOS:
+            processes[name] = subprocess.Popen(
+                [str(python), str(TOOLS_CLIENT), name, str(server.port), str(audio)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(1.0)  # importing the SDKs takes a CPU second each
+        deadline = time.monotonic() + SDK_TIMEOUT_S
+        runs = {name: _collect(name, process, deadline) for name, process in processes.items()}
+        for run in runs.values():
+            run.server_log = server.log()[-4000:]
+        yield runs
+        server.assert_alive()
+    finally:
+        stop_server(server)
+
+
+def _collect(name: str, process: subprocess.Popen[str], deadline: float) -> Run:
+    try:
+        stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        stderr += f"\n[killed after {SDK_TIMEOUT_S} s]"
+    events, result = [], {}
+    for line in stdout.splitlines():
+        item = json.loads(line)
+        if item["kind"] == "event":
+            events.append(item["event"])
+        else:
+            result = item["result"]
+    return Run(name, process.returncode, events, result, stderr)
+
+
+def ok(runs: dict[str, Run], name: str) -> dict[str, Any]:
+    run = runs[name]
+    assert run.returncode == 0 and run.result, run.describe()
+    return run.result
+
+
+sdk_e2e = pytest.mark.timeout(900)
+
+
+@sdk_e2e
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_every_event_of_the_tool_apps_validates_against_the_sdk_types(tool_runs: dict[str, Run], dialect: str) -> None:
+    names = ["beta_tool"] if dialect == "beta" else [n for n in SDK_SCENARIOS if n != "beta_tool"]
+    events = [event for name in names for event in tool_runs[name].events]
+    assert only(events, "response.function_call_arguments.done"), [r.describe() for r in tool_runs.values()]
+    validation = realtime_sdk.validate_server_events(events, dialect)
+    assert not validation.rejections, validation.describe(events)
+
+
+@sdk_e2e
+def test_a_spoken_request_calls_the_apps_tool_and_the_answer_is_spoken(tool_runs: dict[str, Run]) -> None:
+    result = ok(tool_runs, "spoken_tool")
+    assert result["session_tools"] == [
+        {
+            "type": "function",
+            "name": "forward",
+            "description": "Move the robot forward",
+            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
+        }
+    ]
+    first = result["first"]
+    assert first["status"] == "completed" and [o["type"] for o in first["output"]] == ["function_call"]
+    call = first["output"][0]
+    assert call["name"] == "forward" and words(json.loads(call["arguments"])["text"]) == [
+        "go",
+        "forward",
+        "ten",
+        "meters",
+    ]
+    second = result["second"]
+    assert second["status"] == "completed" and second["id"] != first["id"]
+    assert words(result["answer"]) == ["forward", "returned", "moved", "go", "forward", "ten", "meters"]
+    assert result["audio_bytes"] > 24000  # the answer is spoken: over half a second of 24 kHz audio
+    assert second["usage"]["output_tokens"] > 0
+    assert second["usage"]["total_tokens"] == second["usage"]["input_tokens"] + second["usage"]["output_tokens"]
+    kinds = result["types"]
+    start = kinds.index("response.function_call_arguments.delta")
+    assert kinds[start : start + 2] == [
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+    ]
+
+
+@sdk_e2e
+def test_two_calls_a_forced_call_and_bad_tool_input_through_the_openai_sdk(tool_runs: dict[str, Run]) -> None:
+    result = ok(tool_runs, "typed_tools")
+    first = result["first"]
+    assert [(o["name"], o["arguments"]) for o in first["output"]] == [
+        ("get_weather", '{"city": "Paris"}'),
+        ("get_time", '{"city": "Paris"}'),
+    ]
+    assert result["answer"] == "get_weather returned sunny. get_time returned noon."
+    assert result["second"]["output"][0]["content"][0]["type"] == "output_text"
+    assert [o["name"] for o in result["forced"]["output"]] == ["get_time"]
+    assert result["forced_answer"] == "get_time returned one."
+    assert result["errors"] == [
+        {"code": "invalid_tool_name", "event_id": "e_name"},
+        {"code": "duplicate_tool_name", "event_id": "e_dup"},
+        {"code": "invalid_tool_parameters", "event_id": "e_params"},
+        {"code": "unknown_tool_choice", "event_id": "e_choice"},
+        {"code": "unknown_call_id", "event_id": "e_call"},
+    ]
+
+
+@sdk_e2e
+def test_the_beta_sdk_gets_the_beta_tool_events(tool_runs: dict[str, Run]) -> None:
+    result = ok(tool_runs, "beta_tool")
+    assert [t["name"] for t in result["session_tools"]] == ["get_weather"]
+    assert [o["type"] for o in result["first"]["output"]] == ["function_call"]
+    assert result["answer"] == "get_weather returned snow."
+    assert "conversation.item.created" in result["types"] and "conversation.item.added" not in result["types"]
+
+
+@sdk_e2e
+def test_openai_agents_runs_its_function_tool_and_speaks_the_result(tool_runs: dict[str, Run]) -> None:
+    result = ok(tool_runs, "agents_tool")
+    assert result["errors"] == []
+    assert result["ran"] == ["Rome"]  # the SDK ran the tool once, with the model's arguments
+    assert {"tool_start", "tool_end", "audio"} <= set(result["types"]), result["types"]
+    assert result["audio_bytes"] > 0
+    spoken = [
+        part.get("transcript") or part.get("text")
+        for item in result["history"]
+        if item.get("role") == "assistant"
+        for part in item.get("content", [])
+    ]
+    assert any("sunny in Rome" in str(text) for text in spoken), result["history"]
+    calls = [item for item in result["history"] if item.get("type") == "function_call"]
+    assert calls and calls[0]["name"] == "get_weather" and calls[0]["output"] == "sunny in Rome"
