@@ -29,6 +29,7 @@ import numpy as np
 
 from bench.sections import write_section
 from hark.server.asr.funasr import FunASREngine, paraformer_streaming_engine, window_engine
+from tools.funasr_models import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("HARK_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -345,6 +346,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-streams", type=int, default=10)
     p.add_argument("--windows", type=float, nargs="+", default=[2.0, 4.0, 6.0, 12.0], help="funasr-window lengths (s)")
     p.add_argument("--write", help="update the 'funasr' section of this markdown file")
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=["funasr", "funasr-batch"],
+        default=["funasr", "funasr-batch"],
+        help="docs/performance.md sections to measure (default both)",
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one configuration, print JSON
     args = p.parse_args(argv)
     if args.one:
@@ -352,14 +360,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         print(json.dumps(asyncio.run(measure_one(args, args.one))))
         return
-    if not (args.models / "paraformer-streaming" / "model.pt").is_file():
+    if not (args.models / "paraformer-streaming" / "model.pt").is_file() or "funasr" in args.sections:
         from tools.funasr_models import build_all
 
-        build_all(args.models, full=True)
-    markdown = report(args)
-    print(markdown)
-    if args.write:
-        write_section(args.write, "funasr", markdown)
+        which = KINDS if "funasr" in args.sections else ("paraformer-streaming",)
+        build_all(args.models, full=True, which=which)  # keeps the ones already built
+    if "funasr" in args.sections:
+        markdown = report(args)
+        print(markdown)
+        if args.write:
+            write_section(args.write, "funasr", markdown)
+    if "funasr-batch" in args.sections:  # issue 17: one stream per call against batched streams
+        from bench import funasr_batch
+
+        markdown = funasr_batch.report(args.models, args.seconds)
+        print(markdown)
+        if args.write:
+            write_section(args.write, "funasr-batch", markdown)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,16 +33,20 @@ class _Recorder:
         self.release = threading.Event()
 
     def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
-        return self.handle_batch([(op, stream_id, payload)])[0][1]
+        return next(self.handle_batch([(op, stream_id, payload)]))[2]
 
-    def handle_batch(self, requests: list[tuple[str, str, Any]]) -> list[tuple[bool, Any]]:
+    def handle_batch(self, requests: list[tuple[str, str, Any]]) -> Iterator[tuple[int, bool, Any]]:
         self.release.wait(10)  # the test lets the first batch go once the rest have queued
         self.batches.append(len(requests))
         time.sleep(0.05)
-        return [
-            (False, ValueError("bad chunk")) if op == "fail" else (True, f"{stream_id}:{op}:{payload}")
-            for op, stream_id, payload in requests
-        ]
+        for i, (op, stream_id, payload) in enumerate(requests):
+            if op == "slow":  # answered last, after a while: the others' replies must not wait for it
+                continue
+            yield (i, False, ValueError("bad chunk")) if op == "fail" else (i, True, f"{stream_id}:{op}:{payload}")
+        for i, (op, stream_id, payload) in enumerate(requests):
+            if op == "slow":
+                time.sleep(1.0)
+                yield i, True, f"{stream_id}:{op}:{payload}"
 
 
 class _RecorderFactory:
@@ -61,19 +65,22 @@ async def test_batching_worker_answers_each_request_and_fails_only_the_bad_one()
     await pool.start()
     try:
         worker = await pool.acquire()
-        calls = [pool.call(worker, "fail" if i == 3 else "accept", f"s{i}", i) for i in range(8)]
+        ops = {3: "fail", 0: "slow"}
+        calls = [pool.call(worker, ops.get(i, "accept"), f"s{i}", i) for i in range(8)]
         tasks = [asyncio.ensure_future(c) for c in calls]
         await asyncio.sleep(0.2)  # all eight queued behind a held worker
         factory.handler.release.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert isinstance(results[3], RuntimeError) and "bad chunk" in str(results[3])
-        assert [r for i, r in enumerate(results) if i != 3] == [f"s{i}:accept:{i}" for i in range(8) if i != 3]
-        assert max(factory.handler.batches) > 1, factory.handler.batches
-        assert sum(factory.handler.batches) == 8
-        # each request made the worker busy for its share of its batch (about 0.25 s, the held
-        # start included), not for the whole batch each (8 x 0.25 s)
+        started = time.perf_counter()
+        quick = await asyncio.gather(*tasks[1:], return_exceptions=True)
+        assert time.perf_counter() - started < 0.9, "the quick answers waited for the slow one"
+        assert isinstance(quick[2], RuntimeError) and "bad chunk" in str(quick[2])
+        assert [r for i, r in enumerate(quick, 1) if i != 3] == [f"s{i}:accept:{i}" for i in range(1, 8) if i != 3]
+        assert await tasks[0] == "s0:slow:0"
+        assert factory.handler.batches == [8]
+        # the requests together made the worker busy for the batch (0.2 s held + 0.05 + 1 s), not
+        # each for all of it (8 x 1.25 s)
         busy = pool.meter.busy_fraction(worker.name) * 5.0
-        assert 0.1 < busy < 0.3 * len(factory.handler.batches), (busy, factory.handler.batches)
+        assert 1.0 < busy < 1.6, busy
     finally:
         await pool.stop()
 

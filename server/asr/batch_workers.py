@@ -1,11 +1,11 @@
 """Inference workers that hand their handler every request waiting for it in one call.
 
 The same tick as the VAD batcher (server/vad_batch.py): a worker takes the first request it is
-given, then whatever else has queued up meanwhile (at most `max_in_flight`), and runs them with
+given, then whatever else has queued up meanwhile (at most MAX_REQUESTS), and runs them with
 `handler.handle_batch`, so batching adds no waiting of its own: at low load a batch is one
 request, at capacity it is every stream whose chunk came in while the last batch ran. The handler
-keeps each stream's requests in order and returns one outcome per request; a request that fails
-fails alone.
+keeps each stream's requests in order and answers each request as soon as its answer is known (the
+reply goes then, so a slow answer holds back only those after it); a request that fails fails alone.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -21,28 +21,34 @@ from .workers import Handler, ProcessWorker, ThreadWorker, _after_reply, _settle
 
 MAX_REQUESTS = 64  # most requests taken at once (the pool lets 32 per worker be in flight)
 Request = tuple[str, str, Any]  # (op, stream_id, payload)
-Outcome = tuple[bool, Any]  # (ok, result) or (False, the exception)
+Answer = tuple[int, bool, Any]  # (index of the request, ok, result or the exception)
 
 
 class BatchHandler(Protocol):
     def __call__(self, op: str, stream_id: str, payload: Any) -> Any: ...
 
-    def handle_batch(self, requests: list[Request]) -> list[Outcome]: ...
+    def handle_batch(self, requests: list[Request]) -> Iterator[Answer]:
+        """One answer per request, each as soon as it is known."""
+        ...
 
 
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+def _error(result: Any) -> Any:
+    return f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else result
 
 
-def run_batch(handler: Handler, requests: list[Request]) -> list[Outcome]:
-    """One outcome per request, even when the handler itself breaks (then every request fails)."""
+def run_batch(handler: Handler, requests: list[Request]) -> Iterator[Answer]:
+    """The handler's answers, then an error for each request it left unanswered (it raised)."""
+    unanswered = set(range(len(requests)))
+    failure: Any = RuntimeError("the batch handler gave no answer")
     try:
-        outcomes = list(handler.handle_batch(requests))  # type: ignore[attr-defined]
-        if len(outcomes) != len(requests):
-            raise RuntimeError(f"handle_batch returned {len(outcomes)} outcomes for {len(requests)} requests")
-        return outcomes
+        for i, ok, result in handler.handle_batch(requests):  # type: ignore[attr-defined]
+            if i in unanswered:
+                unanswered.discard(i)
+                yield i, ok, result
     except Exception as exc:
-        return [(False, exc)] * len(requests)
+        failure = exc
+    for i in sorted(unanswered):
+        yield i, False, failure
 
 
 class BatchThreadWorker(ThreadWorker):
@@ -66,13 +72,11 @@ class BatchThreadWorker(ThreadWorker):
                     stopping = True
                     break
                 batch.append(more)
-            outcomes = run_batch(handler, [(op, stream_id, payload) for _, op, stream_id, payload in batch])
+            requests = [(op, stream_id, payload) for _, op, stream_id, payload in batch]
             try:
-                for (fut, _, _, _), (ok, result) in zip(batch, outcomes, strict=True):
-                    reply = (
-                        result if ok else RuntimeError(_error(result) if isinstance(result, BaseException) else result)
-                    )
-                    self._loop.call_soon_threadsafe(_settle, fut, ok, reply)
+                for i, ok, result in run_batch(handler, requests):
+                    reply = result if ok else RuntimeError(_error(result))
+                    self._loop.call_soon_threadsafe(_settle, batch[i][0], ok, reply)
             except RuntimeError:  # the loop closed during shutdown
                 return
             _after_reply(handler)
@@ -96,15 +100,14 @@ def _batch_process_main(conn: Connection, factory: Callable[[], Handler]) -> Non
             batch = [msg]
             while len(batch) < MAX_REQUESTS and conn.poll():
                 more = conn.recv()
-                if more is None:
+                if more is None:  # stop once this batch is answered
                     stopping = True
                     break
                 batch.append(more)
         except (EOFError, OSError):
             return
-        outcomes = run_batch(handler, [(op, stream_id, payload) for _, op, stream_id, payload in batch])
-        for (req_id, _, _, _), (ok, result) in zip(batch, outcomes, strict=True):
-            conn.send((req_id, ok, result if ok else (_error(result) if isinstance(result, BaseException) else result)))
+        for i, ok, result in run_batch(handler, [(op, stream_id, payload) for _, op, stream_id, payload in batch]):
+            conn.send((batch[i][0], ok, result if ok else _error(result)))
         _after_reply(handler)
 
 

@@ -22,7 +22,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .batch_workers import BatchProcessWorker, BatchThreadWorker
@@ -41,8 +41,8 @@ MAX_QUEUE_WAIT_S = 0.25
 
 class Timed:
     """Wraps a handler factory; the handler's results come back as (seconds busy, seconds served,
-    result): a request answered in a batch was served for the whole batch and made the worker
-    busy for its share of it."""
+    result): a request answered in a batch was served from the batch's start until its answer and
+    made the worker busy for its share of the batch."""
 
     def __init__(self, factory: Callable[[], Handler]) -> None:
         self.factory = factory
@@ -65,12 +65,15 @@ class TimedHandler:
         busy, self._carried = time.perf_counter() - started + self._carried, 0.0
         return busy, busy, result
 
-    def handle_batch(self, requests: list[tuple[str, str, Any]]) -> list[tuple[bool, Any]]:
-        started = time.perf_counter()
-        outcomes: list[tuple[bool, Any]] = self._handler.handle_batch(requests)  # type: ignore[attr-defined]
-        served, self._carried = time.perf_counter() - started + self._carried, 0.0
-        share = served / max(1, len(requests))
-        return [(ok, (share, served, result) if ok else result) for ok, result in outcomes]
+    def handle_batch(self, requests: list[tuple[str, str, Any]]) -> Iterator[tuple[int, bool, Any]]:
+        """Each answer as it comes: busy for the time since the previous answer (so a batch's
+        requests together made the worker busy for the batch), served since the batch began."""
+        started = last = time.perf_counter()
+        carried, self._carried = self._carried, 0.0
+        for i, ok, result in self._handler.handle_batch(requests):  # type: ignore[attr-defined]
+            now = time.perf_counter()
+            busy, last, carried = now - last + carried, now, 0.0
+            yield i, ok, (busy, now - started, result) if ok else result
 
     def after_reply(self) -> None:
         if self._after is not None:

@@ -5,12 +5,14 @@ run in rounds, each round one request per stream, so a stream's requests keep th
 round, every stream with a 600 ms chunk ready, and every utterance that ends (its `is_final`
 piece), go through one `BatchedParaformer.decode`; a stream with several chunks queued takes part
 in as many passes. A stream whose request fails (bad audio, a decode that raised) gets its error
-and loses its utterance; the others in its batch are answered as if it had not been there.
+and loses its utterance; the others in its batch are answered as if it had not been there. Each
+answer goes back as soon as it is known (the partials of a pass before any 2-pass final).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from .paraformer_host import ParaformerStreamingHost, _Utterance, join_text
 from .utterance_host import Float32Array
 
 Request = tuple[str, str, Any]
-Outcome = tuple[bool, Any]
+Answer = tuple[int, bool, Any]  # (index of the request, ok, result or the exception)
 
 
 def pcm_to_float(payload: Any) -> Float32Array:
@@ -59,18 +61,17 @@ class ParaformerBatchHost(ParaformerStreamingHost):
             raise job.text
         return job.text
 
-    def handle_batch(self, requests: list[Request]) -> list[Outcome]:
-        outcomes: list[Outcome] = [(False, RuntimeError("not run"))] * len(requests)
+    def handle_batch(self, requests: list[Request]) -> Iterator[Answer]:
         queues: dict[str, deque[int]] = {}
         for i, (_, stream_id, _) in enumerate(requests):
             queues.setdefault(stream_id, deque()).append(i)
         while queues:
-            self._round([(i, *requests[i]) for i in (q.popleft() for q in queues.values())], outcomes)
+            yield from self._round([(i, *requests[i]) for i in (q.popleft() for q in queues.values())])
             queues = {stream_id: q for stream_id, q in queues.items() if q}
-        return outcomes
 
-    def _round(self, requests: list[tuple[int, str, str, Any]], outcomes: list[Outcome]) -> None:
-        """At most one request per stream."""
+    def _round(self, requests: list[tuple[int, str, str, Any]]) -> Iterator[Answer]:
+        """At most one request per stream. The partials go first: a 2-pass final (an offline
+        decode of the whole utterance) holds back only the finals after it."""
         accepting: dict[int, tuple[str, _Utterance]] = {}
         ending: dict[int, tuple[str, _Utterance]] = {}
         for i, op, stream_id, payload in requests:
@@ -82,30 +83,29 @@ class ParaformerBatchHost(ParaformerStreamingHost):
                 elif op == "finalize":
                     utt = self._streams.pop(stream_id)
                     if utt.samples == 0:
-                        outcomes[i] = (True, ("", {}))  # as `finalize`: nothing to decode
+                        yield i, True, ("", {})  # as `finalize`: nothing to decode
                     else:
                         ending[i] = (stream_id, utt)
                 else:
-                    outcomes[i] = (True, self(op, stream_id, payload))
+                    yield i, True, self(op, stream_id, payload)
             except Exception as exc:
-                outcomes[i] = (False, exc)
-        self._decode_round(accepting, ending, outcomes)
+                yield i, False, exc
+        yield from self._decode_round(accepting, ending)
         for i, (_, utt) in accepting.items():
-            outcomes[i] = (True, self._hypothesis(utt))
+            yield i, True, self._hypothesis(utt)
         for i, (_, utt) in ending.items():
             try:
-                outcomes[i] = (True, self._final(utt))
+                final = self._final(utt)
             except Exception as exc:  # the 2-pass decode of this utterance
-                outcomes[i] = (False, exc)
+                yield i, False, exc
+            else:
+                yield i, True, final
 
     def _decode_round(
-        self,
-        accepting: dict[int, tuple[str, _Utterance]],
-        ending: dict[int, tuple[str, _Utterance]],
-        outcomes: list[Outcome],
-    ) -> None:
+        self, accepting: dict[int, tuple[str, _Utterance]], ending: dict[int, tuple[str, _Utterance]]
+    ) -> Iterator[Answer]:
         """Pass after pass until no stream has a whole chunk left; the ends go in the first pass. A
-        failed stream leaves `accepting`/`ending` with its error as its outcome."""
+        stream that fails is answered with its error and leaves `accepting`/`ending`."""
         finals = [(i, utt, ChunkJob(utt.cache, utt.pending, True)) for i, (_, utt) in ending.items()]
         while True:
             jobs = [
@@ -119,8 +119,8 @@ class ParaformerBatchHost(ParaformerStreamingHost):
             self._batcher.decode([job for _, _, job in jobs])
             for i, utt, job in jobs:
                 if isinstance(job.text, BaseException):
-                    outcomes[i] = (False, job.text)
                     stream_id = (accepting.pop(i, None) or ending.pop(i))[0]
                     self._streams.pop(stream_id, None)  # its caches are spent: free them now
+                    yield i, False, job.text
                 else:
                     utt.text = join_text(utt.text, job.text)
