@@ -76,7 +76,7 @@ class Metrics:
         )
         self.llm_tokens = Counter(
             "hark_llm_tokens_total",
-            "LLM prompt tokens: prompt / cached of replies, speculative_prompt / speculative_cached of prefills",
+            "LLM tokens: prompt / cached / completion of replies, speculative_prompt / speculative_cached of prefills",
             ["kind"],
             registry=r,
         )

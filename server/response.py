@@ -178,6 +178,7 @@ class ResponseRun:
             if usage is not self.usage:
                 self.usage.prompt_tokens += usage.prompt_tokens
                 self.usage.cached_tokens += usage.cached_tokens
+                self.usage.completion_tokens += usage.completion_tokens
         return calls
 
     async def _run_tools(
@@ -348,6 +349,7 @@ class ResponseRun:
             "first_audio_ms": since_speech_end(tl.first_audio),
             "prompt_tokens": self.usage.prompt_tokens,
             "cached_tokens": self.usage.cached_tokens,
+            "completion_tokens": self.usage.completion_tokens,
             "speculative_prefills": self.usage.speculative_prefills,
             "speculative_aborted": self.usage.extra.get("speculative_aborted", 0),
             "audio_ms": round(tl.audio_sent_ms),
@@ -362,6 +364,7 @@ class ResponseRun:
         server.responses.labels(status.value).inc()
         server.llm_tokens.labels("prompt").inc(self.usage.prompt_tokens)
         server.llm_tokens.labels("cached").inc(self.usage.cached_tokens)
+        server.llm_tokens.labels("completion").inc(self.usage.completion_tokens)
         return metrics
 
     def conversation_messages(self, heard: str) -> list[Message]:

@@ -61,6 +61,7 @@ class LLMUsage:
 
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    completion_tokens: int = 0  # tokens the model wrote (text and tool calls), as its server counts them
     speculative_prefills: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 

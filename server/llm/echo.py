@@ -48,9 +48,11 @@ class EchoEngine(LLMEngine):
             calls = _tool_calls(request, text, words, since_user)
             if calls:
                 if "please" in words and not since_user:
+                    usage.completion_tokens += 1
                     yield "Sure."
                     await asyncio.sleep(0)
                 for call in calls:
+                    usage.completion_tokens += 1 + len(call.arguments.split())  # a word a token, as below
                     yield call
                     await asyncio.sleep(0)
                 return
@@ -63,6 +65,7 @@ class EchoEngine(LLMEngine):
         else:
             reply = f"You said: {text}.".split(" ") if text else ["I", "heard", "nothing."]
         for i, word in enumerate(reply[: request.max_tokens]):
+            usage.completion_tokens += 1  # one word, one token
             yield word if i == 0 else " " + word
             await asyncio.sleep(0)  # a real engine yields to the loop between tokens too
 

@@ -75,6 +75,7 @@ class OpenAICompatEngine(LLMEngine):
                     usage.prompt_tokens = int(stats.get("prompt_tokens") or 0)
                     details = stats.get("prompt_tokens_details") or {}
                     usage.cached_tokens = int(details.get("cached_tokens") or 0)
+                    usage.completion_tokens = int(stats.get("completion_tokens") or 0)
             for finished in calls.finish():  # a server that never said finish_reason
                 yield finished
         finally:

@@ -94,6 +94,7 @@ class SGLangEngine(LLMEngine, SpeculativeLLM):
                 meta = event.get("meta_info") or {}
                 usage.prompt_tokens = int(meta.get("prompt_tokens", usage.prompt_tokens))
                 usage.cached_tokens = int(meta.get("cached_tokens", usage.cached_tokens))
+                usage.completion_tokens = int(meta.get("completion_tokens", usage.completion_tokens))
                 text = str(event.get("text", ""))
                 # streamed `text` is cumulative: parse what is new
                 if text.startswith(emitted) and len(text) > len(emitted):
