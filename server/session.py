@@ -393,7 +393,8 @@ class Session(ConversationOps):
         if self._llm_judge is None or self._response is not None:  # a reply still changes the conversation
             return None
         history = self._history.conversation(self.config.instructions)
-        return await self._llm_judge.probability(history, self._user_words(self._transcriber.hypothesis))
+        words = self._user_words(self._transcriber.hypothesis)
+        return await self._llm_judge.probability(history, words, *self._prompt_tools())
 
     def _wake(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a full inbox has frames that ask anyway

@@ -549,3 +549,22 @@ async def test_a_huge_server_tool_result_is_cut_to_a_clients_bound() -> None:
     (result,) = [m.content for m in llm.requests[1].messages if m.role == "tool"]
     assert result.startswith("b" * ev.MAX_TOOL_OUTPUT_CHARS)
     assert result.endswith(f"[cut: {20_000 - ev.MAX_TOOL_OUTPUT_CHARS} more characters]")
+
+
+async def test_speculative_prefill_carries_the_tools(server_factory: Any) -> None:
+    """The prefix prefilled while the user talks has the tools in it, so the reply's prompt finds
+    it in the radix cache (tools are in the system turn: without them the prefixes part early)."""
+    with sglang_simulator() as sim:
+        hark = server_factory("--llm", "sglang", "--llm-url", sim.url, env={"HARK_LLM_SPECULATION_MIN_WORDS": "1"})
+        peer = await open_peer(hark.url)
+        tools = [tool("get_weather", city="string"), tool("move_forward", distance_m="number")]
+        await peer.send_json({"type": "session.update", "config": {"tools": tools, **SILENCE_500}})
+        await peer.send_pcm(load_pcm("en_goforward_command") + silence(1000))
+        await peer.answer_calls({"move_forward": "moved"}, 1)
+        done = await peer.wait_for(lambda e: e["type"] == "response.done")
+        await peer.close()
+        records = sim.requests()
+    prefills = [r for r in records if r["max_new_tokens"] == 0]
+    replies = [r for r in records if r["max_new_tokens"] > 1]
+    assert done["metrics"]["speculative_prefills"] >= 1 and prefills, records
+    assert replies[0]["cached_tokens"] >= prefills[-1]["prompt_tokens"], records

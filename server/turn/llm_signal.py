@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..llm.base import LLMUnavailable, Message, SpeculativeLLM
+from ..llm.base import LLMUnavailable, Message, SpeculativeLLM, ToolChoice, ToolSpec
 from ..llm.speculation import Speculator
 
 log = logging.getLogger(__name__)
+
+_AUTO = ToolChoice()
 
 
 class LLMTurnJudge:
@@ -27,11 +29,18 @@ class LLMTurnJudge:
         self._session_id = session_id
         self._aborts: set[asyncio.Task[None]] = set()
 
-    async def probability(self, history: list[Message], user_text: str) -> float | None:
-        """P(end of turn) after the user's words so far; None when the engine cannot say or failed."""
+    async def probability(
+        self,
+        history: list[Message],
+        user_text: str,
+        tools: tuple[ToolSpec, ...] = (),
+        tool_choice: ToolChoice = _AUTO,
+    ) -> float | None:
+        """P(end of turn) after the user's words so far; None when the engine cannot say or failed.
+        `tools`/`tool_choice` as the reply will offer them: they are in the speculated prefix."""
         if not user_text.strip():
             return None
-        prompt = self._engine.partial_prompt(history, user_text)
+        prompt = self._engine.partial_prompt(history, user_text, tools, tool_choice)
         rid = self._speculator.next_request_id()
         try:
             return await self._engine.end_of_turn(prompt, rid, self._session_id)
