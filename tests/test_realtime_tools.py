@@ -333,6 +333,20 @@ def test_a_call_the_client_never_answers_times_out_and_the_reply_goes_on_by_itse
     assert answer[-1]["response"]["metadata"] is None
 
 
+def test_response_cancel_between_the_call_and_the_outputs_ends_the_waiting_reply() -> None:
+    h = ToolHarness()
+    h.with_tools(WEATHER)
+    h.user_turn(text="get_weather")
+    h.server(p.ResponseStarted(1, "r1"))
+    h.calls("r1", ("c1", "get_weather", "{}"))
+    cancel = h.send({"type": "response.cancel", "event_id": "x"})
+    assert cancel.ops == (ops.CancelResponse("r1", "x"),) and cancel.events == ()
+    ended = h.server(p.ResponseFunctionCallCancelled("c1", "cancelled"), p.ResponseDone("r1", "cancelled", "", METRICS))
+    assert ended == []
+    assert error_of(h.output("c1", "late"))["code"] == "unknown_call_id"
+    assert error_of(h.send({"type": "response.cancel"}))["code"] == "response_cancel_not_active"
+
+
 def test_a_cancel_while_the_round_is_still_open_closes_the_response_cancelled() -> None:
     h = ToolHarness()
     h.with_tools(WEATHER)

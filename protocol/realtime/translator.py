@@ -360,6 +360,11 @@ class RealtimeTranslator:
     def _response_cancel(self, obj: dict[str, Any], event_id: str | None) -> Inbound:
         wanted = obj.get("response_id")
         active = self._responses.active
+        waiting = self._responses.suspended
+        if active is None and waiting is not None and wanted is None:
+            # the reply waits for tool outputs between responses: the client wants it to stop there
+            self._responses.suspended = None
+            return Inbound((CancelResponse(waiting.hark_id, event_id),))
         if active is None or (wanted is not None and wanted != active.id):
             which = f"response {str(wanted)[:40]}" if wanted is not None else "response"
             raise RealtimeError(
