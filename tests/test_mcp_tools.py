@@ -54,6 +54,10 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def count_events(path: Path, tool: str, event: str) -> int:
+    return sum(1 for e in read_events(path) if (e["tool"], e["event"]) == (tool, event))
+
+
 async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -369,9 +373,9 @@ async def typed_turn(peer: Peer, text: str) -> dict[str, Any]:
     return await peer.wait_for(lambda e: e["type"] == "response.done" and len(peer.of("response.done")) > seen)
 
 
-async def test_typed_request_the_echo_llm_calls_an_mcp_tool(server_factory: Any, events: Path) -> None:
+async def test_typed_requests_the_echo_llm_calls_mcp_tools(server_factory: Any, events: Path) -> None:
     # the echo LLM calls every offered tool its message names, with the message's {...} as arguments
-    hark = server_factory("--mcp-server", stdio_spec("tools", events))
+    hark = server_factory("--mcp-server", stdio_spec("tools", events), "--tool-timeout-s", "5")
     await mcp_server_up(hark, "tools")
     peer = await Peer.open(hark.url)
     await peer.send_json({"type": "session.update", "config": {"audio_output": False}})
@@ -390,6 +394,23 @@ async def test_typed_request_the_echo_llm_calls_an_mcp_tool(server_factory: Any,
     await wait_for(lambda: metric(hark, 'hark_mcp_connects_total{outcome="up",server="tools"}') == 2, "reconnect")
     again = await typed_turn(peer, 'multiply {"a": 6, "b": 7}')
     assert again["text"] == "multiply returned 42."
+
+    # past --tool-timeout-s: the model reads a timeout, and the MCP server was told to stop
+    late = await typed_turn(peer, 'slow {"seconds": 30}')
+    assert late["status"] == "completed" and "took longer than 5 s" in late["text"], late
+    await wait_for(lambda: count_events(events, "slow", "cancelled") == 1, "the timeout's cancel")
+
+    # the reply cancelled during the call (as barge-in does): the MCP call is cancelled with it
+    seen = len(peer.of("response.done"))
+    await peer.send_json({"type": "input.text", "text": 'slow {"seconds": 30}'})
+    await wait_for(lambda: count_events(events, "slow", "started") == 2, "the second slow call")
+    await peer.send_json({"type": "response.cancel"})
+    cancelled = await peer.wait_for(lambda e: e["type"] == "response.done" and len(peer.of("response.done")) > seen)
+    assert cancelled["status"] == "cancelled", peer.of("error")
+    await wait_for(lambda: count_events(events, "slow", "cancelled") == 2, "the caller's cancel")
+    assert count_events(events, "slow", "finished") == 0
+    assert metric(hark, 'hark_mcp_tool_calls_total{outcome="cancelled",server="tools"}') == 1
+    assert metric(hark, 'hark_mcp_tool_calls_total{outcome="timeout",server="tools"}') == 1
     await peer.close()
     hark.assert_alive()
 
