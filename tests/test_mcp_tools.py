@@ -452,3 +452,15 @@ def test_listed_tools_get_a_clients_bounds() -> None:
     assert [s.name for s in specs] == ["wordy", *(f"t{i}" for i in range(31))]
     assert len(specs[0].description) == 1024
     assert not box.owns("weather.get") and not box.owns("huge") and not box.owns("t31")
+
+
+def test_mcp_options_from_the_command_line_and_the_environment() -> None:
+    from hark.server.config import load_config
+
+    servers = ["a=python x.py", "b=http://127.0.0.1:9/mcp"]
+    argv = ["--mcp-server", servers[0], "--mcp-server", servers[1], "--mcp-tools", "a:*", "--tool-timeout-s", "3.5"]
+    cli = load_config(argv, environ={})
+    assert (cli.mcp_servers, cli.mcp_tools, cli.tool_timeout_s) == (servers, ["a:*"], 3.5)
+    env = load_config([], environ={"HARK_MCP_SERVERS": ", ".join(servers), "HARK_MCP_TOOLS": "now"})
+    assert env.mcp_servers == servers and env.mcp_tools == ["now"]
+    assert load_config([], environ={}).mcp_servers == []
