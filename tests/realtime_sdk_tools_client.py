@@ -148,6 +148,36 @@ async def typed_tools(port: int, audio: Path) -> dict[str, Any]:
         }
 
 
+@scenario
+async def server_tool(port: int, audio: Path) -> dict[str, Any]:
+    """The server's MCP tools (`add`) run inside it, unseen; a client tool in the same request is asked for."""
+    async with opened(lambda: client(port).realtime.connect(model="hark")) as (conn, events, _):
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
+        updated = await events.kind("session.updated")
+        ask = 'add {"a": 2, "b": 3}'
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": ask}]}
+        )
+        await conn.response.create()
+        alone = await events.kind("response.done")
+        after = len(events.items)
+        both = 'get_weather and add {"a": 2, "b": 3}'
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": both}]}
+        )
+        await conn.response.create()
+        mixed = await events.kind("response.done", after)
+        answer = await answer_calls(conn, events, mixed, {"get_weather": "sunny"})
+        return {
+            "session_tools": updated["session"]["tools"],
+            "alone": alone["response"],
+            "alone_answer": transcript(alone["response"]),
+            "mixed": mixed["response"],
+            "mixed_answer": transcript(answer["response"]),
+            "types": events.types(),
+        }
+
+
 # ---------------------------------------------------------------- openai-python, beta
 
 

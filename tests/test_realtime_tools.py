@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 import realtime_sdk
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, metric, start_server, stop_server
 from test_realtime_sdk import Run, _prepare_audio, words
 from test_realtime_translator import METRICS, RATE, Harness, error_of, only, tone, types
 
@@ -398,22 +399,31 @@ def test_every_tool_event_validates_against_the_sdk_types(dialect: str) -> None:
 # ---------------------------------------------------------------- the SDKs against a real server
 
 TOOLS_CLIENT = Path(__file__).resolve().parent / "realtime_sdk_tools_client.py"
-SDK_SCENARIOS = ("spoken_tool", "typed_tools", "beta_tool", "agents_tool")
+SDK_SCENARIOS = ("spoken_tool", "typed_tools", "server_tool", "beta_tool", "agents_tool")
+MCP_STANDIN = Path(__file__).resolve().parents[1] / "standins" / "mcp_tools.py"
 SDK_TIMEOUT_S = 150
 
 
 @pytest.fixture(scope="module")
 def tool_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
-    """Each scenario in its own SDK process, all at once against one server with the echo LLM."""
+    """Each scenario in its own SDK process, all at once against one server with the echo LLM and
+    the MCP stand-in (standins/mcp_tools.py over stdio: now, add, multiply, ..., forward) as server tools."""
     python = realtime_sdk.sdk_python()
     audio = tmp_path_factory.mktemp("realtime-tools-audio")
     _prepare_audio(audio)
+    directory = tmp_path_factory.mktemp("realtime-tools-server")
+    mcp = f"tools={sys.executable} {MCP_STANDIN} --events {directory / 'mcp-events.jsonl'}"
     server: RunningServer = start_server(
-        tmp_path_factory.mktemp("realtime-tools-server"),
+        directory,
         *("--max-sessions", "16", "--overload-loop-lag-ms", "0", "--overload-frame-wait-ms", "0"),
+        *("--mcp-server", mcp, "--tool-timeout-s", "10"),
         env={"HARK_SLOW_CONSUMER_TIMEOUT_S": "60"},
     )
     try:
+        deadline = time.monotonic() + 30  # the server connects its MCP servers in the background
+        while metric(server, 'hark_mcp_server_up{server="tools"}') != 1:
+            assert time.monotonic() < deadline, f"the MCP stand-in never came up:\n{server.log()[-3000:]}"
+            time.sleep(0.1)
         processes = {}
         for name in SDK_SCENARIOS:
             processes[name] = subprocess.Popen(
@@ -549,3 +559,15 @@ def test_openai_agents_runs_its_function_tool_and_speaks_the_result(tool_runs: d
     assert any("sunny in Rome" in str(text) for text in spoken), result["history"]
     calls = [item for item in result["history"] if item.get("type") == "function_call"]
     assert calls and calls[0]["name"] == "get_weather" and calls[0]["output"] == "sunny in Rome"
+
+
+@sdk_e2e
+def test_server_mcp_tools_run_inside_the_server_and_only_the_answer_is_seen(tool_runs: dict[str, Run]) -> None:
+    result = ok(tool_runs, "server_tool")
+    assert [t["name"] for t in result["session_tools"]] == ["get_weather"]  # the server's own are not listed
+    assert [o["type"] for o in result["alone"]["output"]] == ["message"]  # no function_call, no mcp_call
+    assert result["alone_answer"] == "add returned 5."
+    # a client tool and a server tool in one request: only the client's is asked for
+    assert [o.get("name") for o in result["mixed"]["output"]] == ["get_weather"]
+    assert result["mixed_answer"] == "get_weather returned sunny. add returned 5."
+    assert not any(kind.startswith("response.mcp_call") for kind in result["types"])
