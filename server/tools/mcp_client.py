@@ -25,6 +25,9 @@ from mcp.shared.exceptions import MCPError
 from .mcp_config import HttpTarget, MCPServerSpec
 
 log = logging.getLogger("hark.mcp")
+# the SDK's HTTP client logs every request at INFO: a ping every few seconds would flood the server's log
+if logging.getLogger("httpx2").level == logging.NOTSET:
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 MAX_TOOL_PAGES = 20  # a server paginating its tool list forever must not hold the connection up
 CLIENT_INFO = mcp_types.Implementation(name="hark", version="0.1.0")
