@@ -178,6 +178,39 @@ async def server_tool(port: int, audio: Path) -> dict[str, Any]:
         }
 
 
+@scenario
+async def simulator_tool(port: int, audio: Path) -> dict[str, Any]:
+    """On the SGLang simulator (Qwen's tool-call format, parsed by the sglang engine): a spoken request."""
+    move = {
+        "type": "function",
+        "name": "move_forward",
+        "description": "Drive the robot forward",
+        "parameters": {"type": "object", "properties": {"distance_m": {"type": "number"}}, "required": ["distance_m"]},
+    }
+    async with opened(lambda: client(port).realtime.connect(model="hark")) as (conn, events, _):
+        await conn.session.update(session={"type": "realtime", "tools": [move]})
+        await events.kind("session.updated")
+        sender = asyncio.create_task(stream(appender(conn), pcm24(audio, "en_goforward_command", 2500), 48))
+        first = await events.kind("response.done")
+        sender.cancel()
+        second = await answer_calls(conn, events, first, {"move_forward": "moved ten meters"})
+        texts = [
+            e.get("delta", "")
+            for e in events.items
+            if e["type"] in ("response.output_audio_transcript.delta", "response.output_text.delta")
+        ]
+        audio_bytes = sum(
+            len(base64.b64decode(e["delta"])) for e in events.items if e["type"] == "response.output_audio.delta"
+        )
+        return {
+            "first": first["response"],
+            "second": second["response"],
+            "answer": transcript(second["response"]),
+            "deltas": "".join(texts),
+            "audio_bytes": audio_bytes,
+        }
+
+
 # ---------------------------------------------------------------- openai-python, beta
 
 

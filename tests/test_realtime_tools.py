@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import realtime_sdk
 from conftest import RunningServer, metric, start_server, stop_server
+from simproc import sglang_simulator
 from test_realtime_sdk import Run, _prepare_audio, words
 from test_realtime_translator import METRICS, RATE, Harness, error_of, only, tone, types
 
@@ -571,3 +572,41 @@ def test_server_mcp_tools_run_inside_the_server_and_only_the_answer_is_seen(tool
     assert [o.get("name") for o in result["mixed"]["output"]] == ["get_weather"]
     assert result["mixed_answer"] == "get_weather returned sunny. add returned 5."
     assert not any(kind.startswith("response.mcp_call") for kind in result["types"])
+
+
+@sdk_e2e
+def test_on_the_sglang_simulator_a_spoken_request_gets_a_qwen_tool_call_and_a_spoken_answer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    python = realtime_sdk.sdk_python()
+    audio = tmp_path_factory.mktemp("realtime-sim-audio")
+    _prepare_audio(audio)
+    with sglang_simulator("--decode-ms-per-token", "2") as sim:
+        server = start_server(
+            tmp_path_factory.mktemp("realtime-sim-server"),
+            *("--llm", "sglang", "--llm-url", sim.url, "--overload-loop-lag-ms", "0", "--overload-frame-wait-ms", "0"),
+        )
+        try:
+            process = subprocess.Popen(
+                [str(python), str(TOOLS_CLIENT), "simulator_tool", str(server.port), str(audio)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            run = _collect("simulator_tool", process, time.monotonic() + SDK_TIMEOUT_S)
+            run.server_log = server.log()[-4000:]
+            server.assert_alive()
+        finally:
+            stop_server(server)
+    result = ok({"simulator_tool": run}, "simulator_tool")
+    (call,) = result["first"]["output"]
+    assert call["type"] == "function_call" and call["name"] == "move_forward"
+    assert json.loads(call["arguments"]) == {"distance_m": 10}  # "ten" in the recognized words
+    squeezed = result["answer"].replace(" ", "")  # the simulator's detokenizer spaces its tokens
+    assert squeezed == "HereiswhatIfound:movedtenmeters." and result["deltas"] == result["answer"]
+    assert "<tool" not in result["deltas"] and '"arguments"' not in result["deltas"]  # no markup spoken
+    assert result["audio_bytes"] > 24000
+    usage = result["second"]["usage"]
+    assert usage["output_tokens"] > 0 and usage["input_tokens"] > 0  # SGLang's meta_info counts
+    validation = realtime_sdk.validate_server_events(run.events, "ga")
+    assert not validation.rejections, validation.describe(run.events)
