@@ -65,7 +65,7 @@ class SessionConfig:
     def __post_init__(self) -> None:
         # tools from a dict (session.created, a TOML table) arrive in their wire shape: parse them
         try:
-            if not all(isinstance(tool, ToolDefinition) for tool in self.tools):
+            if not isinstance(self.tools, tuple) or not all(isinstance(t, ToolDefinition) for t in self.tools):
                 object.__setattr__(self, "tools", parse_tools(self.tools))
             if not isinstance(self.tool_choice, ToolChoiceSetting):
                 object.__setattr__(self, "tool_choice", parse_tool_choice(self.tool_choice))

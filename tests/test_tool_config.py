@@ -105,6 +105,7 @@ def test_good_tools_round_trip_through_the_config() -> None:
     assert wire["tools"] == [GOOD, named("lights")] and wire["tool_choice"] == {"type": "function", "name": "lights"}
     assert p.SessionConfig(**wire) == config  # a client reading session.created gets the same config
     hash(config)  # still usable as a key, schemas and all
+    assert p.SessionConfig(**p.SessionConfig().to_dict()) == p.SessionConfig()  # no tools: [] on the wire, () here
     # a tool without parameters gets an empty object schema; no description is ""
     bare = p.SessionConfig().updated({"tools": [{"type": "function", "name": "ping"}]})
     assert bare.tools[0].parameters == {"type": "object", "properties": {}} and bare.tools[0].description == ""
