@@ -5,14 +5,17 @@ Each tree (a `git worktree` of the commit before the front, and one after) gets 
 started from that tree (cwd and PYTHONPATH; checked: `hark.server.app` must resolve inside it) and
 pinned to CPU 0. The clients are this checkout's, identical for both, pinned to CPU 1: the harness
 (`hark.loadtest.cli --url ... --find-capacity`) for ingest capacity, `bench.latency` for turns.
-Short runs on a shared 2-core machine: noisy, read differences of a step or ~10 % as noise.
+Short runs on a shared 2-core machine: noisy. Give the trees in an ABBA order (before, after,
+after, before) so a load that drifts during the run weighs on both alike.
 
-    python -m bench.one_port --tree before=/tmp/before --tree after=/tmp/after --write docs/performance.md
+    python -m bench.one_port --tree before=/tmp/before --tree after=/tmp/after --tree after=/tmp/after \
+        --tree before=/tmp/before --write docs/performance.md
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shlex
@@ -22,14 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import connect
+
 from bench.sections import write_section
 from hark.loadtest.spawn import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 INGEST_SERVER = ["--asr", "none", "--max-sessions", "5000", "--turn-detection", "silence"]
 LATENCY_SERVER = ["--turn-detection", "silence"]
-CAPACITY = ["--find-capacity", "--step-ramp", "5", "--sessions", "100", "--step", "100", "--step-hold", "8"]
-CAPACITY += ["--max-sessions", "800", "--client-cpus", "1"]
+CAPACITY = ["--find-capacity", "--step-ramp", "4", "--sessions", "25", "--step", "25", "--step-hold", "8"]
+CAPACITY += ["--max-sessions", "600", "--client-cpus", "1"]
+HANDSHAKES = 300
 LATENCY = ["--sessions", "2", "--turns", "6", "--concurrency", "4", "--concurrent-turns", "1"]
 
 
@@ -54,11 +60,25 @@ def server(tree: Path, args: list[str], log: Path) -> ServerProcess:
     return ServerProcess(args, log_path=log, cpus={0}, env=_env(tree), cwd=tree)
 
 
+async def handshakes(url: str, count: int = HANDSHAKES) -> list[float]:
+    """Milliseconds from TCP connect to `session.created`, one session after another: the one place
+    the front sits in a WebSocket's path (after the hand-over the socket feeds websockets directly)."""
+    took = []
+    for _ in range(count):
+        started = time.perf_counter()
+        async with connect(url, open_timeout=30) as ws:
+            await ws.recv()
+            took.append((time.perf_counter() - started) * 1000.0)
+    return took
+
+
 def ingest(tree: Path, out: Path) -> dict[str, Any]:
     with server(tree, INGEST_SERVER, out / "ingest-server.log") as srv:
+        connects = sorted(asyncio.run(handshakes(srv.url)))
         cmd = [sys.executable, "-m", "hark.loadtest.cli", "--url", srv.url, "--report", str(out / "ingest"), *CAPACITY]
         subprocess.run(cmd, cwd=REPO, check=False)
     report: dict[str, Any] = json.loads((out / "ingest" / "report.json").read_text())
+    report["_connects_ms"] = connects
     return report
 
 
@@ -75,7 +95,7 @@ def _step_cost(report: dict[str, Any], sessions: int) -> float | None:
     for step in (report.get("capacity") or {}).get("steps", []):
         seconds = step["end"] - step["start"]
         if step["sessions"] == sessions and step.get("cpu_seconds") is not None and seconds > 0:
-            return float(step["cpu_seconds"]) / seconds / sessions * 1000.0
+            return float(step["cpu_seconds"]) / float(seconds) / sessions * 1000.0
     return None
 
 
@@ -84,27 +104,36 @@ def _p(result: dict[str, Any], phase: str, metric: str, q: str) -> str:
     return f"{values[q]:.0f}" if q in values else "-"
 
 
+def _connects(report: dict[str, Any]) -> str:
+    took = report.get("_connects_ms") or []
+    if not took:
+        return "-"
+    return f"{took[len(took) // 2]:.2f} / {took[int(len(took) * 0.95)]:.2f} ms"
+
+
 def _pair(result: dict[str, Any], phase: str) -> str:
     return f"{_p(result, phase, 'first_audio_ms', 'p50')} / {_p(result, phase, 'first_audio_ms', 'p90')} ms"
 
 
-def render(rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]], wall_s: float) -> str:
+def render(rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]], wall_s: float, command: str) -> str:
     held = [(r[2].get("capacity") or {}).get("held") or 0 for r in rows]
-    common = min(held) if held else 0
+    common = int(CAPACITY[CAPACITY.index("--sessions") + 1])  # the first step: every run measured it
     lines = [
         "## One port (issue 16): ingest sessions per core and turn latency, before and after the HTTP front",
         "",
-        "`python -m bench.one_port --tree before=/tmp/before --tree after=/tmp/after --write docs/performance.md`",
-        f"({wall_s / 60:.1f} min, back to back). Each tree's own server (cwd and PYTHONPATH in the tree, checked),",
+        f"`python -m bench.one_port {command}` ({wall_s / 60:.1f} min, back to back, in this order).",
+        "Each tree's own server (cwd and PYTHONPATH in the tree, checked),",
         "pinned to CPU 0; the same clients for both (this checkout's), pinned to CPU 1. Ingest: `hark-loadtest --url",
         f"URL {shlex.join(CAPACITY)}` against `hark-server {shlex.join(INGEST_SERVER)}`. Turns: `python -m",
         f"bench.latency {shlex.join(LATENCY)}` against `hark-server {shlex.join(LATENCY_SERVER)}` (the embedded",
-        "pipeline). Short steps on a 2-core machine shared with other work: **noisy**; a capacity step (100",
-        "sessions) or ~10 % in latency either way is within the noise.",
+        f"pipeline). Connect: {HANDSHAKES} WebSocket sessions opened one after another on the ingest server"
+        " before its capacity run. Short steps on a 2-core machine shared with other helpers' tests",
+        "(load average 4-6 during the run): **noisy**; compare the two runs of one tree to see how much.",
         "",
         f"| tree | commit | ingest sessions held (1 core) | broke at | CPU ms per session-second at {common}"
-        " | loop lag p99 | first audio p50 / p90, sequential | first audio p50 / p90, 4 at once | final p50 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        " | loop lag p99 | connect to session.created p50 / p95 | first audio p50 / p90, sequential"
+        " | first audio p50 / p90, 4 at once | final p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (name, commit, report, turns), n in zip(rows, held, strict=True):
         cap = report.get("capacity") or {}
@@ -113,7 +142,7 @@ def render(rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]], wall_s: 
         lines.append(
             f"| {name} | `{commit}` | {n} | {cap.get('broke_at') or '-'} | "
             f"{'-' if cost is None else f'{cost:.2f}'} | {'-' if lag is None else f'{lag:.1f} ms'} | "
-            f"{_pair(turns, 'sequential')} | {_pair(turns, 'concurrent')} | "
+            f"{_connects(report)} | {_pair(turns, 'sequential')} | {_pair(turns, 'concurrent')} | "
             f"{_p(turns, 'sequential', 'final_ms', 'p50')} ms |"
         )
     return "\n".join(lines) + "\n"
@@ -125,17 +154,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("loadtest-report/one-port"))
     p.add_argument("--write", metavar="PATH", help="write the section into this page (docs/performance.md)")
     args = p.parse_args()
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the clients' core; the servers pin themselves to CPU 0
     trees = [(name, Path(path)) for name, _, path in (t.partition("=") for t in args.tree)]
     commits = {name: check_tree(tree) for name, tree in trees}
     started = time.monotonic()
     rows = []
-    for name, tree in trees:
-        out = (args.out / name).resolve()
+    for i, (name, tree) in enumerate(trees):
+        out = (args.out / f"{i + 1}-{name}").resolve()
         print(f"== {name} ({commits[name]}): ingest capacity", flush=True)
         report = ingest(tree, out)
         print(f"== {name}: turn latency", flush=True)
         rows.append((name, commits[name], report, latency(tree, out)))
-    markdown = render(rows, time.monotonic() - started)
+    markdown = render(rows, time.monotonic() - started, shlex.join(sys.argv[1:]))
     print("\n" + markdown)
     if args.write:
         write_section(args.write, "one-port", markdown)

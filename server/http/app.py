@@ -14,7 +14,7 @@ read. Routes that stream `request.content` themselves use `body_chunks`, which c
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 import json
 import logging
 import math
@@ -31,6 +31,7 @@ from hark.protocol.realtime import REALTIME_PATH
 from ..ratelimit import TokenBucket
 from ..transport.ws import KEY_MESSAGE, matching_key, offered_key_matches, offered_keys, origin_refusal
 from ..web import WEBRTC_PATH, web_file
+from . import audio_routes, webrtc_routes
 from .errors import HttpError, error_response
 from .state import HttpState
 
@@ -41,7 +42,6 @@ STATE_KEY = web.AppKey("hark_http_state", HttpState)
 OPEN_ROUTES = frozenset({"/", "/index.html", "/web/{name}", "/healthz", WEBRTC_PATH + "/config"})
 # not rate limited: probes and scrapes come often, from one address, and cost next to nothing
 UNLIMITED_ROUTES = frozenset({"/healthz", "/metrics"})
-ROUTE_MODULES = ("audio_routes", "webrtc_routes")  # each: add_routes(app, state)
 RATE_LIMIT_CLIENTS = 4096  # buckets kept (least recently used dropped): a bound on memory
 _STATUS_CODES = {
     400: ErrorCode.BAD_REQUEST,
@@ -83,16 +83,8 @@ def build_app(state: HttpState) -> web.Application:
     app[STATE_KEY] = state
     app.on_response_prepare.append(_cors_headers(state))
     _add_core_routes(app, state)
-    for name in ROUTE_MODULES:
-        qualified = f"{__package__}.{name}"
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as exc:
-            if exc.name != qualified:  # the module is there and something it imports is not: say so
-                raise
-            log.info("HTTP routes: %s is not there yet; its routes are skipped", qualified)
-            continue
-        module.add_routes(app, state)
+    audio_routes.add_routes(app, state)  # transcriptions, voice turns, chat completions
+    webrtc_routes.add_routes(app, state)  # SDP offers by POST, WHIP
     return app
 
 
@@ -178,7 +170,15 @@ def _errors_and_metrics(state: HttpState) -> Middleware:
             return response
         except web.HTTPException as exc:  # aiohttp's own (404/405 from the router, 413 from read())
             status = exc.status
+            if exc.status == 413:  # client_max_size, hit while reading (a chunked body, say)
+                limited = too_large(state)
+                response = error_response(413, limited.code, limited.message)
+                response.force_close()
+                return response
             return _from_aiohttp(request, exc)
+        except asyncio.CancelledError:
+            status = 499  # the client went away mid-request (handler_cancellation), nginx's code for it
+            raise
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path)
             return error_response(500, ErrorCode.INTERNAL_ERROR, "the server failed to answer this request")
@@ -199,13 +199,10 @@ def _from_aiohttp(request: web.Request, exc: web.HTTPException) -> web.StreamRes
     if exc.status == 405:
         allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ())))
         return error_response(
-            405, ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} {request.path}: use {allowed}", headers
+            405, ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} {request.path[:200]}: use {allowed}", headers
         )
     code = _STATUS_CODES.get(exc.status, ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL_ERROR)
-    response = error_response(exc.status, code, exc.text or exc.reason, headers)
-    if exc.status == 413:
-        response.force_close()
-    return response
+    return error_response(exc.status, code, exc.text or exc.reason, headers)
 
 
 def _origins_and_cors(state: HttpState) -> Middleware:
