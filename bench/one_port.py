@@ -127,8 +127,8 @@ def render(rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]], wall_s: 
         f"URL {shlex.join(CAPACITY)}` against `hark-server {shlex.join(INGEST_SERVER)}`. Turns: `python -m",
         f"bench.latency {shlex.join(LATENCY)}` against `hark-server {shlex.join(LATENCY_SERVER)}` (the embedded",
         f"pipeline). Connect: {HANDSHAKES} WebSocket sessions opened one after another on the ingest server"
-        " before its capacity run. Short steps on a 2-core machine shared with other helpers' tests",
-        "(load average 4-6 during the run): **noisy**; compare the two runs of one tree to see how much.",
+        " before its capacity run. Short steps on a 2-core machine shared with other work (load average"
+        f" {os.getloadavg()[1]:.1f} over the last 5 min at the end): **noisy**; compare the two runs of one tree.",
         "",
         f"| tree | commit | ingest sessions held (1 core) | broke at | CPU ms per session-second at {common}"
         " | loop lag p99 | connect to session.created p50 / p95 | first audio p50 / p90, sequential"
@@ -148,12 +148,45 @@ def render(rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]], wall_s: 
     return "\n".join(lines) + "\n"
 
 
+async def front_micro(count: int = HANDSHAKES, rounds: int = 2) -> list[tuple[str, float, float]]:
+    """The front's own cost per connection, nothing else: one websockets server on a trivial handler,
+    with and without `Front` before it (this process, one core); (name, p50 ms, p95 ms) per round."""
+    from aiohttp import web
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from hark.server.http.front import Front
+    from hark.server.transport.ws_connection import guarded_connection
+
+    async def hello(conn: ServerConnection) -> None:
+        await conn.send("hello")
+        await conn.wait_closed()
+
+    runner = web.AppRunner(web.Application(), access_log=None)
+    await runner.setup()
+    assert runner.server is not None
+    guarded = guarded_connection(10.0, lambda: None)
+    rows = []
+    for _ in range(rounds):
+        for name, create in (("direct", guarded), ("front", Front(guarded, runner.server))):
+            async with serve(hello, "127.0.0.1", 0, create_connection=create, compression=None) as ws_server:  # type: ignore[arg-type]
+                port = ws_server.sockets[0].getsockname()[1]
+                took = sorted(await handshakes(f"ws://127.0.0.1:{port}/", count))
+            rows.append((name, took[len(took) // 2], took[int(len(took) * 0.95)]))
+    await runner.cleanup()
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.one_port", description=__doc__)
-    p.add_argument("--tree", action="append", required=True, metavar="NAME=PATH", help="a worktree to measure")
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH", help="a worktree to measure")
     p.add_argument("--out", type=Path, default=Path("loadtest-report/one-port"))
     p.add_argument("--write", metavar="PATH", help="write the section into this page (docs/performance.md)")
+    p.add_argument("--micro", action="store_true", help="only the front's own cost per connection (no trees)")
     args = p.parse_args()
+    if args.micro:
+        for name, p50, p95 in asyncio.run(front_micro()):
+            print(f"{name}: {HANDSHAKES} connects to a first message, p50 {p50:.2f} ms, p95 {p95:.2f} ms")
+        return
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the clients' core; the servers pin themselves to CPU 0
     trees = [(name, Path(path)) for name, _, path in (t.partition("=") for t in args.tree)]
