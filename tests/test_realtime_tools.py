@@ -276,6 +276,19 @@ def test_two_calls_in_one_round_are_one_response_and_a_missing_output_is_reporte
     assert answer[-1]["response"]["status"] == "completed"
 
 
+def test_the_continuation_speaks_as_the_reply_began_whatever_its_response_create_asks() -> None:
+    h = ToolHarness()
+    h.with_tools(WEATHER)
+    h.user_turn(text="get_weather")
+    h.server(p.ResponseStarted(1, "r1"))
+    h.calls("r1", ("c1", "get_weather", "{}"))
+    h.output("c1", "fog")
+    h.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+    answer = continue_reply(h, "r1", "get_weather returned fog.")
+    assert only(answer, "response.output_audio.delta") and not only(answer, "response.output_text.delta")
+    assert answer[-1]["response"]["output_modalities"] == ["audio"]
+
+
 def test_a_second_round_of_calls_comes_in_the_continuation() -> None:
     h = ToolHarness()
     h.with_tools(WEATHER)

@@ -76,6 +76,7 @@ class Suspended:
     text_from: int  # the reply's text so far: the next response's words start after it
     rate: int | None  # the reply audio's rate, once its audio started
     audio_ended: bool
+    audio: bool  # the reply speaks: so does its next response, whatever that response.create asks
     outputs: dict[str, str] = field(default_factory=dict)  # function_call_output held until response.create
     create: _PendingCreate | None = None  # the client's response.create for what comes next
 
@@ -123,6 +124,7 @@ class Responses:
         *,
         text_from: int = 0,
         continuation: bool = False,
+        reply_audio: bool | None = None,
     ) -> list[Event]:
         audio, max_tokens = session.audio_output, session.max_output_tokens
         metadata = None
@@ -130,6 +132,8 @@ class Responses:
             audio = audio if pending.op.audio_output is None else pending.op.audio_output
             max_tokens = max_tokens if pending.op.max_output_tokens is None else pending.op.max_output_tokens
             metadata = pending.metadata
+        if reply_audio is not None:  # a continuation: the same hark.v1 reply, spoken or not as it began
+            audio = reply_audio
         r = self.active = ActiveResponse(
             self._emit.new_id("resp"), hark_id, audio, metadata, max_tokens, text_from, continuation
         )
@@ -165,7 +169,9 @@ class Responses:
         if s is None or s.hark_id != response_id:
             return None, []
         self.suspended = None
-        events = self._open(response_id, session, s.create, text_from=s.text_from, continuation=True)
+        events = self._open(
+            response_id, session, s.create, text_from=s.text_from, continuation=True, reply_audio=s.audio
+        )
         return self.active, events
 
     def _message(self, r: ActiveResponse) -> tuple[Item, list[Event]]:
@@ -260,7 +266,7 @@ class Responses:
         if r is None or not r.calls or r.message is not None:
             return []  # already ended (cancelled in the meantime), or words came after the calls
         suspended = Suspended(
-            r.hark_id, list(r.calls), len(self._reply_text), self._reply_rate, self._reply_audio_ended
+            r.hark_id, list(r.calls), len(self._reply_text), self._reply_rate, self._reply_audio_ended, r.audio
         )
         events = self._close(r, session, "completed", "", None, {})
         self.suspended = suspended
