@@ -418,3 +418,32 @@ async def test_live_session_keeps_its_frames_and_turn_while_http_is_flooded(serv
     assert metric(server, "hark_audio_frames_processed_total") - processed_before >= frames
     assert metric(server, "hark_audio_frames_dropped_total") == dropped_before
     assert set(statuses) <= {200, 400, 429, 503} and 200 in statuses and 400 in statuses, statuses
+
+
+async def test_client_gone_mid_transcription_frees_its_slot(server: RunningServer) -> None:
+    """A client that hangs up during a long transcription: its request's work stops (the server
+    cancels the handler), the slot and the ASR stream are freed, the next request is served."""
+    data = corpus_path("multi_pyannote_sample_2spk").read_bytes()
+    segments_before = metric(server, "hark_http_audio_segments_total")
+
+    async def upload() -> None:
+        await post(server, "/v1/audio/transcriptions", data=form(data))
+
+    task = asyncio.create_task(upload())
+    for _ in range(100):  # until the server holds it
+        await asyncio.sleep(0.1)
+        if metric(server, "hark_http_audio_requests_running") == 1:
+            break
+    assert metric(server, "hark_http_audio_requests_running") == 1
+    task.cancel()  # closes the connection
+    await asyncio.gather(task, return_exceptions=True)
+    for _ in range(100):
+        if metric(server, "hark_http_audio_requests_running") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert metric(server, "hark_http_audio_requests_running") == 0
+    assert metric(server, "hark_sessions_open") == 0
+    assert metric(server, "hark_http_audio_segments_total") == segments_before  # its one 23 s segment never finished
+    got, _, answer = await post(server, "/v1/audio/transcriptions", data=form(GOFORWARD))
+    assert got == 200 and wer("go forward ten meters", answer["text"]) <= WER_BOUND
+    assert "Traceback" not in server.log()
