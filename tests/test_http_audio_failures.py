@@ -77,9 +77,13 @@ class DownTTS(TTSEngine):
 
 @asynccontextmanager
 async def app_client(
-    asr: ASREngine | None = None, llm: LLMEngine | None = None, tts: TTSEngine | None = None, ready: bool = True
+    asr: ASREngine | None = None,
+    llm: LLMEngine | None = None,
+    tts: TTSEngine | None = None,
+    ready: bool = True,
+    **settings: Any,
 ) -> AsyncIterator[tuple[TestClient[Any, Any], HttpState]]:
-    config = ServerConfig(http_rate_limit=0)
+    config = ServerConfig(http_rate_limit=0, **settings)
     metrics = Metrics()
     with ThreadPoolExecutor(2) as pool:
         ctx = ServerContext(
@@ -197,4 +201,17 @@ async def test_streamed_chat_failures() -> None:
             events = [line for line in (await response.text()).split("\n\n") if line]
         assert '"content": "Hello"' in events[1]
         assert events[-2].startswith('data: {"error": {"code": "llm_unavailable"') and events[-1] == "data: [DONE]"
+        no_slot_held(state)
+
+
+async def test_api_keys_and_origins_guard_the_audio_routes() -> None:
+    async with app_client(api_keys=["k1"], allowed_origins=["https://app.example"]) as (client, state):
+        for path in ("/v1/audio/transcriptions", "/v1/voice/turn", "/v1/chat/completions"):
+            status, body = await answer(client, path, json=TURN)
+            assert (status, body["error"]["code"]) == (401, "unauthorized"), path
+        bearer = {"Authorization": "Bearer k1"}
+        status, body = await answer(client, "/v1/voice/turn", json=TURN, headers=bearer | {"Origin": "https://evil"})
+        assert (status, body["error"]["code"]) == (403, "origin_not_allowed")
+        status, body = await answer(client, "/v1/voice/turn", json=TURN, headers=bearer)
+        assert status == 200 and body["transcript"].startswith("utterance of")
         no_slot_held(state)
