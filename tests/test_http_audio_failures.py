@@ -215,3 +215,12 @@ async def test_api_keys_and_origins_guard_the_audio_routes() -> None:
         status, body = await answer(client, "/v1/voice/turn", json=TURN, headers=bearer)
         assert status == 200 and body["transcript"].startswith("utterance of")
         no_slot_held(state)
+
+
+async def test_multipart_voice_turn_takes_one_audio() -> None:
+    async with app_client() as (client, _):
+        form = aiohttp.FormData()
+        form.add_field("file", WAV, filename="clip.wav")
+        form.add_field("audio_base64", TURN["audio_base64"])
+        status, body = await answer(client, "/v1/voice/turn", data=form)
+        assert (status, body["error"]["code"]) == (400, "invalid_field") and "either" in body["error"]["message"]

@@ -219,6 +219,8 @@ class AudioRoutes:
         else:
             fields, upload = await read_form(request, where)
             body = convert_form(single_values(fields, where), VoiceTurnFields, where)
+            if body.audio_base64 is not None and upload is not None:
+                raise HttpError(400, ErrorCode.INVALID_FIELD, f"{where}: send either a `file` part or audio_base64")
             if body.audio_base64 is not None:
                 data = audio_from_base64(body.audio_base64)
             elif upload is not None:
