@@ -136,7 +136,7 @@ class Metrics:
             "hark_http_request_duration_seconds",
             "HTTP request to the end of its response (a streamed response: to its last byte), by route",
             ["route"],
-            buckets=_LATENCY_BUCKETS + (30.0, 60.0, 120.0),
+            buckets=(*_LATENCY_BUCKETS, 30.0, 60.0, 120.0),
             registry=r,
         )
         # the HTTP audio routes (server/offline/): a long file's progress shows as segments and seconds
