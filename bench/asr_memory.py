@@ -17,7 +17,7 @@ import json
 import multiprocessing
 import time
 
-from bench.funasr import rss_mib
+from bench.funasr_streams import rss_mib
 from hark.loadtest.scenario import load_clip
 from hark.server.asr.pocketsphinx import PocketsphinxEngine
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.funasr import CHUNK_S, REAL_TIME_P95_S, REPO, corpus_audio, rss_mib, run_streams
+from bench.funasr_streams import CHUNK_S, REAL_TIME_P95_S, REPO, corpus_audio, rss_mib, run_streams
 from hark.server.asr.funasr import FunASREngine, paraformer_streaming_engine
 
 RUNTIMES = {"torch single": 1, "torch batched": 16}  # label -> max_batch

@@ -22,7 +22,7 @@ from conftest import CORPUS
 from funasr_models_fixture import TinyModels, build_tiny_models
 
 from hark.server.asr.inference_pool import InferencePool
-from hark.server.asr.paraformer_host import ParaformerHostFactory
+from hark.server.asr.paraformer_factory import ParaformerHostFactory
 
 
 class _Recorder:

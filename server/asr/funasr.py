@@ -106,7 +106,7 @@ def paraformer_streaming_engine(
     max_batch: int = DEFAULT_MAX_BATCH,
 ) -> FunASREngine:
     """`max_batch`: most streams in one forward pass (1: one FunASR `generate` call per stream)."""
-    from .paraformer_host import ParaformerHostFactory
+    from .paraformer_factory import ParaformerHostFactory
 
     models = {"--asr-model": resolve(model or DEFAULT_STREAMING_MODEL, "--asr-model")}
     if two_pass:

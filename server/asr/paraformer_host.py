@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .funasr_load import load_model
-from .paraformer_batch import CHUNK_SAMPLES, CHUNK_SIZE, DECODER_LOOK_BACK, DEFAULT_MAX_BATCH, ENCODER_LOOK_BACK
+from .paraformer_batch import CHUNK_SAMPLES, CHUNK_SIZE, DECODER_LOOK_BACK, ENCODER_LOOK_BACK
 from .utterance_host import Float32Array, UtteranceHost
 
 
@@ -101,22 +101,3 @@ class ParaformerStreamingHost(UtteranceHost[_Utterance]):
             return ""
         punctuated = self._punc.generate(input=text)
         return str(punctuated[0]["text"]) if punctuated else text
-
-
-class ParaformerHostFactory:
-    """Picklable, so a spawned worker process builds its own models. `max_batch` > 1 (the default):
-    streams decoded together (`paraformer_batch_host`); 1: one `generate` call per stream."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
-
-    @property
-    def batched(self) -> bool:
-        return int(self.settings.get("max_batch", DEFAULT_MAX_BATCH)) > 1
-
-    def __call__(self) -> ParaformerStreamingHost:
-        if self.batched:
-            from .paraformer_batch_host import ParaformerBatchHost
-
-            return ParaformerBatchHost(self.settings)
-        return ParaformerStreamingHost(self.settings)
