@@ -54,12 +54,8 @@ def run_batch(handler: Handler, requests: list[Request]) -> Iterator[Answer]:
 class BatchThreadWorker(ThreadWorker):
     def _run(self, ready: asyncio.Future[None]) -> None:
         assert self._loop is not None
-        try:
-            handler = self._factory()
-        except BaseException as exc:
-            self._loop.call_soon_threadsafe(_settle, ready, False, exc)
+        if (handler := self._build_handler(ready)) is None:
             return
-        self._loop.call_soon_threadsafe(_settle, ready, True, None)
         stopping = False
         while not stopping and (item := self._queue.get()) is not None:
             batch = [item]

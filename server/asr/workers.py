@@ -79,14 +79,21 @@ class ThreadWorker:
         self._thread.start()
         await ready
 
-    def _run(self, ready: asyncio.Future[None]) -> None:
+    def _build_handler(self, ready: asyncio.Future[None]) -> Handler | None:
+        """In the worker thread: the handler, with `ready` settled either way (None: it failed)."""
         assert self._loop is not None
         try:
             handler = self._factory()
         except BaseException as exc:
             self._loop.call_soon_threadsafe(_settle, ready, False, exc)
-            return
+            return None
         self._loop.call_soon_threadsafe(_settle, ready, True, None)
+        return handler
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        if (handler := self._build_handler(ready)) is None:
+            return
         while (item := self._queue.get()) is not None:
             fut, op, stream_id, payload = item
             try:
