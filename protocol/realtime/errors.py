@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ..errors import ErrorCode
+
 
 class RealtimeErrorCode(StrEnum):
     # malformed client messages: the message is dropped, the session goes on
@@ -21,15 +23,15 @@ class RealtimeErrorCode(StrEnum):
     TOOLS_NOT_SUPPORTED = "tools_not_supported"  # per-response tools (response.create's `tools`)
     MCP_NOT_SUPPORTED = "mcp_not_supported"  # `mcp` tools: the server's own MCP servers serve that need
     # function tools: hark.v1's codes (protocol/tools.py), so a client reads the same code either way
-    INVALID_TOOL = "invalid_tool"
-    INVALID_TOOL_NAME = "invalid_tool_name"
-    DUPLICATE_TOOL_NAME = "duplicate_tool_name"
-    INVALID_TOOL_PARAMETERS = "invalid_tool_parameters"
-    TOOL_TOO_LARGE = "tool_too_large"
-    TOO_MANY_TOOLS = "too_many_tools"
-    INVALID_TOOL_CHOICE = "invalid_tool_choice"
-    UNKNOWN_TOOL_CHOICE = "unknown_tool_choice"
-    UNKNOWN_CALL_ID = "unknown_call_id"  # a function_call_output for no call that awaits one
+    INVALID_TOOL = ErrorCode.INVALID_TOOL.value
+    INVALID_TOOL_NAME = ErrorCode.INVALID_TOOL_NAME.value
+    DUPLICATE_TOOL_NAME = ErrorCode.DUPLICATE_TOOL_NAME.value
+    INVALID_TOOL_PARAMETERS = ErrorCode.INVALID_TOOL_PARAMETERS.value
+    TOOL_TOO_LARGE = ErrorCode.TOOL_TOO_LARGE.value
+    TOO_MANY_TOOLS = ErrorCode.TOO_MANY_TOOLS.value
+    INVALID_TOOL_CHOICE = ErrorCode.INVALID_TOOL_CHOICE.value
+    UNKNOWN_TOOL_CHOICE = ErrorCode.UNKNOWN_TOOL_CHOICE.value
+    UNKNOWN_CALL_ID = ErrorCode.UNKNOWN_CALL_ID.value  # a function_call_output for no call that awaits one
     # conversation state
     ITEM_NOT_FOUND = "item_not_found"
     INPUT_AUDIO_BUFFER_COMMIT_EMPTY = "input_audio_buffer_commit_empty"
