@@ -1,8 +1,10 @@
-"""PCM conversions, input resampling (soxr) and the map from the input audio clock to wall time."""
+"""PCM conversions and WAV files, input resampling (soxr) and the map from the input audio clock to wall time."""
 
 from __future__ import annotations
 
 import bisect
+import io
+import wave
 from collections import deque
 
 import numpy as np
@@ -21,6 +23,17 @@ def float_to_pcm16(audio: Float32Array) -> Int16Array:
     """The inverse of `pcm16_to_float`: x32768 and rounded, so PCM16 -> float -> PCM16 is lossless."""
     pcm: Int16Array = np.clip(np.rint(audio * 32768.0), -32768.0, 32767.0).astype("<i2")
     return pcm
+
+
+def wav_bytes(pcm: Int16Array, rate: int) -> bytes:
+    """A mono 16-bit WAV file of `pcm` at `rate`."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+    return buf.getvalue()
 
 
 class InputResampler:

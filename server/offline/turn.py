@@ -8,10 +8,8 @@ only the order of the stages lives here. Nothing is kept between requests.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import time
-import wave
 from collections.abc import AsyncGenerator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import numpy as np
 from hark.protocol import ErrorCode
 
 from ..asr.base import ASRError
+from ..audio import wav_bytes
 from ..context import ServerContext
 from ..llm.base import LLMRequest, LLMUnavailable, LLMUsage, Message, request_id
 from ..llm.prompt import clean_transcript
@@ -168,16 +167,6 @@ async def speak(tts: TTSEngine, text: str, voice: str) -> Pcm16:
     else:
         pieces = [await tts.synthesize(chunk, voice) for chunk in chunks]
     return np.concatenate(pieces).astype("<i2") if pieces else np.zeros(0, dtype="<i2")
-
-
-def wav_bytes(pcm: Pcm16, sample_rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm.astype("<i2").tobytes())
-    return out.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from hark.protocol import ErrorCode
 
+from ..audio import wav_bytes
 from .base import Pcm16
 from .streaming import ReferenceClip, VoiceChoice
 
@@ -163,16 +164,6 @@ def check_transcript(transcript: str, limits: VoiceLimits) -> str:
 def _file_format(name: str) -> ClipFormat:
     suffix = Path(name).suffix.lower()
     return "mp3" if suffix == ".mp3" else "flac" if suffix == ".flac" else "ogg" if suffix == ".ogg" else "wav"
-
-
-def wav_bytes(pcm: Pcm16, rate: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
-    return buf.getvalue()
 
 
 class VoiceStore:
