@@ -161,6 +161,17 @@ class BatchedParaformer:
         xs = torch.cat([job._x for job in group])
         layers = len(encoder.encoders0) + len(encoder.encoders)
         caches = _stack_layers([job.cache["encoder"]["opt"] for job in group], layers)
+        xs = self._encoder_layers(xs, caches, chunk_size, look_back)
+        keep = look_back > 0 or look_back == -1
+        for b, job in enumerate(group):
+            job._enc = xs[b : b + 1]
+            if keep:
+                job.cache["encoder"]["opt"] = [_row_kv(c, b) for c in caches]
+
+    def _encoder_layers(self, xs: Any, caches: list[Any], chunk_size: list[int], look_back: int) -> Any:
+        """The SANM layers and the final norm over a batch; `caches` (one {"k", "v"} or None per
+        layer, stacked) are replaced by the new ones. The step the ONNX runtime replaces."""
+        encoder = self.net.encoder
         n0 = len(encoder.encoders0)
         for i, layer in enumerate(encoder.encoders0):
             # FunASR keeps encoders0's cache at index 0 (there is one such layer)
@@ -169,11 +180,12 @@ class BatchedParaformer:
             xs, caches[n0 + i] = layer.forward_chunk(xs, caches[n0 + i], chunk_size, look_back)
         if encoder.normalize_before:
             xs = encoder.after_norm(xs)
-        keep = look_back > 0 or look_back == -1
-        for b, job in enumerate(group):
-            job._enc = xs[b : b + 1]
-            if keep:
-                job.cache["encoder"]["opt"] = [_row_kv(c, b) for c in caches]
+        return xs
+
+    def _decoder_step(self, memory: Any, tgt: Any, stacked: dict[str, Any]) -> Any:
+        """The decoder over a batch: logits; `stacked`'s "decode_fsmn" and "opt" become the new
+        caches (FunASR's forward_chunk). The step the ONNX runtime replaces."""
+        return self.net.decoder.forward_chunk(memory, tgt, stacked)
 
     def _predict(self, group: list[ChunkJob]) -> None:
         torch = self._torch
@@ -218,7 +230,7 @@ class BatchedParaformer:
             "chunk_size": caches[0]["chunk_size"],
             "decoder_chunk_look_back": caches[0]["decoder_chunk_look_back"],
         }
-        logits = decoder.forward_chunk(memory, tgt, stacked)
+        logits = self._decoder_step(memory, tgt, stacked)
         scores = torch.log_softmax(logits, dim=-1)
         kernels = [layer.self_attn.kernel_size for layer in decoder.decoders]
         net = self.net

@@ -7,6 +7,7 @@ piece), go through one `BatchedParaformer.decode`; a stream with several chunks 
 in as many passes. A stream whose request fails (bad audio, a decode that raised) gets its error
 and loses its utterance; the others in its batch are answered as if it had not been there. Each
 answer goes back as soon as it is known (the partials of a pass before any 2-pass final).
+`settings["runtime"]`: "torch" (FunASR's modules), "onnx" or "onnx-int8" (`paraformer_onnx`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ class ParaformerBatchHost(ParaformerStreamingHost):
         import torch
 
         torch.set_num_threads(settings["ncpu"])  # FunASR's generate sets it per call; this path once
-        self._batcher = BatchedParaformer(self._online, int(settings.get("max_batch", DEFAULT_MAX_BATCH)))
+        max_batch = int(settings.get("max_batch", DEFAULT_MAX_BATCH))
+        runtime = settings.get("runtime", "torch")
+        self._batcher: BatchedParaformer
+        if runtime == "torch":
+            self._batcher = BatchedParaformer(self._online, max_batch)
+        else:  # the heavy stages on onnxruntime, exported beside the model at the first start
+            from .paraformer_onnx import OnnxParaformer
+
+            self._batcher = OnnxParaformer.load(self._online, runtime == "onnx-int8", max_batch, settings["ncpu"])
 
     def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
         if op == "stats":  # for tests and benchmarks: what this worker holds
