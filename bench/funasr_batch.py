@@ -28,10 +28,30 @@ from typing import Any
 from bench.funasr_streams import CHUNK_S, REAL_TIME_P95_S, REPO, corpus_audio, rss_mib, run_streams
 from hark.server.asr.funasr import FunASREngine, paraformer_streaming_engine
 
-RUNTIMES = {"torch single": 1, "torch batched": 16}  # label -> max_batch
+# label -> (max_batch, --asr-runtime); "single" on ONNX: the batched host in batches of one
+RUNTIMES = {
+    "torch single": (1, "torch"),
+    "torch batched": (16, "torch"),
+    "onnx fp32 batched": (16, "onnx"),
+    "onnx int8 single": (1, "onnx-int8"),
+    "onnx int8 batched": (16, "onnx-int8"),
+}
 # real-time streams measured (all of them: on a shared machine one over 600 ms may be noise)
-COUNTS = {"torch single": (1, 2, 4), "torch batched": (1, 2, 4, 8)}
-BACKLOG_COUNTS = {"torch single": (1, 2, 4), "torch batched": (1, 2, 3, 4, 6, 8, 16)}
+COUNTS = {
+    "torch single": (1, 2, 4),
+    "torch batched": (1, 2, 4, 8),
+    "onnx fp32 batched": (1, 2, 4, 8),
+    "onnx int8 single": (1, 2, 4, 8),
+    "onnx int8 batched": (1, 2, 4, 8, 12, 16),
+}
+BACKLOG_COUNTS = {
+    "torch single": (1, 2, 4),
+    "torch batched": (1, 2, 3, 4, 6, 8, 16),
+    "onnx fp32 batched": (1, 2, 4, 8, 16),
+    "onnx int8 single": (1, 2, 4, 8),
+    "onnx int8 batched": (1, 2, 4, 8, 16),
+}
+CPU_ONLY_COUNTS = (1, 4, 8, 16)  # --cpu-only: the backlog cost at these batch sizes, nothing else
 BACKLOG_S = 6.0
 PLOT = REPO / "docs" / "bench-funasr-batch.png"
 
@@ -51,24 +71,26 @@ class Step:
         return self.p95_ms < REAL_TIME_P95_S * 1000
 
 
-async def backlog(engine: FunASREngine, pid: int, streams: int, seconds: float) -> float:
+async def backlog(engine: FunASREngine, pid: int, streams: int, seconds: float) -> tuple[float, list[str]]:
     """CPU ms per stream-second with every stream's next chunk always ready (each sends its next
     600 ms as soon as the last is answered): the per-stream cost at batch size `streams`, and what
-    the core's own second buys, whatever else the machine runs."""
-    pcm = corpus_audio(seconds)
+    the core's own second buys, whatever else the machine runs. Also each stream's final text
+    (stream i starts i x 2 s into the recording: the runtimes' texts are compared)."""
     step = int(CHUNK_S * 16000) * 2
 
-    async def one(i: int) -> None:
+    async def one(i: int) -> str:
+        pcm = corpus_audio(seconds + 2 * i)[int(2 * i * 16000) * 2 :]
         stream = engine.open_stream(f"backlog-{i}")
         await stream.begin()
         for at in range(0, len(pcm), step):
             await stream.accept(pcm[at : at + step])
-        await stream.finalize()
+        text = await stream.finalize()
         await stream.close()
+        return text
 
     before = _cpu_s(pid)
-    await asyncio.gather(*(one(i) for i in range(streams)))
-    return (_cpu_s(pid) - before) * 1000 / (streams * seconds)
+    texts = await asyncio.gather(*(one(i) for i in range(streams)))
+    return (_cpu_s(pid) - before) * 1000 / (streams * seconds), list(texts)
 
 
 def _cpu_s(pid: int) -> float:
@@ -77,11 +99,34 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def _measure(models: Path, label: str, seconds: float) -> dict[str, Any]:
+async def _start(models: Path, label: str) -> FunASREngine:
+    max_batch, runtime = RUNTIMES[label]
     engine = paraformer_streaming_engine(
-        str(models / "paraformer-streaming"), "", "", False, 1, "process", 1, max_batch=RUNTIMES[label]
+        str(models / "paraformer-streaming"), "", "", False, 1, "process", 1, max_batch=max_batch, runtime=runtime
     )
-    await engine.start()
+    await engine.start()  # an ONNX runtime exports the model first if it has not been (once)
+    return engine
+
+
+async def _measure_cpu(models: Path, label: str, seconds: float) -> dict[str, Any]:
+    """--cpu-only: the backlog cost at CPU_ONLY_COUNTS, and the texts of the largest run."""
+    engine = await _start(models, label)
+    worker = next(p for p in multiprocessing.active_children() if p.pid is not None)
+    assert worker.pid is not None
+    costs: dict[int, float] = {}
+    texts: list[str] = []
+    try:
+        await backlog(engine, worker.pid, 1, 1.2)  # warm-up: first-call allocations out of the numbers
+        for n in CPU_ONLY_COUNTS:
+            costs[n], texts = await backlog(engine, worker.pid, n, seconds)
+            print(f"  {label} backlog {n}: {costs[n]:.0f} CPU ms/stream-s", file=sys.stderr, flush=True)
+    finally:
+        await engine.aclose()
+    return {"backlog": costs, "texts": texts, "loaded_mib": rss_mib([worker.pid])}
+
+
+async def _measure(models: Path, label: str, seconds: float) -> dict[str, Any]:
+    engine = await _start(models, label)
     worker = next(p for p in multiprocessing.active_children() if p.pid is not None)
     assert worker.pid is not None
     loaded = rss_mib([worker.pid])
@@ -108,17 +153,17 @@ async def _measure(models: Path, label: str, seconds: float) -> dict[str, Any]:
             print(f"  {label} {n}: p95 {step.p95_ms:.0f} ms, {cpu_ms:.0f} CPU ms/stream-s", file=sys.stderr, flush=True)
         costs = {}
         for n in BACKLOG_COUNTS[label]:
-            costs[n] = await backlog(engine, worker.pid, n, BACKLOG_S)
+            costs[n], _ = await backlog(engine, worker.pid, n, BACKLOG_S)
             print(f"  {label} backlog {n}: {costs[n]:.0f} CPU ms/stream-s", file=sys.stderr, flush=True)
     finally:
         await engine.aclose()
     return {"loaded_mib": loaded, "steps": [asdict(s) for s in steps], "backlog": costs}
 
 
-def _in_child(models: Path, label: str, seconds: float) -> dict[str, Any]:
+def _in_child(models: Path, label: str, seconds: float, cpu_only: bool = False) -> dict[str, Any]:
     """Each runtime in a fresh interpreter: its memory and warm-up are its own."""
     cmd = [sys.executable, "-m", "bench.funasr_batch", "--models", str(models), "--seconds", str(seconds)]
-    cmd += ["--one", label]
+    cmd += ["--one", label] + (["--cpu-only"] if cpu_only else [])
     out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
@@ -180,8 +225,8 @@ def report(models: Path, seconds: float) -> str:
             f"| {label} | **{cpu_capacity(costs[label])}** | {by_n} | {held(steps)} "
             f"| {raw[label]['loaded_mib']:.0f} MiB | {per_stream:.1f} MiB |"
         )
-    single, batched = (held(results[label]) for label in RUNTIMES)
-    cpu_single, cpu_batched = (cpu_capacity(costs[label]) for label in RUNTIMES)
+    single, batched = (held(results[label]) for label in ("torch single", "torch batched"))
+    cpu_single, cpu_batched = (cpu_capacity(costs[label]) for label in ("torch single", "torch batched"))
     one, most = costs["torch single"], costs["torch batched"]
     saving = min(one.values()) / min(most.values())
     base = min(one.values())
@@ -245,15 +290,49 @@ alone. The 2-pass final is not batched: FunASR's offline Paraformer `generate` o
 of utterances is not token-equal to decoding each alone (on the tiny model the last token of one
 utterance in four differed), so batching it would change finals.
 
-Not measured yet: ONNX Runtime (fp32, int8). FunASR's exporter (`AutoModel.export(type="onnx",
-quantize=True)`, `funasr/models/paraformer_streaming/export_meta.py`) writes the streaming encoder
-as `SANMEncoderChunkOptExport` = `SANMEncoderExport`: inputs `speech` and `speech_lengths` only,
-a padding mask, and no look-back (k, v) cache in or out, so it computes the chunk as FunASR's torch
-path does with `encoder_chunk_look_back=0`, not the 4 chunks of look-back Hark decodes with; its
-decoder takes the FSMN caches (`in_cache_*`) but no cross-attention look-back either. An
-ONNX runtime equal to this torch path needs an export with the per-layer caches as inputs and
-outputs (or Hark moving to look-back 0, a different recognizer); its padding mask would let
-streams of every age share one batch.
+ONNX Runtime ("onnx fp32", "onnx int8": `--asr-runtime onnx|onnx-int8`, `server/asr/paraformer_onnx.py`):
+FunASR's own exporter writes the streaming encoder without its look-back caches (look-back 0, not
+Hark's 4), so `server/asr/paraformer_onnx_export.py` traces FunASR's own SANM layers and decoder
+`forward_chunk` with every cache an input and an output (batch, frames, tokens and cache lengths
+dynamic); front end, positional encoding and the CIF predictor stay in torch. fp32 equals the torch
+batched path token for token (tests/test_funasr_onnx.py); int8 is onnxruntime's `quantize_dynamic`
+with FunASR's settings (MatMul, per channel, uint8 weights): its activation scale is one per tensor,
+so it spans the batch, and a stream's int8 tokens can depend on the streams it shares a batch with
+(fp32 has no such coupling). "onnx int8 single": the batched host in batches of one.
+"""
+
+
+def _agreement(a: str, b: str) -> float:
+    """Share of characters in the same place (1.0: equal texts)."""
+    return sum(x == y for x, y in zip(a, b, strict=False)) / max(len(a), len(b), 1)
+
+
+def cpu_report(models: Path, seconds: float, labels: list[str]) -> str:
+    """--cpu-only: CPU ms per stream-second at N = 1, 4, 8, 16 (every stream's chunk always ready),
+    streams per core by CPU, and the final texts against torch batched."""
+    load_before = os.getloadavg()
+    raw = {label: _in_child(models, label, seconds, cpu_only=True) for label in labels}
+    load_after = os.getloadavg()
+    head = " | ".join(f"N={n}" for n in CPU_ONLY_COUNTS)
+    rows = []
+    reference = raw.get("torch batched", {}).get("texts")
+    for label, data in raw.items():
+        costs = {int(n): float(c) for n, c in data["backlog"].items()}
+        by_n = " | ".join(f"{costs[n]:.0f}" for n in CPU_ONLY_COUNTS)
+        texts = data["texts"]
+        if reference is None or label == "torch batched":
+            same = "(reference)" if label == "torch batched" else "-"
+        else:
+            equal = sum(a == b for a, b in zip(texts, reference, strict=True))
+            chars = sum(_agreement(a, b) for a, b in zip(texts, reference, strict=True)) / len(texts)
+            same = f"{equal}/{len(texts)} equal, {chars:.1%} of characters"
+        rows.append(f"| {label} | {by_n} | **{cpu_capacity(costs)}** | {data['loaded_mib']:.0f} MiB | {same} |")
+    return f"""CPU ms per stream-second ({seconds:g} s per stream, every stream's next chunk always ready: batch
+size N), one process worker, 1 thread; load average {load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end.
+
+| runtime | {head} | streams per core by CPU | worker RSS | final texts vs torch batched (N={CPU_ONLY_COUNTS[-1]}) |
+|---|{"---|" * len(CPU_ONLY_COUNTS)}---|---|---|
+{chr(10).join(rows)}
 """
 
 
@@ -261,10 +340,20 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.funasr_batch", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=REPO / ".cache" / "funasr-full")
     p.add_argument("--seconds", type=float, default=12.0)
+    p.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help=f"only the CPU cost at N = {', '.join(map(str, CPU_ONLY_COUNTS))} (--seconds of audio per stream)",
+    )
+    p.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), default=list(RUNTIMES))
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one runtime, JSON on stdout
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(asyncio.run(_measure(args.models, args.one, args.seconds))))
+        measure = _measure_cpu if args.cpu_only else _measure
+        print(json.dumps(asyncio.run(measure(args.models, args.one, args.seconds))))
+        return
+    if args.cpu_only:
+        print(cpu_report(args.models, args.seconds, args.runtimes))
         return
     print(report(args.models, args.seconds))
 

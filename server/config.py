@@ -41,6 +41,8 @@ class ServerConfig:
     asr_step_ms: int = 500  # funasr-window: new audio between re-decodes
     asr_worker_kind: str = "process"  # FunASR inference workers: process or thread (docs/performance.md)
     asr_threads: int = 1  # FunASR: torch threads per worker (FunASR's ncpu)
+    # funasr-paraformer-streaming's batched stages: torch, onnx or onnx-int8 (exported beside the model)
+    asr_runtime: str = "torch"
     # server processes sharing the port (SO_REUSEPORT); metrics are merged across them
     workers: int = 1
     reuse_port: bool = False  # set by the --workers supervisor on the processes it starts
@@ -197,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--asr-worker-kind", choices=["process", "thread"], help="FunASR inference workers (default process)"
     )
     p.add_argument("--asr-threads", type=int, help="FunASR: torch threads per inference worker (default 1)")
+    p.add_argument(
+        "--asr-runtime",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="funasr-paraformer-streaming: run the encoder and decoder on torch or onnxruntime (fp32 or int8; "
+        "exported once beside the model at the first start) (default torch)",
+    )
     p.add_argument("--llm", choices=LLM_ENGINES.names(), help="language model (default echo: offline demo mode)")
     p.add_argument("--llm-url", help="model server base URL, e.g. http://127.0.0.1:30000")
     p.add_argument("--llm-model", help="model name (--llm openai)")

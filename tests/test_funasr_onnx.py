@@ -24,8 +24,11 @@ import pytest_asyncio
 from funasr_models_fixture import TinyModels, build_tiny_models
 from test_funasr_batch import _audio, _plans, _run
 
+from hark.server.asr.funasr_load import ModelLoadError
 from hark.server.asr.inference_pool import InferencePool
 from hark.server.asr.paraformer_factory import ParaformerHostFactory
+from hark.server.asr.registry import ASR_ENGINES
+from hark.server.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,23 @@ async def pools(tiny_models: TinyModels) -> Any:
     await asyncio.gather(torch_pool.start(), onnx.start(), int8.start())
     yield torch_pool, onnx, int8
     await asyncio.gather(torch_pool.stop(), onnx.stop(), int8.stop())
+
+
+def test_asr_runtime_option_reaches_the_workers_settings(tmp_path: Path) -> None:
+    for name in ("config.yaml", "model.pt", "tokens.json"):  # what resolve() checks; nothing loads here
+        (tmp_path / name).write_text("")
+    argv = ["--asr", "funasr-paraformer-streaming", "--asr-model", str(tmp_path), "--no-2pass"]
+    config = load_config([*argv, "--asr-runtime", "onnx-int8"], environ={})
+    assert config.asr_runtime == "onnx-int8" and load_config(argv, environ={}).asr_runtime == "torch"
+    engine = ASR_ENGINES.create(config.asr, config)
+    factory = engine._pool._factory.factory  # type: ignore[attr-defined]
+    assert isinstance(factory, ParaformerHostFactory) and factory.settings["runtime"] == "onnx-int8"
+    assert factory.batched, "an ONNX runtime always runs the batched host"
+    with pytest.raises(SystemExit):
+        load_config([*argv, "--asr-runtime", "tensorrt"], environ={})
+    config.asr_runtime = "tensorrt"  # from a config file: the engine names the option
+    with pytest.raises(ModelLoadError, match="--asr-runtime"):
+        ASR_ENGINES.create(config.asr, config)
 
 
 def _onnx_dir(models: TinyModels) -> Path:

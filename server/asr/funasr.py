@@ -28,6 +28,7 @@ DEFAULT_OFFLINE_MODEL = "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vo
 DEFAULT_PUNC_MODEL = "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch"
 DEFAULT_WINDOW_MODEL = "iic/SenseVoiceSmall"
 SENSEVOICE_LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko")
+ASR_RUNTIMES = ("torch", "onnx", "onnx-int8")  # paraformer-streaming's batched stages
 
 
 class FunASREngine(ASREngine):
@@ -104,10 +105,14 @@ def paraformer_streaming_engine(
     kind: str,
     ncpu: int,
     max_batch: int = DEFAULT_MAX_BATCH,
+    runtime: str = "torch",
 ) -> FunASREngine:
-    """`max_batch`: most streams in one forward pass (1: one FunASR `generate` call per stream)."""
+    """`max_batch`: most streams in one forward pass (1: one FunASR `generate` call per stream, on
+    torch). `runtime`: torch, or onnx / onnx-int8 (exported beside the model at the first start)."""
     from .paraformer_factory import ParaformerHostFactory
 
+    if runtime not in ASR_RUNTIMES:
+        raise ModelLoadError(f"--asr-runtime {runtime!r}: one of {', '.join(ASR_RUNTIMES)}")
     models = {"--asr-model": resolve(model or DEFAULT_STREAMING_MODEL, "--asr-model")}
     if two_pass:
         models["--asr-model-offline"] = resolve(offline_model or DEFAULT_OFFLINE_MODEL, "--asr-model-offline")
@@ -119,6 +124,7 @@ def paraformer_streaming_engine(
         "two_pass": two_pass,
         "ncpu": ncpu,
         "max_batch": max_batch,
+        "runtime": runtime,
     }
     return FunASREngine("funasr-paraformer-streaming", ParaformerHostFactory(settings), models, workers, kind)
 

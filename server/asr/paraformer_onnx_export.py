@@ -67,10 +67,11 @@ def _encoder_step(encoder: Any, chunk_size: list[int], look_back: int) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.layers = torch.nn.ModuleList([*encoder.encoders0, *encoder.encoders])
-            self.after_norm = encoder.after_norm if encoder.normalize_before else None
+            self.after_norm: Any = encoder.after_norm if encoder.normalize_before else None
 
         def forward(self, xs: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
             new: list[torch.Tensor] = []
+            layer: Any
             for i, layer in enumerate(self.layers):
                 cache = {"k": caches[2 * i], "v": caches[2 * i + 1]}
                 xs, cache = layer.forward_chunk(xs, cache, chunk_size, look_back)
@@ -96,7 +97,7 @@ def _decoder_step(decoder: Any, chunk_size: list[int], look_back: int) -> Any:
 
         def forward(self, memory: torch.Tensor, tgt: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
             fsmn, keys, values = caches[:layers], caches[layers : 2 * layers], caches[2 * layers :]
-            cache = {
+            cache: dict[str, Any] = {
                 "decode_fsmn": list(fsmn),
                 "opt": [{"k": k, "v": v} for k, v in zip(keys, values, strict=True)],
                 "chunk_size": chunk_size,

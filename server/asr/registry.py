@@ -30,7 +30,12 @@ def _paraformer_streaming(config: ServerConfig) -> ASREngine:
     from .funasr import paraformer_streaming_engine
 
     return paraformer_streaming_engine(
-        config.asr_model, config.asr_model_offline, config.punc_model, config.asr_2pass, *_funasr_pool(config)
+        config.asr_model,
+        config.asr_model_offline,
+        config.punc_model,
+        config.asr_2pass,
+        *_funasr_pool(config),
+        runtime=config.asr_runtime,
     )
 
 
