@@ -21,7 +21,9 @@ layout of `ParaformerStreaming.init_cache`, so a stream could switch between thi
   from its own columns; only its last `kernel_size` columns are ever read, so it is kept that long
   and streams with different token histories share a batch.
 
-Equal to FunASR's single-stream `generate` token for token (tests/test_funasr_batch.py).
+Equal to FunASR's single-stream `generate` token for token (tests/test_funasr_batch.py). The two
+heavy steps (`_encoder_layers`, `_decoder_step`) are methods so that `paraformer_onnx` can run them
+on onnxruntime with everything else shared.
 """
 
 from __future__ import annotations

@@ -237,15 +237,21 @@ def quantize(fp32: Path, int8: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node]
-    quantize_dynamic(
-        model_input=str(fp32),
-        model_output=str(int8),
-        op_types_to_quantize=["MatMul"],
-        per_channel=True,
-        reduce_range=False,
-        weight_type=QuantType.QUInt8,
-        nodes_to_exclude=[n for n in nodes if "output" in n],
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs a line per tensor on the root logger
+    try:
+        quantize_dynamic(
+            model_input=str(fp32),
+            model_output=str(int8),
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            reduce_range=False,
+            weight_type=QuantType.QUInt8,
+            nodes_to_exclude=[n for n in nodes if "output" in n],
+        )
+    finally:
+        root.setLevel(level)
 
 
 # the cache beside the model ------------------------------------------------------------------------
@@ -298,7 +304,7 @@ def ensure_exported(
             manifest = json.loads(manifest_path.read_text())
         fp32 = OnnxFiles(out, int8=False)
         if manifest.get("fingerprint") != want or not all(fp32.path(s).is_file() for s in STAGES):
-            log.info("exporting %s to ONNX in %s (once per model)", model_dir, out)
+            log.warning("exporting %s to ONNX in %s (once per model, about a minute at full size)", model_dir, out)
             manifest = {"fingerprint": want, "int8": False}
             for stage in STAGES:
                 fp32.path(stage).unlink(missing_ok=True)
@@ -312,7 +318,7 @@ def ensure_exported(
             _write_manifest(manifest_path, manifest)
         files = OnnxFiles(out, int8=int8)
         if int8 and (not manifest.get("int8") or not all(files.path(s).is_file() for s in STAGES)):
-            log.info("quantizing the ONNX files in %s to int8 (once per model)", out)
+            log.warning("quantizing the ONNX files in %s to int8 (once per model)", out)
             for stage in STAGES:
                 _atomic(files.path(stage), lambda tmp, s=stage: quantize(fp32.path(s), tmp))
             _write_manifest(manifest_path, manifest | {"int8": True})
