@@ -265,14 +265,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _weights_sha256(path: Path, seen: Any) -> tuple[str, dict[str, Any]]:
+    """The weights' sha256, and the stat it was taken at: a file with the size and mtime recorded
+    last time is not read again (a full-size model.pt is 0.9 GB, hashed by every worker at start)."""
+    st = path.stat()
+    stat = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if isinstance(seen, dict) and {k: seen.get(k) for k in stat} == stat and isinstance(seen.get("sha256"), str):
+        return seen["sha256"], seen
+    digest = _sha256(path)
+    return digest, stat | {"sha256": digest}
+
+
 def fingerprint(
-    model_dir: Path, chunk_size: list[int], encoder_look_back: int, decoder_look_back: int
+    model_dir: Path, chunk_size: list[int], encoder_look_back: int, decoder_look_back: int, weights_sha256: str
 ) -> dict[str, Any]:
     """What the exported files depend on: a change in any of it re-exports."""
     return {
         "exporter_version": EXPORTER_VERSION,
         "opset": OPSET,
-        "weights_sha256": _sha256(model_dir / "model.pt"),
+        "weights_sha256": weights_sha256,
         "config_sha256": _sha256(model_dir / "config.yaml"),
         "chunk_size": list(chunk_size),
         "encoder_look_back": encoder_look_back,
@@ -297,15 +308,18 @@ def ensure_exported(
         raise OnnxExportError(f"--asr-runtime onnx: cannot write the exported files to {out}: {exc}") from exc
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        want = fingerprint(model_dir, chunk_size, encoder_look_back, decoder_look_back)
         manifest_path = out / "manifest.json"
         manifest: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            manifest = {}
+        sha, weights = _weights_sha256(model_dir / "model.pt", manifest.get("weights"))
+        want = fingerprint(model_dir, chunk_size, encoder_look_back, decoder_look_back, sha)
         fp32 = OnnxFiles(out, int8=False)
         if manifest.get("fingerprint") != want or not all(fp32.path(s).is_file() for s in STAGES):
             log.warning("exporting %s to ONNX in %s (once per model, about a minute at full size)", model_dir, out)
-            manifest = {"fingerprint": want, "int8": False}
+            manifest = {"fingerprint": want, "weights": weights, "int8": False}
             for stage in STAGES:
                 fp32.path(stage).unlink(missing_ok=True)
                 OnnxFiles(out, int8=True).path(stage).unlink(missing_ok=True)
@@ -315,6 +329,9 @@ def ensure_exported(
             }
             for stage, (export, look_back) in exporters.items():
                 _atomic(fp32.path(stage), lambda tmp, e=export, lb=look_back: e(auto_model.model, tmp, chunk_size, lb))
+            _write_manifest(manifest_path, manifest)
+        elif manifest.get("weights") != weights:  # the same weights, touched: hashed once more, not again
+            manifest["weights"] = weights
             _write_manifest(manifest_path, manifest)
         files = OnnxFiles(out, int8=int8)
         if int8 and (not manifest.get("int8") or not all(files.path(s).is_file() for s in STAGES)):
