@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -117,12 +118,14 @@ async def _measure_cpu(models: Path, label: str, seconds: float) -> dict[str, An
     texts: list[str] = []
     try:
         await backlog(engine, worker.pid, 1, 1.2)  # warm-up: first-call allocations out of the numbers
+        loaded = rss_mib([worker.pid])
         for n in CPU_ONLY_COUNTS:
             costs[n], texts = await backlog(engine, worker.pid, n, seconds)
             print(f"  {label} backlog {n}: {costs[n]:.0f} CPU ms/stream-s", file=sys.stderr, flush=True)
+        after = rss_mib([worker.pid])
     finally:
         await engine.aclose()
-    return {"backlog": costs, "texts": texts, "loaded_mib": rss_mib([worker.pid])}
+    return {"backlog": costs, "texts": texts, "loaded_mib": loaded, "after_mib": after}
 
 
 async def _measure(models: Path, label: str, seconds: float) -> dict[str, Any]:
@@ -176,6 +179,21 @@ def cpu_capacity(costs: dict[int, float]) -> int:
     """Most streams measured whose CPU fits one core's second (N x CPU ms per stream-second at
     batch N <= 1000): what one core holds when it is its own, whatever the rest of the machine runs."""
     return max((n for n, cost in costs.items() if n * cost <= 1000), default=0)
+
+
+def cpu_capacity_between(costs: dict[int, float]) -> float:
+    """Streams one core holds by CPU, between the measured batch sizes: the n where n x cost(n) =
+    1000, the cost interpolated linearly between the two measured N either side (the batch a core's
+    streams form is the number of streams: cost and capacity depend on each other)."""
+    points = sorted(costs.items())
+    for (n1, c1), (n2, c2) in itertools.pairwise(points):
+        if n1 * c1 <= 1000 < n2 * c2:
+            steps = 100
+            for i in range(steps + 1):
+                n = n1 + (n2 - n1) * i / steps
+                if n * (c1 + (c2 - c1) * (n - n1) / (n2 - n1)) > 1000:
+                    return n1 + (n2 - n1) * (i - 1) / steps
+    return float(points[-1][0] if points[-1][0] * points[-1][1] <= 1000 else 1000 / points[0][1])
 
 
 def plot(results: dict[str, list[Step]], path: Path) -> None:
@@ -314,6 +332,7 @@ def cpu_report(models: Path, seconds: float, labels: list[str]) -> str:
     raw = {label: _in_child(models, label, seconds, cpu_only=True) for label in labels}
     load_after = os.getloadavg()
     head = " | ".join(f"N={n}" for n in CPU_ONLY_COUNTS)
+    top = CPU_ONLY_COUNTS[-1]
     rows = []
     reference = raw.get("torch batched", {}).get("texts")
     for label, data in raw.items():
@@ -326,11 +345,15 @@ def cpu_report(models: Path, seconds: float, labels: list[str]) -> str:
             equal = sum(a == b for a, b in zip(texts, reference, strict=True))
             chars = sum(_agreement(a, b) for a, b in zip(texts, reference, strict=True)) / len(texts)
             same = f"{equal}/{len(texts)} equal, {chars:.1%} of characters"
-        rows.append(f"| {label} | {by_n} | **{cpu_capacity(costs)}** | {data['loaded_mib']:.0f} MiB | {same} |")
+        rows.append(
+            f"| {label} | {by_n} | **{cpu_capacity_between(costs):.1f}** | {data['loaded_mib']:.0f} / "
+            f"{data['after_mib']:.0f} MiB | {same} |"
+        )
     return f"""CPU ms per stream-second ({seconds:g} s per stream, every stream's next chunk always ready: batch
 size N), one process worker, 1 thread; load average {load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end.
+"streams per core by CPU": the n with n x cost(n) = 1000 ms, the cost interpolated between measured N.
 
-| runtime | {head} | streams per core by CPU | worker RSS | final texts vs torch batched (N={CPU_ONLY_COUNTS[-1]}) |
+| runtime | {head} | streams per core by CPU | worker RSS loaded / after | finals vs torch batched (N={top}) |
 |---|{"---|" * len(CPU_ONLY_COUNTS)}---|---|---|
 {chr(10).join(rows)}
 """
