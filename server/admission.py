@@ -1,12 +1,14 @@
 """How many sessions this server takes by default: the ASR workers times what one of them carries.
 
 `--max-sessions 0` (the default) means this number. It comes from measurements on a 2-core x86_64
-machine (docs/performance.md, "Many sessions" and "FunASR"): one pocketsphinx worker process on one
-core held 12 sessions of the embedded pipeline within the latency SLO (14 did not); one FunASR
-process worker held 4 streams; the ingest path (`--asr none`: VAD only) held 500 on one core. A
-faster machine carries more: measure it with `hark-loadtest --find-capacity` and set
-`--max-sessions`. Beyond the count, admission also refuses while the server is late (the
-event-loop lag and frame-wait signals, server/context.py) or the ASR engine says it is at capacity.
+machine (docs/performance.md, "Many sessions", "FunASR" and "Hardening"): one pocketsphinx worker
+process on one core held 4 sessions of the embedded pipeline within the latency SLO (5 did not;
+re-measured 2026-12-01: decoding costs ~0.13 CPU s per second of speech, and the 12 measured in
+November is not reproducible); one FunASR process worker held 4 streams; the ingest path (`--asr
+none`: VAD only) held 500 on one core. A faster machine carries more: measure it with
+`hark-loadtest --find-capacity` and set `--max-sessions`. Beyond the count, admission also refuses
+while the server is late (the event-loop lag, frame-wait and final-lag signals, server/context.py)
+or the ASR engine says it is at capacity.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .config import ServerConfig
 
 # sessions one ASR worker carries within the SLO, measured (docs/performance.md)
 SESSIONS_PER_ASR_WORKER = {
-    "pocketsphinx": 12,
+    "pocketsphinx": 4,
     "funasr-paraformer-streaming": 4,
     "funasr-window": 4,  # not measured on its own: paraformer-streaming's figure, same architecture size
 }

@@ -59,6 +59,10 @@ class ServerConfig:
     # ... or while audio frames wait this long on average before the VAD takes them (the server
     # is falling behind real time). 0 turns this guard off
     overload_frame_wait_ms: float = 500.0
+    # ... or while the recognizer trails the audio by this much on average: a speaking session's
+    # newest frame (arrival -> recognized, last 2 s) or a turn's final transcript (end decided ->
+    # final, last 5 s), server/context.py LagMeter. 0 turns this guard off
+    overload_asr_lag_ms: float = 300.0
     inference_threads: int = 2
     log_level: str = "INFO"
     # outbound queue per session; a client that stops reading for this long is disconnected (a
@@ -276,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overload-frame-wait-ms",
         type=float,
         help="refuse new sessions while audio frames wait this long before processing (default 500; 0: off)",
+    )
+    p.add_argument(
+        "--overload-asr-lag-ms",
+        type=float,
+        help="refuse new sessions while speech recognition trails the audio by this much on average, "
+        "while people speak or at their turns' ends (default 300; 0: off)",
     )
     p.add_argument(
         "--mcp-server",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import Counter, Gauge
@@ -22,6 +24,49 @@ from .vad_batch import VadBatcher
 if TYPE_CHECKING:
     from .tools.base import ServerToolbox
     from .turn.smart_turn import SmartTurnDetector
+
+
+class LagMeter:
+    """How late the recognizer's answers are, over the last `window_s`: the mean of the samples in
+    the window, 0 while fewer than `min_samples` are (a slow turn or two on a busy machine must not
+    refuse the next session).
+
+    Two of them feed admission (`--overload-asr-lag-ms`): the streaming lag (a speaking session's
+    newest frame: arrival -> recognized) and the final lag (a turn's end decided -> its final
+    transcript). The frame wait alone misses a recognizer falling behind: averaged over every
+    session's frames it is diluted by the sessions that only listen, and a late finalize delays one
+    session's frames only while its turn ends; the pool's per-call wait stays flat because a late
+    session sends its backlog in fewer, larger calls."""
+
+    def __init__(self, window_s: float, min_samples: int) -> None:
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self._samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=LAG_MAX_SAMPLES)
+
+    def record(self, seconds: float, now: float | None = None) -> None:
+        self._samples.append((time.monotonic() if now is None else now, max(0.0, seconds)))
+
+    def mean_s(self, now: float | None = None) -> float:
+        horizon = (time.monotonic() if now is None else now) - self.window_s
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        if len(self._samples) < self.min_samples:
+            return 0.0
+        return sum(lag for _, lag in self._samples) / len(self._samples)
+
+
+LAG_MAX_SAMPLES = 8192  # the newest are kept: a mean over them is the mean of the window at any real load
+STREAMING_LAG_WINDOW_S = 2.0  # ten samples a second per speaking session
+FINAL_LAG_WINDOW_S = 5.0  # one sample per turn: a longer window to hold a few
+LAG_MIN_SAMPLES = 3
+
+
+def _streaming_lag() -> LagMeter:
+    return LagMeter(STREAMING_LAG_WINDOW_S, LAG_MIN_SAMPLES)
+
+
+def _final_lag() -> LagMeter:
+    return LagMeter(FINAL_LAG_WINDOW_S, LAG_MIN_SAMPLES)
 
 
 @dataclass(slots=True)
@@ -44,6 +89,8 @@ class ServerContext:
     # the server falls behind even while the loop itself stays punctual (inference is elsewhere)
     frame_wait_s: float = 0.0
     frame_wait_at: float = 0.0  # when a frame was last taken
+    asr_lag: LagMeter = field(default_factory=_streaming_lag)  # admission: is the recognizer keeping up?
+    final_lag: LagMeter = field(default_factory=_final_lag)
 
     # Both signals are smoothed over wall time, not over samples: a loop that runs one tick a second
     # or an inbox taken from once a second would otherwise take minutes to move an average kept

@@ -420,6 +420,7 @@ class Session(ConversationOps):
             await self._end_utterance(end, arrival)
             return
         await self._hear(listener.samples_in)
+        self.ctx.asr_lag.record(time.monotonic() - arrival)  # for admission: this frame, recognized
         self._maybe_barge_in()
 
     async def _begin_utterance(self, speech_sample: int) -> None:
@@ -509,6 +510,7 @@ class Session(ConversationOps):
         own_text = await self._transcriber.finalize()
         self.ctx.metrics.turns.labels(end.reason.value).inc()
         now = time.monotonic()
+        self.ctx.final_lag.record(now - decided, now)  # for admission, beside asr_lag
         text = f"{joins.text} {own_text}".strip() if joins else own_text
         confidence = self._transcriber.confidence if own_text else None
         low = is_low_confidence(confidence, self.config.min_asr_confidence)

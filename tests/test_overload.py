@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from conftest import REPO, RunningServer, load_pcm
 from wsclient import Peer
 
 from hark.server.admission import SESSIONS_PER_ASR_WORKER, default_max_sessions, session_limit
 from hark.server.config import ServerConfig, load_config
-from hark.server.context import ServerContext
+from hark.server.context import LagMeter, ServerContext
 from hark.server.metrics import Metrics
 
 FAULTS = Path(__file__).resolve().parent / "overload_faults"
@@ -72,6 +73,20 @@ def test_queued_audio_not_taken_reads_as_waiting_and_no_session_as_none() -> Non
     assert ctx.frame_wait_s == 0.0
 
 
+def test_recognizer_lag_is_the_mean_of_its_window_and_needs_a_few_samples() -> None:
+    meter = LagMeter(window_s=5.0, min_samples=3)
+    meter.record(2.0, now=100.0)
+    meter.record(2.0, now=101.0)
+    assert meter.mean_s(now=103.0) == 0.0  # one or two slow turns say nothing
+    meter.record(0.5, now=103.0)
+    assert meter.mean_s(now=103.0) == 1.5
+    assert meter.mean_s(now=115.0) == 0.0  # the window moved past them all
+    meter.record(-1.0, now=200.0)  # a clock step never reads as negative lag
+    for _ in range(3):
+        meter.record(0.2, now=200.0)
+    assert abs(meter.mean_s(now=200.0) - 0.15) < 1e-9
+
+
 # ---------------------------------------------------------------------- the default limit
 
 
@@ -80,7 +95,7 @@ def test_default_max_sessions_comes_from_the_asr_workers_and_is_overridable() ->
     assert cfg.max_sessions == 0
     cpus = os.cpu_count() or 1
     assert session_limit(cfg) == SESSIONS_PER_ASR_WORKER["pocketsphinx"] * min(4, cpus)
-    assert session_limit(load_config(["--asr-workers", "2"], environ={})) == 24
+    assert session_limit(load_config(["--asr-workers", "2"], environ={})) == 2 * SESSIONS_PER_ASR_WORKER["pocketsphinx"]
     assert session_limit(load_config(["--max-sessions", "7", "--asr-workers", "2"], environ={})) == 7
     assert session_limit(load_config([], environ={"HARK_MAX_SESSIONS": "9"})) == 9
     assert default_max_sessions(load_config(["--asr", "none"], environ={})) >= 200
@@ -143,3 +158,52 @@ async def test_a_hung_asr_refuses_new_sessions_within_seconds_and_recovers(serve
         with contextlib.suppress(asyncio.CancelledError):
             await talking
         await speaker.close()
+
+
+@pytest.mark.parametrize("fault", ["HARK_FAULT_SLOW_FINAL_S=0.8", "HARK_FAULT_SLOW_ACCEPT_S=0.13"])
+async def test_a_recognizer_behind_the_speech_refuses_new_sessions_and_admits_again_after(
+    server_factory: Any, fault: str
+) -> None:
+    """A recognizer that keeps up with the audio but is late with every final (the quiet-machine
+    1.5x run: 16 admitted sessions, first audio p50 2.6 s, nothing refused for it): three speakers'
+    turns wait 0.8 s each for their transcript, and new sessions are refused for it. Before, the
+    frame wait (diluted by the listening sessions; off here) and the pool's busy time missed it.
+    Also with each 100 ms of speech taking 130 ms to recognize (behind real time while people
+    speak, the finals on time)."""
+    name, value = fault.split("=")
+    env = {"PYTHONPATH": os.pathsep.join((str(FAULTS), str(REPO))), name: value}
+    srv: RunningServer = server_factory(
+        *("--max-sessions", "10", "--turn-detection", "silence", "--overload-asr-lag-ms", "300"),
+        *("--overload-frame-wait-ms", "0"),
+        env=env,
+    )
+    command = load_pcm("en_goforward_command") + bytes(2 * 16000)  # then a second of silence
+    speakers = [await Peer.open(srv.url) for _ in range(3)]
+    talking = [asyncio.create_task(_talk(peer, command)) for peer in speakers]
+    try:
+        refusal: dict[str, Any] | None = None
+        started = time.monotonic()
+        while refusal is None and time.monotonic() - started < 60.0:
+            admitted, first = await _admitted(srv.url)
+            if not admitted:
+                refusal = first
+            else:
+                await asyncio.sleep(0.5)
+        finals = sum(e["type"] == "transcript.final" for peer in speakers for e in peer.events)
+        assert refusal is not None, f"still admitting after {finals} finals:\n{srv.log()[-2000:]}"
+        assert refusal["code"] == "server_busy" and "speech recognition is behind" in refusal["message"], refusal
+    finally:
+        for task in talking:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    # the speakers stop: no turn ends, the window empties, and sessions are admitted again
+    recovered_at = time.monotonic()
+    admitted = False
+    while not admitted:
+        assert time.monotonic() - recovered_at < RECOVERY_DEADLINE_S, f"still refusing:\n{srv.log()[-2000:]}"
+        await asyncio.sleep(1.0)
+        admitted, first = await _admitted(srv.url)
+    for peer in speakers:
+        await peer.close()
+    srv.assert_alive()

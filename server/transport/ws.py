@@ -233,6 +233,10 @@ class Admission:
             reason = f"server is overloaded (event loop {ctx.loop_lag_s * 1000.0:.0f} ms late)"
         elif 0 < cfg.overload_frame_wait_ms < ctx.frame_wait_s * 1000.0:
             reason = f"server is behind real time (audio waits {ctx.frame_wait_s * 1000.0:.0f} ms)"
+        elif 0 < cfg.overload_asr_lag_ms < (lag_ms := ctx.asr_lag.mean_s() * 1000.0):
+            reason = f"speech recognition is behind (it trails the speech by {lag_ms:.0f} ms)"
+        elif 0 < cfg.overload_asr_lag_ms < (final_ms := ctx.final_lag.mean_s() * 1000.0):
+            reason = f"speech recognition is behind (ended turns wait {final_ms:.0f} ms for their transcript)"
         else:
             engine = ctx.asr.overload_reason()
             if engine is None:
