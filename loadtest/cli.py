@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest mode (--asr none) SLO: server event-loop lag p99",
     )
     p.add_argument("--find-capacity", action="store_true", help="add sessions in steps until the SLO breaks")
+    p.add_argument(
+        "--allow-refusals",
+        action="store_true",
+        help="an overload run: sessions refused with server_busy are counted, not failures; the SLO "
+        "applies to the sessions admitted",
+    )
     p.add_argument("--step", type=int, default=4, help="capacity search: sessions added per step")
     p.add_argument("--step-hold", type=float, default=30.0, help="capacity search: seconds each step is measured")
     p.add_argument("--step-ramp", type=float, default=5.0, help="capacity search: seconds to ramp in a step")
@@ -83,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.url and args.spawn_server is not None:
         parser.error("--url and --spawn-server are exclusive")
+    if args.allow_refusals and args.find_capacity:  # a step the server refused sessions of did not hold
+        parser.error("--allow-refusals and --find-capacity are exclusive")
     if args.sessions < 1 or args.duration <= 0 or args.ramp < 0:
         parser.error("--sessions must be >= 1, --duration > 0, --ramp >= 0")
     try:
@@ -207,7 +215,7 @@ def _slo_ms(rec: Recorder, args: argparse.Namespace) -> float:
 
 def _judge(summary: dict[str, Any], rec: Recorder, args: argparse.Namespace, frame_balance: bool) -> Verdict:
     reply_mode = rec.engines.get("asr") != "none"
-    return evaluate(summary, reply_mode, _slo_ms(rec, args), args.max_loop_lag_ms, frame_balance)
+    return evaluate(summary, reply_mode, _slo_ms(rec, args), args.max_loop_lag_ms, frame_balance, args.allow_refusals)
 
 
 def _say(text: str) -> None:

@@ -277,3 +277,31 @@ def test_short_load_run_is_correct(server_factory: Any, tmp_path: Path) -> None:
     assert frames["frames_received"] == summary["frames_sent"]
     assert frames["frames_processed"] == summary["frames_sent"]  # every frame went through the VAD
     assert frames["frames_dropped"] == 0
+
+
+def test_an_overload_run_judges_the_admitted_sessions() -> None:
+    """--allow-refusals: sessions refused with server_busy at connect are counted, not failed; any
+    other error, disconnect or a late admitted session still fails the run."""
+    rec = Recorder()
+    for t in [_turn(500.0 + i) for i in range(20)]:
+        rec.turn_done(t)
+    rec.sessions_started = 9
+    for index in range(2):
+        rec.refused += 1
+        rec.error(index, "server_busy", True, "speech recognition is behind; retry later")
+        rec.disconnect("1013 server_busy")
+    rec.frames_sent = 100
+    summary = run_summary(rec, [], rec.frames_sent)
+    summary["server"] = {"frames_received": 100.0, "frames_processed": 100.0, "frames_dropped": 0.0}
+    assert not evaluate(summary, True, 1000).passed  # a plain run: refusals fail it
+    assert evaluate(summary, True, 1000, allow_refusals=True).passed
+    summary["errors_by_code"]["internal_error"] = 1
+    summary["error_events"] += 1
+    assert not evaluate(summary, True, 1000, allow_refusals=True).passed
+    summary["errors_by_code"].pop("internal_error")
+    summary["error_events"] -= 1
+    summary["disconnects"]["1006"] = 1
+    assert not evaluate(summary, True, 1000, allow_refusals=True).passed
+    summary["disconnects"].pop("1006")
+    summary["sessions_refused"] = summary["sessions_started"]
+    assert not evaluate(summary, True, 1000, allow_refusals=True).passed  # nobody admitted is no pass
