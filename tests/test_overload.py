@@ -20,10 +20,16 @@ import pytest
 from conftest import REPO, RunningServer, load_pcm
 from wsclient import Peer
 
-from hark.server.admission import SESSIONS_PER_ASR_WORKER, default_max_sessions, session_limit
+from hark.server.admission import (
+    PARAFORMER_SESSIONS_PER_WORKER,
+    SESSIONS_PER_ASR_WORKER,
+    default_max_sessions,
+    session_limit,
+)
 from hark.server.config import ServerConfig, load_config
 from hark.server.context import LagMeter, ServerContext
 from hark.server.metrics import Metrics
+from hark.server.transport.ws import Admission
 
 FAULTS = Path(__file__).resolve().parent / "overload_faults"
 REFUSAL_DEADLINE_S = 10.0  # "within a few seconds"; before the fix it never came
@@ -87,6 +93,31 @@ def test_recognizer_lag_is_the_mean_of_its_window_and_needs_a_few_samples() -> N
     assert abs(meter.mean_s(now=200.0) - 0.15) < 1e-9
 
 
+def test_a_recognizer_found_behind_must_catch_up_to_half_the_threshold_before_admitting() -> None:
+    ctx = _context(load_config(["--max-sessions", "50"], environ={}))
+    ctx.asr = cast(Any, type("Idle", (), {"overload_reason": lambda self: None})())
+    admission = Admission(ctx)
+
+    def lagging(seconds: float) -> LagMeter:
+        meter = LagMeter(window_s=5.0, min_samples=3)
+        for _ in range(3):
+            meter.record(seconds)
+        return meter
+
+    assert admission.claim() is None
+    ctx.asr_lag = lagging(0.4)  # over the 300 ms guard
+    assert "trails the speech by 400 ms" in (admission.claim() or "")
+    ctx.asr_lag = lagging(0.2)  # under the guard, but not yet under half of it
+    assert "trails the speech by 200 ms" in (admission.claim() or "")
+    ctx.asr_lag = lagging(0.1)
+    assert admission.claim() is None
+    ctx.asr_lag = lagging(0.2)  # caught up: the guard is back at 300 ms
+    assert admission.claim() is None
+    ctx.final_lag = lagging(0.5)
+    assert "ended turns wait 500 ms" in (admission.claim() or "")
+    assert admission.open_sessions == 3
+
+
 # ---------------------------------------------------------------------- the default limit
 
 
@@ -99,6 +130,17 @@ def test_default_max_sessions_comes_from_the_asr_workers_and_is_overridable() ->
     assert session_limit(load_config(["--max-sessions", "7", "--asr-workers", "2"], environ={})) == 7
     assert session_limit(load_config([], environ={"HARK_MAX_SESSIONS": "9"})) == 9
     assert default_max_sessions(load_config(["--asr", "none"], environ={})) >= 200
+
+
+def test_default_max_sessions_follows_the_paraformer_runtime(tmp_path: Path) -> None:
+    for name in ("config.yaml", "model.pt", "tokens.json"):  # what resolve() checks; nothing loads here
+        (tmp_path / name).write_text("{}")
+    argv = ["--asr", "funasr-paraformer-streaming", "--asr-model", str(tmp_path), "--asr-workers", "2"]
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        config = load_config([*argv, "--asr-runtime", runtime], environ={})
+        assert default_max_sessions(config) == 2 * PARAFORMER_SESSIONS_PER_WORKER[runtime], runtime
+    # auto with no ONNX export beside the model: the engine runs torch, and admission counts torch
+    assert default_max_sessions(load_config(argv, environ={})) == 2 * PARAFORMER_SESSIONS_PER_WORKER["torch"]
 
 
 # ---------------------------------------------------------------------- a real server, ASR hung

@@ -188,6 +188,7 @@ class Admission:
         self._ctx = ctx
         self.open_sessions = 0
         self.limit = session_limit(ctx.config)  # --max-sessions, or what the engines carry
+        self._recognizer_behind = False  # tripped: the recognizer's lag must fall to half to admit
         log.info("admitting up to %d sessions", self.limit)
 
     @contextlib.asynccontextmanager
@@ -233,16 +234,31 @@ class Admission:
             reason = f"server is overloaded (event loop {ctx.loop_lag_s * 1000.0:.0f} ms late)"
         elif 0 < cfg.overload_frame_wait_ms < ctx.frame_wait_s * 1000.0:
             reason = f"server is behind real time (audio waits {ctx.frame_wait_s * 1000.0:.0f} ms)"
-        elif 0 < cfg.overload_asr_lag_ms < (lag_ms := ctx.asr_lag.mean_s() * 1000.0):
-            reason = f"speech recognition is behind (it trails the speech by {lag_ms:.0f} ms)"
-        elif 0 < cfg.overload_asr_lag_ms < (final_ms := ctx.final_lag.mean_s() * 1000.0):
-            reason = f"speech recognition is behind (ended turns wait {final_ms:.0f} ms for their transcript)"
+        elif recognizer := self._recognizer_lag():
+            reason = recognizer
         else:
             engine = ctx.asr.overload_reason()
             if engine is None:
                 return None
             reason = engine
         return f"{reason}; retry later"
+
+    def _recognizer_lag(self) -> str | None:
+        """Why the recognizer is behind, with hysteresis: past `--overload-asr-lag-ms` it trips, and
+        it admits again only below half of it. Without that, admission sat on the threshold: each
+        dip below it let in one more session, which pushed the lag back over (a run at twice the
+        capacity admitted three sessions more that way, each refused moments before)."""
+        cfg, ctx = self._ctx.config, self._ctx
+        if cfg.overload_asr_lag_ms <= 0:
+            return None
+        limit_ms = cfg.overload_asr_lag_ms / 2 if self._recognizer_behind else cfg.overload_asr_lag_ms
+        lag_ms, final_ms = ctx.asr_lag.mean_s() * 1000.0, ctx.final_lag.mean_s() * 1000.0
+        self._recognizer_behind = lag_ms > limit_ms or final_ms > limit_ms
+        if lag_ms > limit_ms:
+            return f"speech recognition is behind (it trails the speech by {lag_ms:.0f} ms)"
+        if final_ms > limit_ms:
+            return f"speech recognition is behind (ended turns wait {final_ms:.0f} ms for their transcript)"
+        return None
 
 
 def session_created(ctx: ServerContext, session: Session) -> SessionCreated:
