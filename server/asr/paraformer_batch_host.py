@@ -4,9 +4,11 @@ The worker (`batch_workers`) hands over every request that queued while the last
 run in rounds, each round one request per stream, so a stream's requests keep their order; in a
 round, every stream with a 600 ms chunk ready, and every utterance that ends (its `is_final`
 piece), go through one `BatchedParaformer.decode`; a stream with several chunks queued takes part
-in as many passes. A stream whose request fails (bad audio, a decode that raised) gets its error
-and loses its utterance; the others in its batch are answered as if it had not been there. Each
-answer goes back as soon as it is known (the partials of a pass before any 2-pass final).
+in as many passes. With 2-pass, the utterances that end in one round then get their offline decode
+together (`BatchedOfflineParaformer`, token-equal to one at a time) and ct-punc one after another.
+A stream whose request fails (bad audio, a decode that raised) gets its error and loses its
+utterance; the others in its batch are answered as if it had not been there. Each answer goes back
+as soon as it is known (the partials of a pass before any 2-pass final).
 `settings["runtime"]`: "torch" (FunASR's modules), "onnx" or "onnx-int8" (`paraformer_onnx`).
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from .paraformer_batch import DEFAULT_MAX_BATCH, BatchedParaformer, ChunkJob, held_bytes
 from .paraformer_host import ParaformerStreamingHost, _Utterance, join_text
+from .paraformer_offline_batch import BatchedOfflineParaformer, OfflineJob
 from .utterance_host import Float32Array
 
 Request = tuple[str, str, Any]
@@ -49,6 +52,7 @@ class ParaformerBatchHost(ParaformerStreamingHost):
             from .paraformer_onnx import OnnxParaformer
 
             self._batcher = OnnxParaformer.load(self._online, runtime == "onnx-int8", max_batch, settings["ncpu"])
+        self._offline_batcher = None if self._offline is None else BatchedOfflineParaformer(self._offline, max_batch)
 
     def __call__(self, op: str, stream_id: str, payload: Any) -> Any:
         if op == "stats":  # for tests and benchmarks: what this worker holds
@@ -56,6 +60,7 @@ class ParaformerBatchHost(ParaformerStreamingHost):
                 "utterances": len(self._streams),
                 "cache_bytes": sum(held_bytes(utt.cache) for utt in self._streams.values()),
                 "largest_batch": self._batcher.largest_batch,
+                "largest_final_batch": 0 if self._offline_batcher is None else self._offline_batcher.largest_batch,
             }
         return super().__call__(op, stream_id, payload)
 
@@ -79,8 +84,8 @@ class ParaformerBatchHost(ParaformerStreamingHost):
             queues = {stream_id: q for stream_id, q in queues.items() if q}
 
     def _round(self, requests: list[tuple[int, str, str, Any]]) -> Iterator[Answer]:
-        """At most one request per stream. The partials go first: a 2-pass final (an offline
-        decode of the whole utterance) holds back only the finals after it."""
+        """At most one request per stream. The partials go first, then the finals (the 2-pass ones
+        after one offline pass over all the round's ended utterances)."""
         accepting: dict[int, tuple[str, _Utterance]] = {}
         ending: dict[int, tuple[str, _Utterance]] = {}
         for i, op, stream_id, payload in requests:
@@ -102,10 +107,27 @@ class ParaformerBatchHost(ParaformerStreamingHost):
         yield from self._decode_round(accepting, ending)
         for i, (_, utt) in accepting.items():
             yield i, True, self._hypothesis(utt)
-        for i, (_, utt) in ending.items():
+        yield from self._finals({i: utt for i, (_, utt) in ending.items()})
+
+    def _finals(self, ending: dict[int, _Utterance]) -> Iterator[Answer]:
+        """The round's ended utterances: their 2-pass decodes in one offline batch, then each one's
+        punctuation; one that fails gets its error, the others their finals."""
+        two_pass = {
+            i: OfflineJob(np.concatenate(utt.audio)) for i, utt in ending.items() if self._two_pass and utt.audio
+        }
+        if two_pass:
+            assert self._offline_batcher is not None
+            self._offline_batcher.decode(list(two_pass.values()))
+        for i, utt in ending.items():
+            job = two_pass.get(i)
+            if job is None:
+                yield i, True, (utt.text, {})
+                continue
             try:
-                final = self._final(utt)
-            except Exception as exc:  # the 2-pass decode of this utterance
+                if isinstance(job.text, BaseException):
+                    raise job.text
+                final: tuple[str, dict[str, Any]] = (self._punctuate(job.text) or utt.text, {})
+            except Exception as exc:  # this utterance's offline decode or punctuation
                 yield i, False, exc
             else:
                 yield i, True, final

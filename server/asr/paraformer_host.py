@@ -94,9 +94,14 @@ class ParaformerStreamingHost(UtteranceHost[_Utterance]):
         return str(result[0]["text"]) if result else ""
 
     def _second_pass(self, audio: np.ndarray[Any, np.dtype[np.float32]]) -> str:
-        assert self._offline is not None and self._punc is not None
+        assert self._offline is not None
         result = self._offline.generate(input=audio)
-        text = str(result[0]["text"]) if result else ""
+        return self._punctuate(str(result[0]["text"]) if result else "")
+
+    def _punctuate(self, text: str) -> str:
+        """ct-punc over one offline transcript ("" stays ""): FunASR's CTTransformer takes one text
+        per call (its mini-sentences run in sequence, each carrying the last one's open sentence)."""
+        assert self._punc is not None
         if not text.strip():
             return ""
         punctuated = self._punc.generate(input=text)
