@@ -1,0 +1,111 @@
+"""Issue 17 item 4: the 2-pass final when several utterances end together, batched against one at a time.
+
+The offline Paraformer decode of N whole utterances that end in the same tick: one
+`BatchedOfflineParaformer.decode` pass (what the batched host does) against N FunASR `generate`
+calls in a row (the one-stream-per-call host). One torch thread, in this process (pin it with
+`taskset -c 0`). For each N: wall time until the first and the last utterance's text is known
+(batched: all at once), this process's CPU time, median over the repeats; and whether every
+batched text equals its one-at-a-time text. ct-punc is not in it: it runs per utterance in both
+(FunASR's CTTransformer takes one text per call), the same cost either way.
+
+    taskset -c 0 .venv/bin/python -m bench.funasr_twopass --model DIR [--sizes 1 2 4 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.funasr_streams import CORPUS
+from hark.server.asr.funasr_load import load_model
+from hark.server.asr.paraformer_offline_batch import BatchedOfflineParaformer, OfflineJob
+
+CLIP = CORPUS / "audio" / "zh_vad_example_70s.wav"
+# seconds of each utterance, cycled: spoken turns of different lengths (the longest 2.6x the shortest)
+LENGTHS_S = (3.2, 5.1, 2.4, 6.3, 4.0, 2.9, 5.6, 3.5)
+
+
+def utterances(n: int) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
+    with wave.open(str(CLIP)) as wav:
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).astype(np.float32) / 32768.0
+    out = []
+    for i in range(n):
+        start = (i * 7 * 16000) % (len(pcm) - 7 * 16000)  # each from its own place in the recording
+        out.append(pcm[start : start + int(LENGTHS_S[i % len(LENGTHS_S)] * 16000)].copy())
+    return out
+
+
+def one_at_a_time(model: Any, audio: list[np.ndarray[Any, np.dtype[np.float32]]]) -> tuple[list[str], float, float]:
+    """Texts, seconds to the first text, seconds to the last."""
+    started = time.perf_counter()
+    texts, first = [], 0.0
+    for a in audio:
+        result = model.generate(input=a)
+        texts.append(str(result[0]["text"]) if result else "")
+        first = first or time.perf_counter() - started
+    return texts, first, time.perf_counter() - started
+
+
+def batched(
+    batcher: BatchedOfflineParaformer, audio: list[np.ndarray[Any, np.dtype[np.float32]]]
+) -> tuple[list[str], float]:
+    started = time.perf_counter()
+    jobs = [OfflineJob(a) for a in audio]
+    batcher.decode(jobs)
+    elapsed = time.perf_counter() - started
+    return [j.text if isinstance(j.text, str) else f"error: {j.text}" for j in jobs], elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="offline Paraformer model directory")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import torch
+
+    model = load_model(str(Path(args.model)), "--model", 1)
+    torch.set_num_threads(1)
+    batcher = BatchedOfflineParaformer(model, max(args.sizes))
+    assert batcher.batchable, "this model is not the plain Paraformer the batch covers"
+    warm = utterances(1)
+    one_at_a_time(model, warm)
+    batched(batcher, warm)
+    print(f"model {args.model}; utterances of {', '.join(f'{s:g}' for s in LENGTHS_S)} s (cycled); 1 torch thread")
+    print(
+        "| N | audio s | one at a time: first / last final ms | CPU ms "
+        "| batched: all finals ms | CPU ms | batched/alone (last) | texts equal |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.sizes:
+        audio = utterances(n)
+        firsts, lasts, cpu_alone, walls, cpu_batched, equal = [], [], [], [], [], True
+        for _ in range(args.repeats):
+            cpu = time.process_time()
+            expected, first, last = one_at_a_time(model, audio)
+            cpu_alone.append(time.process_time() - cpu)
+            firsts.append(first)
+            lasts.append(last)
+            cpu = time.process_time()
+            got, wall = batched(batcher, audio)
+            cpu_batched.append(time.process_time() - cpu)
+            walls.append(wall)
+            equal = equal and got == expected
+        med = statistics.median
+        print(
+            f"| {n} | {sum(len(a) for a in audio) / 16000:.1f} | {med(firsts) * 1000:.0f} / {med(lasts) * 1000:.0f} "
+            f"| {med(cpu_alone) * 1000:.0f} | {med(walls) * 1000:.0f} | {med(cpu_batched) * 1000:.0f} "
+            f"| {med(walls) / med(lasts):.2f} | {'yes' if equal else 'NO'} |",
+            flush=True,
+        )
+    print(f"largest pass: {batcher.largest_batch} utterances")
+
+
+if __name__ == "__main__":
+    main()
