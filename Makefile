@@ -7,7 +7,7 @@ PORT   ?= 8765
 BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install install-dev models browser run test lint bench bench-speculation sglang-check loadtest loadtest-suite bench-funasr clean
+.PHONY: install install-dev models browser run test lint bench bench-speculation sglang-check loadtest loadtest-suite bench-funasr funasr-onnx clean
 
 # the base: what `make run` needs, with WebRTC for the browser page (no torch: the embedded default
 # runs ONNX models only)
@@ -71,6 +71,12 @@ loadtest-suite: install-dev
 # FunASR engines on the full-size architectures (random weights, built once into .cache/funasr-full)
 bench-funasr: install-dev
 	$(BIN)/python -m bench.funasr --models .cache/funasr-full --write docs/performance.md
+
+# paraformer-streaming's ONNX export (fp32 + int8) beside a model directory, once at install:
+# `--asr-runtime auto` (the default) then runs it on onnxruntime. e.g. make funasr-onnx ASR_MODEL=~/models/paraformer-online
+ASR_MODEL ?= .cache/funasr-full/paraformer-streaming
+funasr-onnx: install-dev
+	$(BIN)/python -m tools.funasr_models --export-onnx $(ASR_MODEL)
 
 # speech end -> first token with and without speculative prefill, on the SGLang simulator
 bench-speculation: install-dev

@@ -1,14 +1,16 @@
 """How many sessions this server takes by default: the ASR workers times what one of them carries.
 
 `--max-sessions 0` (the default) means this number. It comes from measurements on a 2-core x86_64
-machine (docs/performance.md, "Many sessions", "FunASR" and "Hardening"): one pocketsphinx worker
-process on one core held 4 sessions of the embedded pipeline within the latency SLO (5 did not;
-re-measured 2026-12-01: decoding costs ~0.13 CPU s per second of speech, and the 12 measured in
-November is not reproducible); one FunASR process worker held 4 streams; the ingest path (`--asr
-none`: VAD only) held 500 on one core. A faster machine carries more: measure it with
-`hark-loadtest --find-capacity` and set `--max-sessions`. Beyond the count, admission also refuses
-while the server is late (the event-loop lag, frame-wait and final-lag signals, server/context.py)
-or the ASR engine says it is at capacity.
+machine (docs/performance.md, "Many sessions", "FunASR", "funasr batched" and "Hardening"): one
+pocketsphinx worker process on one core held 4 sessions of the embedded pipeline within the latency
+SLO (5 did not; re-measured 2026-12-01: decoding costs ~0.13 CPU s per second of speech, and the 12
+measured in November is not reproducible); one FunASR paraformer-streaming worker (one core) held the
+real-time streams of its runtime's row below (issue 17: the runtime `--asr-runtime` chooses, `auto`
+resolved as the engine resolves it; the "held in real time" figure, not the higher "by CPU" one);
+the ingest path (`--asr none`: VAD only) held 500 on one core. A faster machine carries more: measure
+it with `hark-loadtest --find-capacity` and set `--max-sessions`. Beyond the count, admission also
+refuses while the server is late (the event-loop lag, frame-wait and final-lag signals,
+server/context.py) or the ASR engine says it is at capacity.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from .config import ServerConfig
 # sessions one ASR worker carries within the SLO, measured (docs/performance.md)
 SESSIONS_PER_ASR_WORKER = {
     "pocketsphinx": 4,
-    "funasr-paraformer-streaming": 4,
-    "funasr-window": 4,  # not measured on its own: paraformer-streaming's figure, same architecture size
+    "funasr-paraformer-streaming": 4,  # the torch single-stream figure; per runtime below
+    "funasr-window": 4,  # not measured on its own: paraformer-streaming's torch figure, same architecture size
+}
+# funasr-paraformer-streaming per runtime: real-time streams one worker (one core) held, measured
+# with `python -m bench.funasr --sections funasr-batch` (docs/performance.md, "funasr batched")
+PARAFORMER_SESSIONS_PER_WORKER = {
+    "torch": 4,
+    "onnx": 4,
+    "onnx-int8": 4,
 }
 SESSIONS_WITHOUT_ASR = 500  # --asr none: one core of batched VAD
 UNKNOWN_ENGINE_SESSIONS_PER_WORKER = 4  # an engine registered without a measurement: the cautious figure
@@ -35,11 +44,33 @@ def asr_worker_count(config: ServerConfig) -> int:
     return min(4, cpus) if config.asr == "pocketsphinx" else cpus
 
 
+def paraformer_runtime(config: ServerConfig) -> str:
+    """The runtime funasr-paraformer-streaming runs on: `--asr-runtime`, auto decided as the engine
+    decides it (the same cached choice); torch where the model cannot be resolved (the engine then
+    fails to start with the reason)."""
+    from .asr.funasr import DEFAULT_STREAMING_MODEL
+    from .asr.funasr_load import ModelLoadError, resolve
+    from .asr.paraformer_runtime import ASR_RUNTIMES, choose_runtime
+
+    if config.asr_runtime not in ASR_RUNTIMES:
+        return "torch"
+    try:
+        model = resolve(config.asr_model or DEFAULT_STREAMING_MODEL, "--asr-model")
+    except ModelLoadError:
+        return "torch"
+    return choose_runtime(config.asr_runtime, model).runtime
+
+
+def sessions_per_asr_worker(config: ServerConfig) -> int:
+    if config.asr == "funasr-paraformer-streaming":
+        return PARAFORMER_SESSIONS_PER_WORKER[paraformer_runtime(config)]
+    return SESSIONS_PER_ASR_WORKER.get(config.asr, UNKNOWN_ENGINE_SESSIONS_PER_WORKER)
+
+
 def default_max_sessions(config: ServerConfig) -> int:
     if config.asr == "none":
         return SESSIONS_WITHOUT_ASR
-    per_worker = SESSIONS_PER_ASR_WORKER.get(config.asr, UNKNOWN_ENGINE_SESSIONS_PER_WORKER)
-    return per_worker * asr_worker_count(config)
+    return sessions_per_asr_worker(config) * asr_worker_count(config)
 
 
 def session_limit(config: ServerConfig) -> int:

@@ -41,8 +41,9 @@ class ServerConfig:
     asr_step_ms: int = 500  # funasr-window: new audio between re-decodes
     asr_worker_kind: str = "process"  # FunASR inference workers: process or thread (docs/performance.md)
     asr_threads: int = 1  # FunASR: torch threads per worker (FunASR's ncpu)
-    # funasr-paraformer-streaming's batched stages: torch, onnx or onnx-int8 (exported beside the model)
-    asr_runtime: str = "torch"
+    # funasr-paraformer-streaming's batched stages: torch, onnx or onnx-int8 (exported beside the model),
+    # or auto: onnx when the model directory holds a current export, else torch
+    asr_runtime: str = "auto"
     # server processes sharing the port (SO_REUSEPORT); metrics are merged across them
     workers: int = 1
     reuse_port: bool = False  # set by the --workers supervisor on the processes it starts
@@ -205,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr-threads", type=int, help="FunASR: torch threads per inference worker (default 1)")
     p.add_argument(
         "--asr-runtime",
-        choices=["torch", "onnx", "onnx-int8"],
+        choices=["auto", "torch", "onnx", "onnx-int8"],
         help="funasr-paraformer-streaming: run the encoder and decoder on torch or onnxruntime (fp32 or int8; "
-        "exported once beside the model at the first start) (default torch)",
+        "exported once beside the model at the first start); auto: onnx fp32 when the model directory holds a "
+        "current export (make funasr-onnx), else torch (default auto)",
     )
     p.add_argument("--llm", choices=LLM_ENGINES.names(), help="language model (default echo: offline demo mode)")
     p.add_argument("--llm-url", help="model server base URL, e.g. http://127.0.0.1:30000")

@@ -27,6 +27,7 @@ from test_funasr_batch import _audio, _plans, _run
 from hark.server.asr.funasr_load import ModelLoadError
 from hark.server.asr.inference_pool import InferencePool
 from hark.server.asr.paraformer_factory import ParaformerHostFactory
+from hark.server.asr.paraformer_runtime import choose_runtime
 from hark.server.asr.registry import ASR_ENGINES
 from hark.server.config import load_config
 
@@ -66,7 +67,10 @@ def test_asr_runtime_option_reaches_the_workers_settings(tmp_path: Path) -> None
         (tmp_path / name).write_text("")
     argv = ["--asr", "funasr-paraformer-streaming", "--asr-model", str(tmp_path), "--no-2pass"]
     config = load_config([*argv, "--asr-runtime", "onnx-int8"], environ={})
-    assert config.asr_runtime == "onnx-int8" and load_config(argv, environ={}).asr_runtime == "torch"
+    default = load_config(argv, environ={})
+    assert config.asr_runtime == "onnx-int8" and default.asr_runtime == "auto"
+    auto = ASR_ENGINES.create(default.asr, default)._pool._factory.factory  # type: ignore[attr-defined]
+    assert auto.settings["runtime"] == "torch", "auto with no export beside the model runs torch"
     engine = ASR_ENGINES.create(config.asr, config)
     factory = engine._pool._factory.factory  # type: ignore[attr-defined]
     assert isinstance(factory, ParaformerHostFactory) and factory.settings["runtime"] == "onnx-int8"
@@ -94,6 +98,30 @@ async def test_onnx_fp32_decodes_exactly_as_torch_batched(pools: Any) -> None:
     stats = await onnx.call(onnx.workers[0], "stats", "")
     assert stats["largest_batch"] > 2, f"the streams never shared a forward pass: {stats}"
     assert stats["utterances"] == 0 and stats["cache_bytes"] == 0, stats
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_auto_runs_onnx_fp32_only_while_a_current_export_is_beside_the_model(
+    pools: Any, tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    model = tiny_models["paraformer-streaming"]  # exported by the pools' first start
+    choose = choose_runtime.__wrapped__  # uncached: the server decides once, this test several times
+    assert choose("auto", model).runtime == "onnx", choose("auto", model)
+    assert choose("torch", model).runtime == "torch" and choose("onnx-int8", model).runtime == "onnx-int8"
+    assert choose("auto", "iic/some-hub-model").runtime == "torch"
+    weights = Path(model) / "model.pt"
+    st = weights.stat()
+    try:  # the weights touched since the export: not current (auto does not hash 0.9 GB to find out)
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        decided = choose("auto", model)
+        assert decided.runtime == "torch" and "model.pt changed" in decided.reason, decided
+    finally:
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert choose("auto", model).runtime == "onnx"
+    for name in ("config.yaml", "model.pt", "tokens.json"):  # a model directory with no export
+        (tmp_path / name).write_text("{}")
+    decided = choose("auto", str(tmp_path))
+    assert decided.runtime == "torch" and "no ONNX export" in decided.reason, decided
 
 
 @pytest.mark.asyncio(loop_scope="module")

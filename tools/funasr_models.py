@@ -9,6 +9,7 @@ exactly the compute of the real model, which is what `--full` is for (benchmarks
 
     python -m tools.funasr_models --out .cache/funasr-tiny
     python -m tools.funasr_models --out .cache/funasr-full --full --which paraformer-streaming sensevoice
+    python -m tools.funasr_models --export-onnx .cache/funasr-full/paraformer-streaming  (make funasr-onnx)
 """
 
 from __future__ import annotations
@@ -213,15 +214,43 @@ def build_all(out: Path, full: bool = False, which: tuple[str, ...] = KINDS) -> 
     return {kind: build(kind, out / kind, full) for kind in which}
 
 
+def export_onnx(model_dir: Path, int8: bool = True) -> list[Path]:
+    """paraformer-streaming's ONNX files exported beside `model_dir` (fp32, then int8), as the first
+    `--asr-runtime onnx` start would: what `--asr-runtime auto` looks for. Current files are kept."""
+    from hark.server.asr.funasr_load import load_model
+    from hark.server.asr.paraformer_batch import CHUNK_SIZE, DECODER_LOOK_BACK, ENCODER_LOOK_BACK
+    from hark.server.asr.paraformer_onnx_export import STAGES, ensure_exported
+
+    model = load_model(str(model_dir), "--asr-model", 1)
+    paths = []
+    for quantized in (False, True) if int8 else (False,):
+        files = ensure_exported(model, CHUNK_SIZE, ENCODER_LOOK_BACK, DECODER_LOOK_BACK, quantized)
+        paths += [files.path(stage) for stage in STAGES]
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.funasr_models", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, type=Path, help="directory to write one sub-directory per model into")
+    p.add_argument("--out", type=Path, help="directory to write one sub-directory per model into")
     p.add_argument("--full", action="store_true", help="the published full-size architectures (for benchmarks)")
     p.add_argument("--which", nargs="+", choices=KINDS, default=list(KINDS), help="models to build (default all)")
+    p.add_argument(
+        "--export-onnx",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="then export this paraformer-streaming model directory (built here or downloaded) to ONNX beside "
+        "it, fp32 and int8: `--asr-runtime auto` then runs onnx",
+    )
     args = p.parse_args(argv)
-    for kind, path in build_all(args.out, args.full, tuple(args.which)).items():
-        size = (path / "model.pt").stat().st_size / 2**20
-        print(f"{kind}: {path} ({size:.1f} MiB)", file=sys.stderr)
+    if args.out is None and args.export_onnx is None:
+        p.error("--out or --export-onnx is required")
+    if args.out is not None:
+        for kind, path in build_all(args.out, args.full, tuple(args.which)).items():
+            size = (path / "model.pt").stat().st_size / 2**20
+            print(f"{kind}: {path} ({size:.1f} MiB)", file=sys.stderr)
+    if args.export_onnx is not None:
+        for path in export_onnx(args.export_onnx):
+            print(f"onnx: {path} ({path.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .base import ASREngine, ASRStream
 from .funasr_load import ModelLoadError, probe_hub, resolve
 from .inference_pool import Handler, InferencePool
 from .paraformer_batch import DEFAULT_MAX_BATCH
+from .paraformer_runtime import ASR_RUNTIMES, choose_runtime
 from .pooled import PooledStream
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ DEFAULT_OFFLINE_MODEL = "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vo
 DEFAULT_PUNC_MODEL = "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch"
 DEFAULT_WINDOW_MODEL = "iic/SenseVoiceSmall"
 SENSEVOICE_LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko")
-ASR_RUNTIMES = ("torch", "onnx", "onnx-int8")  # paraformer-streaming's batched stages
 
 
 class FunASREngine(ASREngine):
@@ -105,10 +105,11 @@ def paraformer_streaming_engine(
     kind: str,
     ncpu: int,
     max_batch: int = DEFAULT_MAX_BATCH,
-    runtime: str = "torch",
+    runtime: str = "auto",
 ) -> FunASREngine:
     """`max_batch`: most streams in one forward pass (1: one FunASR `generate` call per stream, on
-    torch). `runtime`: torch, or onnx / onnx-int8 (exported beside the model at the first start)."""
+    torch). `runtime`: torch, onnx / onnx-int8 (exported beside the model at the first start), or
+    auto: onnx when a current export is there, else torch (`paraformer_runtime`)."""
     from .paraformer_factory import ParaformerHostFactory
 
     if runtime not in ASR_RUNTIMES:
@@ -117,6 +118,8 @@ def paraformer_streaming_engine(
     if two_pass:
         models["--asr-model-offline"] = resolve(offline_model or DEFAULT_OFFLINE_MODEL, "--asr-model-offline")
         models["--punc-model"] = resolve(punc_model or DEFAULT_PUNC_MODEL, "--punc-model")
+    choice = choose_runtime(runtime, models["--asr-model"])
+    log.info("funasr-paraformer-streaming runs on %s: %s", choice.runtime, choice.reason)
     settings = {
         "model": models["--asr-model"],
         "offline_model": models.get("--asr-model-offline", ""),
@@ -124,7 +127,7 @@ def paraformer_streaming_engine(
         "two_pass": two_pass,
         "ncpu": ncpu,
         "max_batch": max_batch,
-        "runtime": runtime,
+        "runtime": choice.runtime,
     }
     return FunASREngine("funasr-paraformer-streaming", ParaformerHostFactory(settings), models, workers, kind)
 

@@ -291,6 +291,40 @@ def fingerprint(
     }
 
 
+def _read_manifest(path: Path) -> dict[str, Any]:
+    manifest: Any = {}
+    with contextlib.suppress(OSError, ValueError):
+        manifest = json.loads(path.read_text())
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def export_status(model_dir: Path, chunk_size: list[int], encoder_look_back: int, decoder_look_back: int) -> str | None:
+    """None when `model_dir` holds a current fp32 export, else why not (for `--asr-runtime auto`).
+    Cheap: reads the manifest and config.yaml and stats model.pt; never hashes the weights (a
+    model.pt whose size or mtime moved since the export counts as changed) and never exports."""
+    out = model_dir / ONNX_DIRNAME
+    manifest = _read_manifest(out / "manifest.json")
+    weights = model_dir / "model.pt"
+    if not manifest:
+        return f"no ONNX export in {out}"
+    if not weights.is_file() or not (model_dir / "config.yaml").is_file():
+        return f"no model.pt and config.yaml in {model_dir}"
+    seen, st = manifest.get("weights"), weights.stat()
+    if (
+        not isinstance(seen, dict)
+        or (seen.get("size"), seen.get("mtime_ns")) != (st.st_size, st.st_mtime_ns)
+        or not isinstance(seen.get("sha256"), str)
+    ):
+        return f"model.pt changed since the export in {out}"
+    want = fingerprint(model_dir, chunk_size, encoder_look_back, decoder_look_back, seen["sha256"])
+    if manifest.get("fingerprint") != want:
+        return f"the export in {out} is stale (another config.yaml, exporter version or chunking)"
+    missing = [stage for stage in STAGES if not OnnxFiles(out, int8=False).path(stage).is_file()]
+    if missing:
+        return f"the export in {out} lacks {', '.join(f'{stage}.onnx' for stage in missing)}"
+    return None
+
+
 def ensure_exported(
     auto_model: Any, chunk_size: list[int], encoder_look_back: int, decoder_look_back: int, int8: bool
 ) -> OnnxFiles:
@@ -309,11 +343,7 @@ def ensure_exported(
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest_path = out / "manifest.json"
-        manifest: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            manifest = json.loads(manifest_path.read_text())
-        if not isinstance(manifest, dict):
-            manifest = {}
+        manifest = _read_manifest(manifest_path)
         sha, weights = _weights_sha256(model_dir / "model.pt", manifest.get("weights"))
         want = fingerprint(model_dir, chunk_size, encoder_look_back, decoder_look_back, sha)
         fp32 = OnnxFiles(out, int8=False)
