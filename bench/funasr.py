@@ -98,8 +98,16 @@ def configurations(m: Path, windows: Sequence[float]) -> dict[str, tuple[Any, fl
     """label -> (engine factory, seconds between calls)."""
 
     def para(workers: int, kind: str, two_pass: bool = False) -> Any:
+        # torch, as the section says (auto would pick onnx where the export exists: "funasr batched")
         return lambda: paraformer_streaming_engine(
-            str(m / "paraformer-streaming"), str(m / "paraformer"), str(m / "ct-punc"), two_pass, workers, kind, 1
+            str(m / "paraformer-streaming"),
+            str(m / "paraformer"),
+            str(m / "ct-punc"),
+            two_pass,
+            workers,
+            kind,
+            1,
+            runtime="torch",
         )
 
     def window(workers: int, window_s: float) -> Any:
@@ -291,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "funasr-batch" in args.sections:  # issue 17: one stream per call against batched streams
         from bench import funasr_batch
 
-        markdown = funasr_batch.report(args.models, args.seconds)
+        markdown = funasr_batch.report(args.models, args.seconds, funasr_batch.default_core())
         print(markdown)
         if args.write:
             write_section(args.write, "funasr-batch", markdown)
