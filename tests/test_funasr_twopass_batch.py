@@ -69,9 +69,10 @@ async def pools(tiny_models: TinyModels) -> Any:
     await asyncio.gather(single.stop(), batched.stop())
 
 
-async def _end_together(pool: InferencePool, pcm: bytes) -> dict[str, Any]:
+async def _end(pool: InferencePool, pcm: bytes, together: bool = True) -> dict[str, Any]:
     """Every utterance streamed in 600 ms pieces, then all finalized in one tick, queued behind a
-    long accept of another stream (so the worker takes them as one batch); each final or error."""
+    long accept of another stream (so the worker takes them as one batch), or (`together=False`)
+    one after another; each final or error."""
     workers = {stream: await pool.acquire() for stream in [*LENGTHS, "busy"]}
     for stream, worker in workers.items():
         await pool.call(worker, "begin", stream)
@@ -88,7 +89,10 @@ async def _end_together(pool: InferencePool, pcm: bytes) -> dict[str, Any]:
         except Exception as exc:
             return f"error: {exc}"
 
-    finals = await asyncio.gather(*(final(s) for s in LENGTHS))
+    if together:
+        finals = await asyncio.gather(*(final(s) for s in LENGTHS))
+    else:
+        finals = [await final(s) for s in LENGTHS]
     await busy
     await pool.call(workers["busy"], "close", "busy")
     for worker in workers.values():
@@ -100,8 +104,8 @@ async def _end_together(pool: InferencePool, pcm: bytes) -> dict[str, Any]:
 async def test_finals_ending_together_equal_one_at_a_time_and_a_failure_stays_alone(pools: Any) -> None:
     single, batched = pools
     pcm = load_pcm("zh_vad_example_70s")
-    expected = await _end_together(single, pcm)
-    got = await _end_together(batched, pcm)
+    expected = await _end(single, pcm)
+    got = await _end(batched, pcm)
     assert got == expected
     assert "error" in str(got["tiny"]) and "num_mel_bins" in str(got["tiny"]), got["tiny"]
     texts = [final[0] for stream, final in got.items() if stream != "tiny"]
@@ -110,4 +114,13 @@ async def test_finals_ending_together_equal_one_at_a_time_and_a_failure_stays_al
     assert any(mark in "".join(texts) for mark in "，。？、"), texts  # noqa: RUF001
     stats = await batched.call(batched.workers[0], "stats", "")
     assert stats["largest_final_batch"] >= 3, f"the finals never shared an offline pass: {stats}"
+    assert stats["utterances"] == 0 and stats["cache_bytes"] == 0, stats
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_finals_ending_apart_go_alone_and_equal_one_at_a_time(pools: Any) -> None:
+    single, batched = pools
+    pcm = load_pcm("zh_vad_example_70s")
+    assert await _end(batched, pcm, together=False) == await _end(single, pcm, together=False)
+    stats = await batched.call(batched.workers[0], "stats", "")
     assert stats["utterances"] == 0 and stats["cache_bytes"] == 0, stats
