@@ -4,8 +4,9 @@ On the tiny random-weight models (tools/funasr_models.py): streams of different 
 same tick on the batched host (2-pass: offline paraformer + ct-punc), in a real inference-pool
 worker process, and every final equals the one-`generate`-per-utterance host's; an utterance whose
 offline decode fails (100 samples: too short for FunASR's fbank) gets its error and the others
-their finals. FunASR's own padded batch is not equal (server/asr/paraformer_offline_batch.py says
-why): the equality here is what zeroing the encoder's padded frames buys.
+their finals; utterances that end apart (batches of one) equal too. FunASR's own padded batch is
+not equal (server/asr/paraformer_offline_batch.py says why): the equality here is what zeroing the
+encoder's padded frames buys.
 """
 
 from __future__ import annotations
