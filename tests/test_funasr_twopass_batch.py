@@ -26,7 +26,8 @@ from hark.server.asr.paraformer_offline_batch import MAX_PADDED_RATIO, OfflineJo
 
 PIECE = 9600 * 2  # bytes: 600 ms pieces, one a tick
 # samples of each utterance: different lengths, not chunk-aligned; "tiny" fails its offline decode
-LENGTHS = {"a": 20800, "b": 65600, "c": 35200, "d": 112800, "e": 8960, "tiny": 100, "f": 57600}
+# (b, c, f, g are about one length: they share a pass; a, d and e each go in one of their own)
+LENGTHS = {"a": 20800, "b": 65600, "c": 60800, "d": 112800, "e": 8960, "tiny": 100, "f": 57600, "g": 62400}
 
 
 def test_passes_keep_the_cap_and_bound_the_padding() -> None:
@@ -39,9 +40,9 @@ def test_passes_keep_the_cap_and_bound_the_padding() -> None:
         assert len(p) <= 3 and lengths == sorted(lengths, reverse=True)
         assert len(p) * lengths[0] <= MAX_PADDED_RATIO * sum(lengths), lengths
     assert [len(j._feats) for j in passes[0]] == [100, 90, 80]
-    # 5 x 100 frames would be padding for more than half: the fifth starts a pass of its own
-    jobs = [OfflineJob(np.zeros(1, np.float32), _feats=np.zeros((n, 1))) for n in (5, 100, 20, 90, 10)]
-    assert [[len(j._feats) for j in p] for p in _passes(jobs, cap=8)] == [[100, 90, 20, 10], [5]]
+    # 5 x 100 frames for 395 real ones would be more than a fifth padding: 50 starts the next pass
+    jobs = [OfflineJob(np.zeros(1, np.float32), _feats=np.zeros((n, 1))) for n in (45, 100, 60, 95, 50, 90)]
+    assert [[len(j._feats) for j in p] for p in _passes(jobs, cap=8)] == [[100, 95, 90, 60], [50, 45]]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ run in rounds, each round one request per stream, so a stream's requests keep th
 round, every stream with a 600 ms chunk ready, and every utterance that ends (its `is_final`
 piece), go through one `BatchedParaformer.decode`; a stream with several chunks queued takes part
 in as many passes. With 2-pass, the utterances that end in one round then get their offline decode
-together (`BatchedOfflineParaformer`, token-equal to one at a time) and ct-punc one after another.
+in passes of similar lengths (`BatchedOfflineParaformer`, token-equal to one at a time), shortest
+first, and ct-punc one after another.
 A stream whose request fails (bad audio, a decode that raised) gets its error and loses its
 utterance; the others in its batch are answered as if it had not been there. Each answer goes back
 as soon as it is known (the partials of a pass before any 2-pass final).
@@ -85,7 +86,7 @@ class ParaformerBatchHost(ParaformerStreamingHost):
 
     def _round(self, requests: list[tuple[int, str, str, Any]]) -> Iterator[Answer]:
         """At most one request per stream. The partials go first, then the finals (the 2-pass ones
-        after one offline pass over all the round's ended utterances)."""
+        pass by pass over the round's ended utterances)."""
         accepting: dict[int, tuple[str, _Utterance]] = {}
         ending: dict[int, tuple[str, _Utterance]] = {}
         for i, op, stream_id, payload in requests:
@@ -110,27 +111,30 @@ class ParaformerBatchHost(ParaformerStreamingHost):
         yield from self._finals({i: utt for i, (_, utt) in ending.items()})
 
     def _finals(self, ending: dict[int, _Utterance]) -> Iterator[Answer]:
-        """The round's ended utterances: their 2-pass decodes in one offline batch, then each one's
-        punctuation; one that fails gets its error, the others their finals."""
+        """The round's ended utterances: their 2-pass decodes in offline passes of similar lengths,
+        each pass's finals (punctuated one by one) answered as soon as it is done; one that fails
+        gets its error, the others their finals."""
+        for i, utt in ending.items():
+            if not (self._two_pass and utt.audio):
+                yield i, True, (utt.text, {})
         two_pass = {
             i: OfflineJob(np.concatenate(utt.audio)) for i, utt in ending.items() if self._two_pass and utt.audio
         }
-        if two_pass:
-            assert self._offline_batcher is not None
-            self._offline_batcher.decode(list(two_pass.values()))
-        for i, utt in ending.items():
-            job = two_pass.get(i)
-            if job is None:
-                yield i, True, (utt.text, {})
-                continue
-            try:
-                if isinstance(job.text, BaseException):
-                    raise job.text
-                final: tuple[str, dict[str, Any]] = (self._punctuate(job.text) or utt.text, {})
-            except Exception as exc:  # this utterance's offline decode or punctuation
-                yield i, False, exc
-            else:
-                yield i, True, final
+        if not two_pass:
+            return
+        assert self._offline_batcher is not None
+        index = {id(job): i for i, job in two_pass.items()}
+        for done in self._offline_batcher.decode_passes(list(two_pass.values())):
+            for job in done:
+                i = index[id(job)]
+                try:
+                    if isinstance(job.text, BaseException):
+                        raise job.text
+                    final: tuple[str, dict[str, Any]] = (self._punctuate(job.text) or ending[i].text, {})
+                except Exception as exc:  # this utterance's offline decode or punctuation
+                    yield i, False, exc
+                else:
+                    yield i, True, final
 
     def _decode_round(
         self, accepting: dict[int, tuple[str, _Utterance]], ending: dict[int, tuple[str, _Utterance]]

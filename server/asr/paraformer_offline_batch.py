@@ -15,14 +15,16 @@ not affected: zeroing the encoder output past each utterance's length makes the 
 So `BatchedOfflineParaformer.decode` runs FunASR's modules with that one change: the front end per
 utterance (a failing one fails alone), `Paraformer.encode` batched with the lengths, the encoder
 output zeroed past each length, `calc_predictor` and `cal_decoder_with_predictor` batched, then the
-greedy search and text post-processing of `Paraformer.inference`. A batch that still raises is
-retried one utterance at a time through `generate`, so one bad utterance fails only itself. Models
-this does not cover (another class or predictor, beam search) decode one at a time via `generate`.
+greedy search and text post-processing of `Paraformer.inference`. Utterances share a pass only
+with others of about their length (padding costs what batching saves), and the passes run shortest
+first, each answered when done. A pass that still raises is retried one utterance at a time
+through `generate`, so one bad utterance fails only itself. Models this does not cover (another
+class or predictor, beam search) decode one at a time via `generate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +32,11 @@ import numpy as np
 
 Float32Array = np.ndarray[Any, np.dtype[np.float32]]
 
-# a pass is padded to its longest utterance; utterances join a pass while at most half of it would be
-# padding (the encoder's cost grows with the padded length, its attention with its square)
-MAX_PADDED_RATIO = 2.0
+# a pass is padded to its longest utterance; utterances join a pass while at most a fifth of it would
+# be padding. Measured on the full-size model (bench/funasr_twopass.py, 1 thread): utterances of
+# about one length cost 0.75-0.85x the CPU in one pass, but 2.4-6.3 s together (half padding
+# allowed) cost 1.1x: the padded frames ate the gain.
+MAX_PADDED_RATIO = 1.25
 
 
 @dataclass
@@ -71,19 +75,30 @@ class BatchedOfflineParaformer:
 
     def decode(self, jobs: Sequence[OfflineJob]) -> None:
         """Set every job's `text` (the offline transcript, without punctuation) or its error."""
+        for _ in self.decode_passes(jobs):
+            pass
+
+    def decode_passes(self, jobs: Sequence[OfflineJob]) -> Iterator[list[OfflineJob]]:
+        """As `decode`, yielding the jobs of each pass as soon as they are done (those whose front
+        end failed first, then the passes shortest first), so their finals need not wait for the
+        longer utterances' passes."""
         if not self.batchable:
             for job in jobs:
                 self._alone(job)
+                yield [job]
             return
-        with self._torch.no_grad():
-            live = [job for job in jobs if self._features(job)]
-            for group in _passes(live, self.max_batch):
-                self.largest_batch = max(self.largest_batch, len(group))
-                try:
+        live = [job for job in jobs if self._features(job)]
+        if failed := [job for job in jobs if isinstance(job.text, BaseException)]:
+            yield failed
+        for group in reversed(_passes(live, self.max_batch)):
+            self.largest_batch = max(self.largest_batch, len(group))
+            try:
+                with self._torch.no_grad():  # not held across the yield: the caller's code is its own
                     self._decode_pass(group)
-                except Exception:  # which utterance broke the pass is unknown: each alone
-                    for job in group:
-                        self._alone(job)
+            except Exception:  # which utterance broke the pass is unknown: each alone
+                for job in group:
+                    self._alone(job)
+            yield group
 
     def _alone(self, job: OfflineJob) -> None:
         """FunASR's own one-utterance decode (the reference the batch equals)."""
@@ -99,7 +114,8 @@ class BatchedOfflineParaformer:
 
         try:
             audio = load_audio_text_image_video([job.audio], fs=self._frontend.fs, audio_fs=16000, data_type="sound")
-            feats, _ = extract_fbank(audio, data_type="sound", frontend=self._frontend)
+            with self._torch.no_grad():
+                feats, _ = extract_fbank(audio, data_type="sound", frontend=self._frontend)
             job._feats = feats[0]
             return True
         except Exception as exc:
