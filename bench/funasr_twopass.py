@@ -3,10 +3,10 @@
 The offline Paraformer decode of N whole utterances that end in the same tick: the batched host's
 `BatchedOfflineParaformer.decode_passes` (passes of similar lengths, shortest first) against N
 FunASR `generate` calls in a row (the one-stream-per-call host). One torch thread, in this process
-(pin it with `taskset -c 0`). For each N: wall time until the first and the last utterance's text
-is known, this process's CPU time, medians over the repeats; and whether every batched text equals
-its one-at-a-time text. ct-punc is not in it: it runs per utterance in both (FunASR's
-CTTransformer takes one text per call), the same cost either way.
+(pin it with `taskset -c 0`). For each N: wall time until the first utterance's text is known,
+the mean over the utterances and the last, this process's CPU time, medians over the repeats;
+and whether every batched text equals its one-at-a-time text. ct-punc is not in it: it runs per
+utterance in both (FunASR's CTTransformer takes one text per call), the same cost either way.
 
     taskset -c 0 .venv/bin/python -m bench.funasr_twopass --model DIR [--sizes 1 2 4 8] [--repeats 3]
         [--lengths 3.2 5.1 ...]
@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 import wave
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +44,33 @@ def utterances(n: int, lengths_s: tuple[float, ...] = LENGTHS_S) -> list[np.ndar
     return out
 
 
-def one_at_a_time(model: Any, audio: list[np.ndarray[Any, np.dtype[np.float32]]]) -> tuple[list[str], float, float]:
-    """Texts, seconds to the first text, seconds to the last."""
+def one_at_a_time(model: Any, audio: list[np.ndarray[Any, np.dtype[np.float32]]]) -> tuple[list[str], list[float]]:
+    """Texts, and the seconds until each is known (in the order they end, as the host decodes)."""
     started = time.perf_counter()
-    texts, first = [], 0.0
+    texts, at = [], []
     for a in audio:
         result = model.generate(input=a)
         texts.append(str(result[0]["text"]) if result else "")
-        first = first or time.perf_counter() - started
-    return texts, first, time.perf_counter() - started
+        at.append(time.perf_counter() - started)
+    return texts, at
 
 
 def batched(
     batcher: BatchedOfflineParaformer, audio: list[np.ndarray[Any, np.dtype[np.float32]]]
-) -> tuple[list[str], float, float]:
-    """As the batched host: passes of similar lengths, shortest first; seconds to the first pass's
-    texts and to the last."""
+) -> tuple[list[str], list[float]]:
+    """As the batched host: passes of similar lengths, shortest first; texts, and the seconds until
+    each is known (its pass done)."""
     started = time.perf_counter()
     jobs = [OfflineJob(a) for a in audio]
-    first = 0.0
-    for _ in batcher.decode_passes(jobs):
-        first = first or time.perf_counter() - started
-    elapsed = time.perf_counter() - started
-    return [j.text if isinstance(j.text, str) else f"error: {j.text}" for j in jobs], first, elapsed
+    done: dict[int, float] = {}
+    for finished in batcher.decode_passes(jobs):
+        done.update((id(job), time.perf_counter() - started) for job in finished)
+    return [j.text if isinstance(j.text, str) else f"error: {j.text}" for j in jobs], [done[id(j)] for j in jobs]
+
+
+def ms(arm: dict[str, list[float]]) -> str:
+    med = {key: statistics.median(values) * 1000 for key, values in arm.items()}
+    return f"{med['first']:.0f} / {med['mean']:.0f} / {med['last']:.0f} | {med['cpu']:.0f}"
 
 
 def main() -> None:
@@ -86,33 +91,37 @@ def main() -> None:
     batched(batcher, warm)
     print(f"model {args.model}; utterances of {', '.join(f'{s:g}' for s in args.lengths)} s (cycled); 1 torch thread")
     print(
-        "| N | audio s | one at a time: first / last final ms | CPU ms "
-        "| batched: first / last final ms | CPU ms | CPU batched/alone | texts equal |"
+        "| N | audio s | one at a time: first / mean / last final ms | CPU ms "
+        "| batched: first / mean / last final ms | CPU ms | CPU batched/alone | texts equal |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         audio = utterances(n, tuple(args.lengths))
-        firsts, lasts, cpu_alone, batch_firsts, walls, cpu_batched, equal = [], [], [], [], [], [], True
+        alone: dict[str, list[float]] = {"first": [], "mean": [], "last": [], "cpu": []}
+        together: dict[str, list[float]] = {"first": [], "mean": [], "last": [], "cpu": []}
+        equal = True
         for _ in range(args.repeats):
-            cpu = time.process_time()
-            expected, first, last = one_at_a_time(model, audio)
-            cpu_alone.append(time.process_time() - cpu)
-            firsts.append(first)
-            lasts.append(last)
-            cpu = time.process_time()
-            got, batch_first, wall = batched(batcher, audio)
-            batch_firsts.append(batch_first)
-            cpu_batched.append(time.process_time() - cpu)
-            walls.append(wall)
-            equal = equal and got == expected
-        med = statistics.median
+            for arm, run in ((alone, partial(one_at_a_time, model)), (together, partial(batched, batcher))):
+                cpu = time.process_time()
+                texts, at = run(audio)
+                arm["cpu"].append(time.process_time() - cpu)
+                arm["first"].append(min(at))
+                arm["mean"].append(statistics.mean(at))
+                arm["last"].append(max(at))
+                if arm is alone:
+                    expected = texts
+                else:
+                    equal = equal and texts == expected
+
+        ratio = statistics.median(together["cpu"]) / statistics.median(alone["cpu"])
+        audio_s = sum(len(a) for a in audio) / 16000
         print(
-            f"| {n} | {sum(len(a) for a in audio) / 16000:.1f} | {med(firsts) * 1000:.0f} / {med(lasts) * 1000:.0f} "
-            f"| {med(cpu_alone) * 1000:.0f} | {med(batch_firsts) * 1000:.0f} / {med(walls) * 1000:.0f} "
-            f"| {med(cpu_batched) * 1000:.0f} | {med(cpu_batched) / med(cpu_alone):.2f} | {'yes' if equal else 'NO'} |",
+            f"| {n} | {audio_s:.1f} | {ms(alone)} | {ms(together)} | {ratio:.2f} | {'yes' if equal else 'NO'} |",
             flush=True,
         )
-    print(f"largest pass: {batcher.largest_batch} utterances (at most 1/{MAX_PADDED_RATIO:g} of a pass padding)")
+    print(
+        f"largest pass: {batcher.largest_batch} utterances (padded frames at most {MAX_PADDED_RATIO:g}x the real ones)"
+    )
 
 
 if __name__ == "__main__":
