@@ -22,15 +22,17 @@ from .config import ServerConfig
 # sessions one ASR worker carries within the SLO, measured (docs/performance.md)
 SESSIONS_PER_ASR_WORKER = {
     "pocketsphinx": 4,
-    "funasr-paraformer-streaming": 4,  # the torch single-stream figure; per runtime below
-    "funasr-window": 4,  # not measured on its own: paraformer-streaming's torch figure, same architecture size
+    "funasr-window": 4,  # not measured on its own: the "FunASR" section's paraformer torch figure, same size
 }
-# funasr-paraformer-streaming per runtime: real-time streams one worker (one core) held, measured
-# with `python -m bench.funasr --sections funasr-batch` (docs/performance.md, "funasr batched")
+# funasr-paraformer-streaming per runtime (the batched host): real-time streams one worker (one core,
+# one thread) held with the p95 chunk latency under 600 ms, 2026-12-01 (`python -m bench.funasr
+# --sections funasr-batch`, docs/performance.md "funasr batched": torch batched 1, onnx fp32 4, onnx int8
+# 6; 2, 6 and 8 streams broke). The "FunASR" section measured torch at 4 on a quicker day: these are
+# today's counts, the cautious side (the CPU cost allows 2.8, 4.6 and 6.5).
 PARAFORMER_SESSIONS_PER_WORKER = {
-    "torch": 4,
+    "torch": 1,
     "onnx": 4,
-    "onnx-int8": 4,
+    "onnx-int8": 6,
 }
 SESSIONS_WITHOUT_ASR = 500  # --asr none: one core of batched VAD
 UNKNOWN_ENGINE_SESSIONS_PER_WORKER = 4  # an engine registered without a measurement: the cautious figure
