@@ -308,11 +308,11 @@ def render(raw: dict[str, Any], meta: dict[str, Any]) -> str:
         at = next((s for s in steps if s.streams == n), None)
         by_n = " / ".join(f"{costs[label][k]:.0f}" for k in CPU_ONLY_COUNTS)
         texts = data["texts"] if label != "torch batched" else reference
-        most = "+" if n == COUNTS[label][-1] else ""  # held the most tried: it may hold more
+        more = "+" if n == COUNTS[label][-1] else ""  # held the most tried: it may hold more
         by_cpu = cpu_capacity_between(costs[label])
         cpu_most = "+" if by_cpu >= CPU_ONLY_COUNTS[-1] else ""
         summary.append(
-            f"| {label} | **{n}{most}** | {by_cpu:.1f}{cpu_most} | {by_n} "
+            f"| {label} | **{n}{more}** | {by_cpu:.1f}{cpu_most} | {by_n} "
             f"| {f'{at.p95_ms:.0f} ms' if at else '-'} | {f'{at.finalize_ms:.0f} ms' if at else '-'} "
             f"| {data['loaded_mib']:.0f} / {data['after_mib']:.0f} MiB "
             f"| {_per_stream_mib(steps, data['loaded_mib']):.1f} MiB "
