@@ -9,7 +9,7 @@ real-time streams of its runtime's row below (issue 17: the runtime `--asr-runti
 resolved as the engine resolves it; the "held in real time" figure, not the higher "by CPU" one);
 the ingest path (`--asr none`: VAD only) held 500 on one core. A faster machine carries more: measure
 it with `hark-loadtest --find-capacity` and set `--max-sessions`. Beyond the count, admission also
-refuses while the server is late (the event-loop lag, frame-wait and final-lag signals,
+refuses while the server is late (the event-loop lag, frame-wait and recognizer-lag signals,
 server/context.py) or the ASR engine says it is at capacity.
 """
 
@@ -27,10 +27,12 @@ SESSIONS_PER_ASR_WORKER = {
 # funasr-paraformer-streaming per runtime (the batched host): real-time streams one worker (one core,
 # one thread) held with the p95 chunk latency under 600 ms, 2026-12-01 (`python -m bench.funasr
 # --sections funasr-batch`, docs/performance.md "funasr batched": torch batched 1, onnx fp32 4, onnx int8
-# 6; 2, 6 and 8 streams broke). The "FunASR" section measured torch at 4 on a quicker day: these are
-# today's counts, the cautious side (the CPU cost allows 2.8, 4.6 and 6.5).
+# 6; 2, 6 and 8 streams broke). The "FunASR" section measured torch at 4 on a quicker day, so torch
+# takes 2, between the two days and under its CPU bound; the others are today's counts, the cautious
+# side (the CPU cost allows 2.8, 4.6 and 6.5). The recognizer-lag guard refuses past what a slower
+# machine holds.
 PARAFORMER_SESSIONS_PER_WORKER = {
-    "torch": 1,
+    "torch": 2,
     "onnx": 4,
     "onnx-int8": 6,
 }
