@@ -3,25 +3,25 @@
 `--max-sessions 0` (the default) means this number. It comes from measurements on a 2-core x86_64
 machine (docs/performance.md, "Many sessions", "FunASR", "funasr batched" and "Hardening"): one
 pocketsphinx worker process on one core held 4 sessions of the embedded pipeline within the latency
-SLO (5 did not; re-measured 2026-12-01: decoding costs ~0.13 CPU s per second of speech, and the 12
-measured in November is not reproducible); one FunASR paraformer-streaming worker (one core) held the
-real-time streams of its runtime's row below (issue 17: the runtime `--asr-runtime` chooses, `auto`
-resolved as the engine resolves it; the "held in real time" figure, not the higher "by CPU" one);
-the ingest path (`--asr none`: VAD only) held 500 on one core. A faster machine carries more: measure
-it with `hark-loadtest --find-capacity` and set `--max-sessions`. Beyond the count, admission also
-refuses while the server is late (the event-loop lag, frame-wait and recognizer-lag signals,
-server/context.py) or the ASR engine says it is at capacity.
+SLO in a 40 s step (5 did not) but not over 100 s (p95 1.9 s), so 3 (re-measured 2026-12-01:
+decoding costs ~0.13 CPU s per second of speech, and the 12 measured in November is not
+reproducible; with the load client on the same 2 cores, 5-6 held); one FunASR paraformer-streaming
+worker (one core) held the real-time streams of its runtime's row below (issue 17: the runtime
+`--asr-runtime` chooses, `auto` resolved as the engine resolves it; the "held in real time" figure,
+not the higher "by CPU" one); the ingest path (`--asr none`: VAD only) held 500 on one core. A
+faster machine carries more: measure it with `hark-loadtest --find-capacity` and set
+`--max-sessions`. Beyond the count, admission also refuses while the server is late (the event-loop lag,
+frame-wait and recognizer-lag signals, server/context.py) or the ASR engine says it is at capacity.
 """
 
 from __future__ import annotations
 
-import os
-
+from .asr.registry import worker_count
 from .config import ServerConfig
 
 # sessions one ASR worker carries within the SLO, measured (docs/performance.md)
 SESSIONS_PER_ASR_WORKER = {
-    "pocketsphinx": 4,
+    "pocketsphinx": 3,
     "funasr-window": 4,  # not measured on its own: the "FunASR" section's paraformer torch figure, same size
 }
 # funasr-paraformer-streaming per runtime (the batched host): real-time streams one worker (one core,
@@ -42,10 +42,7 @@ UNKNOWN_ENGINE_SESSIONS_PER_WORKER = 4  # an engine registered without a measure
 
 def asr_worker_count(config: ServerConfig) -> int:
     """The workers the ASR engine starts (the engines' own rule for `--asr-workers 0`)."""
-    if config.asr_workers > 0:
-        return config.asr_workers
-    cpus = os.cpu_count() or 1
-    return min(4, cpus) if config.asr == "pocketsphinx" else cpus
+    return worker_count(config)
 
 
 def paraformer_runtime(config: ServerConfig) -> str:

@@ -173,6 +173,9 @@ class HarkServer:
             ticks += 1
             if ticks % 20 == 0:
                 self.metrics.sample_process_tree()
+                if self._ctx is not None:
+                    self.metrics.asr_lag.labels("streaming").set(self._ctx.asr_lag.mean_s())
+                    self.metrics.asr_lag.labels("final").set(self._ctx.final_lag.mean_s())
 
     async def _handle(self, conn: ServerConnection) -> None:
         if conn.request is not None and conn.request.path.split("?", 1)[0] == REALTIME_PATH:

@@ -164,6 +164,16 @@ class Metrics:
             registry=r,
         )
 
+        # what the recognizer-lag admission guard reads (server/context.py LagMeter), once a second
+        self.asr_lag = Gauge(
+            "hark_asr_lag_seconds",
+            "How late speech recognition is on average: streaming (a speaking session's newest frame, "
+            "arrival -> recognized, last 2 s) or final (a turn's end -> its final transcript, last 5 s); "
+            "0 with fewer than 3 samples",
+            ["signal"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         # a session leaves none behind when it ends: the soak (loadtest/soak.py) checks it returns to its baseline
         self.tasks = Gauge(
             "hark_tasks", "asyncio tasks alive in the server's event loop", registry=r, multiprocess_mode="livesum"

@@ -10,6 +10,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (taskset, a container's cpuset), not the
+    machine's count, which is what `os.cpu_count()` says; worker counts and the default session
+    limit follow it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity API here (not Linux)
+        return os.cpu_count() or 1
+
+
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

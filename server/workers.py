@@ -30,6 +30,7 @@ from hark.protocol.ready import format_ready_line, parse_ready_line, stream_url
 
 from .config import ServerConfig
 from .metrics import MULTIPROC_ENV
+from .proctree import usable_cpus
 
 log = logging.getLogger("hark.workers")
 
@@ -47,7 +48,7 @@ def _free_port(host: str) -> int:
 def worker_args(config: ServerConfig, argv: Sequence[str], port: int) -> list[str]:
     """The user's arguments, then what each worker must differ in (argparse: the last one wins)."""
     n = config.workers
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     extra = ["--workers", "1", "--port", str(port), "--reuse-port"]
     # shares of the whole machine, so N workers do not each size themselves to all of it
     if config.asr_workers == 0:

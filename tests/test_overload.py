@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import REPO, RunningServer, load_pcm
+from conftest import REPO, RunningServer, load_pcm, metric
 from wsclient import Peer
 
 from hark.server.admission import (
@@ -234,6 +234,14 @@ async def test_a_recognizer_behind_the_speech_refuses_new_sessions_and_admits_ag
         finals = sum(e["type"] == "transcript.final" for peer in speakers for e in peer.events)
         assert refusal is not None, f"still admitting after {finals} finals:\n{srv.log()[-2000:]}"
         assert refusal["code"] == "server_busy" and "speech recognition is behind" in refusal["message"], refusal
+        # what the guard read is on /metrics too (sampled once a second)
+        seen = 0.0
+        for _ in range(20):
+            seen = metric(srv, "hark_asr_lag_seconds")
+            if seen > 0.1:
+                break
+            await asyncio.sleep(0.25)
+        assert seen > 0.1, seen
     finally:
         for task in talking:
             task.cancel()
@@ -249,3 +257,20 @@ async def test_a_recognizer_behind_the_speech_refuses_new_sessions_and_admits_ag
     for peer in speakers:
         await peer.close()
     srv.assert_alive()
+
+
+def test_the_default_follows_the_cpus_the_server_may_use_not_the_machine() -> None:
+    """A server pinned to one CPU (taskset, a container's cpuset) starts one pocketsphinx worker and
+    admits what one carries, where os.cpu_count() would have sized it to the whole machine."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]});"
+        "from hark.server.admission import session_limit, asr_worker_count;"
+        "from hark.server.config import load_config;"
+        "c = load_config([], environ={}); print(asr_worker_count(c), session_limit(c))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", str(SESSIONS_PER_ASR_WORKER["pocketsphinx"])], out.stdout

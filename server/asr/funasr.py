@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..proctree import usable_cpus
 from .base import ASREngine, ASRStream
 from .funasr_load import ModelLoadError, probe_hub, resolve
 from .inference_pool import Handler, InferencePool
@@ -40,7 +41,7 @@ class FunASREngine(ASREngine):
         self.name = name
         self._models = models  # flag -> resolved model, for the hub probe and messages
         self._hub_models = {flag: spec for flag, spec in models.items() if not os.path.isdir(spec)}
-        self._pool = InferencePool(name, factory, workers or os.cpu_count() or 1, kind)
+        self._pool = InferencePool(name, factory, workers or usable_cpus(), kind)
 
     async def start(self) -> None:
         for flag, spec in self._hub_models.items():

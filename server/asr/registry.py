@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
+from ..proctree import usable_cpus
 from ..registry import Registry
 from .base import ASREngine
 
@@ -14,11 +14,20 @@ if TYPE_CHECKING:
 ASR_ENGINES: Registry[ASREngine] = Registry("speech recognizer", "--asr")
 
 
+def worker_count(config: ServerConfig) -> int:
+    """The inference workers the configured engine starts: `--asr-workers`, or for 0 one per CPU
+    this process may use (pocketsphinx: at most 4, past that the machine serves more sessions than
+    one server's loop)."""
+    if config.asr_workers > 0:
+        return config.asr_workers
+    cpus = usable_cpus()
+    return min(4, cpus) if config.asr == "pocketsphinx" else cpus
+
+
 def _pocketsphinx(config: ServerConfig) -> ASREngine:
     from .pocketsphinx import PocketsphinxEngine
 
-    # one decoding core per process; past 4 the machine serves more sessions than one server's loop
-    return PocketsphinxEngine(workers=config.asr_workers or min(4, os.cpu_count() or 1))
+    return PocketsphinxEngine(workers=worker_count(config))
 
 
 def _funasr_pool(config: ServerConfig) -> tuple[int, str, int]:
