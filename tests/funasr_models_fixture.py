@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,25 @@ def build_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     )
     assert result.returncode == 0, f"building the tiny models failed:\n{result.stderr[-4000:]}"
     return TinyModels(root, root / "net.log")
+
+
+def host_pool(
+    name: str, models: TinyModels, max_batch: int, *, two_pass: bool = False, runtime: str | None = None
+) -> Any:
+    """One process worker of the paraformer-streaming host on the tiny models: `max_batch` 1 is
+    FunASR's one `generate` per call, more the batched host; `two_pass` adds the offline
+    paraformer and ct-punc; `runtime` torch (default), onnx or onnx-int8."""
+    from hark.server.asr.inference_pool import InferencePool
+    from hark.server.asr.paraformer_factory import ParaformerHostFactory
+
+    settings: dict[str, Any] = {
+        "model": models["paraformer-streaming"],
+        "offline_model": models["paraformer"] if two_pass else "",
+        "punc_model": models["ct-punc"] if two_pass else "",
+        "two_pass": two_pass,
+        "ncpu": 1,
+        "max_batch": max_batch,
+    }
+    if runtime is not None:
+        settings["runtime"] = runtime
+    return InferencePool(name, ParaformerHostFactory(settings), workers=1, kind="process")

@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from conftest import CORPUS
-from funasr_models_fixture import TinyModels, build_tiny_models
+from funasr_models_fixture import TinyModels, build_tiny_models, host_pool
 
 from hark.server.asr.inference_pool import InferencePool
-from hark.server.asr.paraformer_factory import ParaformerHostFactory
 
 
 class _Recorder:
@@ -93,22 +92,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return build_tiny_models(tmp_path_factory)
 
 
-def _settings(models: TinyModels, max_batch: int) -> dict[str, Any]:
-    return {
-        "model": models["paraformer-streaming"],
-        "offline_model": "",
-        "punc_model": "",
-        "two_pass": False,
-        "ncpu": 1,
-        "max_batch": max_batch,
-    }
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pools(tiny_models: TinyModels) -> Any:
     """FunASR's one-stream-per-call host and the batched one, one worker process each."""
-    single = InferencePool("single", ParaformerHostFactory(_settings(tiny_models, 1)), workers=1, kind="process")
-    batched = InferencePool("batched", ParaformerHostFactory(_settings(tiny_models, 16)), workers=1, kind="process")
+    single, batched = host_pool("single", tiny_models, 1), host_pool("batched", tiny_models, 16)
     await asyncio.gather(single.start(), batched.start())
     yield single, batched
     await asyncio.gather(single.stop(), batched.stop())
@@ -122,7 +109,10 @@ def _audio() -> bytes:
 CHUNK_BYTES = 9600 * 2  # 600 ms
 
 
-def _plans(pcm: bytes) -> dict[str, list[tuple[int, str, bytes]]]:
+Plans = dict[str, list[tuple[int, str, bytes]]]  # per stream: (tick, op, payload)
+
+
+def _plans(pcm: bytes) -> Plans:
     """stream -> [(tick, op, payload)]: starts at different ticks and offsets, whole and odd-sized
     pieces (the host buffers to 600 ms), a final piece shorter than FunASR's 960-sample tail and
     longer ones, and a stream that sends three requests in one tick."""
@@ -143,7 +133,7 @@ def _plans(pcm: bytes) -> dict[str, list[tuple[int, str, bytes]]]:
 Call = Callable[[str, str, Any], Awaitable[Any]]
 
 
-async def _run(pool: InferencePool, plans: dict[str, list[tuple[int, str, bytes]]]) -> dict[str, list[Any]]:
+async def _run(pool: InferencePool, plans: Plans) -> dict[str, list[Any]]:
     """Every stream's requests, tick by tick, all streams of a tick at once; each result or error."""
     workers = {stream: await pool.acquire() for stream in plans}
     for stream, worker in workers.items():
@@ -168,7 +158,13 @@ async def _run(pool: InferencePool, plans: dict[str, list[tuple[int, str, bytes]
 async def test_batched_streams_decode_exactly_as_one_stream_per_call(pools: Any) -> None:
     single, batched = pools
     plans = _plans(_audio())
-    expected = await _run(single, plans)
+    await assert_decodes_alike(single, batched, plans)
+
+
+async def assert_decodes_alike(reference: InferencePool, batched: InferencePool, plans: Plans) -> None:
+    """`batched` answers every request of `plans` as `reference` does, its streams shared forward
+    passes, and it holds nothing afterwards."""
+    expected = await _run(reference, plans)
     got = await _run(batched, plans)
     for stream in plans:
         assert got[stream] == expected[stream], stream

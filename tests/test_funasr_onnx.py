@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from funasr_models_fixture import TinyModels, build_tiny_models
-from test_funasr_batch import _audio, _plans, _run
+from funasr_models_fixture import TinyModels, build_tiny_models, host_pool
+from test_funasr_batch import _audio, _plans, _run, assert_decodes_alike
 
 from hark.server.asr.funasr_load import ModelLoadError
-from hark.server.asr.inference_pool import InferencePool
 from hark.server.asr.paraformer_factory import ParaformerHostFactory
 from hark.server.asr.paraformer_runtime import choose_runtime
 from hark.server.asr.registry import ASR_ENGINES
@@ -37,26 +36,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return build_tiny_models(tmp_path_factory)
 
 
-def _settings(models: TinyModels, runtime: str, max_batch: int = 16) -> dict[str, Any]:
-    return {
-        "model": models["paraformer-streaming"],
-        "offline_model": "",
-        "punc_model": "",
-        "two_pass": False,
-        "ncpu": 1,
-        "max_batch": max_batch,
-        "runtime": runtime,
-    }
-
-
-def _pool(models: TinyModels, runtime: str, max_batch: int = 16) -> InferencePool:
-    factory = ParaformerHostFactory(_settings(models, runtime, max_batch))
-    return InferencePool(runtime, factory, workers=1, kind="process")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pools(tiny_models: TinyModels) -> Any:
-    torch_pool, onnx, int8 = (_pool(tiny_models, r) for r in ("torch", "onnx", "onnx-int8"))
+    torch_pool, onnx, int8 = (host_pool(r, tiny_models, 16, runtime=r) for r in ("torch", "onnx", "onnx-int8"))
     await asyncio.gather(torch_pool.start(), onnx.start(), int8.start())
     yield torch_pool, onnx, int8
     await asyncio.gather(torch_pool.stop(), onnx.stop(), int8.stop())
@@ -89,15 +71,7 @@ def _onnx_dir(models: TinyModels) -> Path:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_onnx_fp32_decodes_exactly_as_torch_batched(pools: Any) -> None:
     torch_pool, onnx, _ = pools
-    plans = _plans(_audio())
-    expected = await _run(torch_pool, plans)
-    got = await _run(onnx, plans)
-    for stream in plans:
-        assert got[stream] == expected[stream], stream
-    assert all(isinstance(r, str) and r for r in (expected["s0"][-1][0], expected["s3"][-2][0])), expected
-    stats = await onnx.call(onnx.workers[0], "stats", "")
-    assert stats["largest_batch"] > 2, f"the streams never shared a forward pass: {stats}"
-    assert stats["utterances"] == 0 and stats["cache_bytes"] == 0, stats
+    await assert_decodes_alike(torch_pool, onnx, _plans(_audio()))
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -157,7 +131,7 @@ async def test_export_is_cached_beside_the_model_and_redone_when_the_model_chang
     stamps = {name: os.stat(out / name).st_mtime_ns for name in files}
 
     async def start_one(runtime: str) -> None:
-        pool = _pool(tiny_models, runtime)
+        pool = host_pool(runtime, tiny_models, 16, runtime=runtime)
         await pool.start()
         await pool.stop()
 

@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from conftest import load_pcm
-from funasr_models_fixture import TinyModels, build_tiny_models
+from funasr_models_fixture import TinyModels, build_tiny_models, host_pool
 
 from hark.server.asr.inference_pool import InferencePool
-from hark.server.asr.paraformer_factory import ParaformerHostFactory
 from hark.server.asr.paraformer_offline_batch import MAX_PADDED_RATIO, OfflineJob, _passes
 
 PIECE = 9600 * 2  # bytes: 600 ms pieces, one a tick
@@ -50,22 +49,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return build_tiny_models(tmp_path_factory)
 
 
-def _settings(models: TinyModels, max_batch: int) -> dict[str, Any]:
-    return {
-        "model": models["paraformer-streaming"],
-        "offline_model": models["paraformer"],
-        "punc_model": models["ct-punc"],
-        "two_pass": True,
-        "ncpu": 1,
-        "max_batch": max_batch,
-    }
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pools(tiny_models: TinyModels) -> Any:
     """The one-`generate`-per-call host and the batched one, with 2-pass, one worker process each."""
-    single = InferencePool("single", ParaformerHostFactory(_settings(tiny_models, 1)), workers=1, kind="process")
-    batched = InferencePool("batched", ParaformerHostFactory(_settings(tiny_models, 8)), workers=1, kind="process")
+    single = host_pool("single", tiny_models, 1, two_pass=True)
+    batched = host_pool("batched", tiny_models, 8, two_pass=True)
     await asyncio.gather(single.start(), batched.start())
     yield single, batched
     await asyncio.gather(single.stop(), batched.stop())
