@@ -59,10 +59,12 @@ class ChunkJob:
     _enc: Any = None
 
 
-class BatchedParaformer:
-    """FunASR's ParaformerStreaming (from an AutoModel) decoding many streams' chunks at once."""
+class AutoModelBatcher:
+    """What a batched decoder reads from a FunASR AutoModel: its network, front end and tokenizer,
+    and how many requests one pass takes (the streaming chunks here, the 2-pass finals in
+    `paraformer_offline_batch`)."""
 
-    def __init__(self, auto_model: Any, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, auto_model: Any, max_batch: int) -> None:
         import torch
 
         self._torch = torch
@@ -71,7 +73,14 @@ class BatchedParaformer:
         self._frontend = auto_model.kwargs["frontend"]
         self._tokenizer = auto_model.kwargs["tokenizer"]
         self.max_batch = max(1, max_batch)
-        self.largest_batch = 0  # most streams in one encoder pass so far
+        self.largest_batch = 0  # most requests in one pass so far
+
+
+class BatchedParaformer(AutoModelBatcher):
+    """FunASR's ParaformerStreaming (from an AutoModel) decoding many streams' chunks at once."""
+
+    def __init__(self, auto_model: Any, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        super().__init__(auto_model, max_batch)
         decoder = self.net.decoder
         # a padded token row may only be read by later rows, never by earlier ones
         self._causal_decoder = all(

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .paraformer_batch import AutoModelBatcher
+
 Float32Array = np.ndarray[Any, np.dtype[np.float32]]
 
 # a pass is padded to its longest utterance; utterances join a pass while at most a fifth of it would
@@ -48,21 +50,14 @@ class OfflineJob:
     _feats: Any = None
 
 
-class BatchedOfflineParaformer:
+class BatchedOfflineParaformer(AutoModelBatcher):
     """FunASR's offline Paraformer (an AutoModel) decoding several whole utterances in one pass."""
 
     def __init__(self, auto_model: Any, max_batch: int) -> None:
-        import torch
         from funasr.models.paraformer.cif_predictor import CifPredictorV2
         from funasr.models.paraformer.model import Paraformer
 
-        self._torch = torch
-        self._auto = auto_model
-        self.net = auto_model.model
-        self._frontend = auto_model.kwargs["frontend"]
-        self._tokenizer = auto_model.kwargs["tokenizer"]
-        self.max_batch = max(1, max_batch)
-        self.largest_batch = 0  # most utterances in one pass so far
+        super().__init__(auto_model, max_batch)
         # exactly the class whose `inference` this follows (subclasses such as BiCifParaformer or
         # SeacoParaformer change the predictor or the search), greedy, a tokenizer that writes text
         self.batchable = (
