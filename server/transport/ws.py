@@ -226,7 +226,8 @@ class Admission:
 
     def _busy_reason(self) -> str | None:
         """Why one more session would hurt the running ones: capacity, a late loop, audio waiting
-        to be processed (the server is behind real time), or an ASR engine at its limit."""
+        to be processed (the server is behind real time), a recognizer trailing the speech, or an
+        ASR engine at its limit."""
         cfg, ctx = self._ctx.config, self._ctx
         if self.open_sessions >= self.limit:
             reason = f"server is at its limit of {self.limit} sessions"
