@@ -37,9 +37,9 @@ class Listener:
     that already belonged to the previous one.
     """
 
-    def __init__(self, ctx: ServerContext, config: SessionConfig, pause_ms: int) -> None:
+    def __init__(self, ctx: ServerContext, config: SessionConfig, pause_ms: int, quiet_ms: int | None = None) -> None:
         self._ctx = ctx
-        self._vad = VadStream(ctx.vad, config.vad_threshold, pause_ms)
+        self._vad = VadStream(ctx.vad, config.vad_threshold, pause_ms, quiet_ms)
         self._rate = config.input_sample_rate
         self._resampler = _resampler_for(self._rate)
         self._clock = ArrivalClock()
@@ -52,14 +52,15 @@ class Listener:
         # taken from the inbox and not through the VAD yet: counted as dropped if the session ends now
         self.frame_in_flight = False
 
-    def reconfigure(self, config: SessionConfig, pause_ms: int) -> None:
-        """Apply a session.update; everything after the resampler runs at 16 kHz, so a rate change
-        mid-utterance is safe."""
+    def reconfigure(self, config: SessionConfig, pause_ms: int, quiet_ms: int | None = None) -> None:
+        """Apply a session.update (and the endpointer's `pause_ms` / `quiet_ms`); everything after
+        the resampler runs at 16 kHz, so a rate change mid-utterance is safe."""
         if config.input_sample_rate != self._rate:
             self._rate = config.input_sample_rate
             self._resampler = _resampler_for(self._rate)
         self._vad.threshold = config.vad_threshold
         self._vad.min_silence_samples = samples_of_ms(pause_ms)
+        self._vad.quiet_samples = None if quiet_ms is None else samples_of_ms(quiet_ms)
 
     async def feed(self, frame: bytes, arrival: float) -> list[VadEvent]:
         """Take one validated PCM16 frame at the session's input rate; return the VAD's events."""

@@ -166,8 +166,8 @@ class Session(ConversationOps):
             self._speculator = Speculator(ctx.llm, session_id, ctx.config.llm_speculation_min_words, ctx.metrics)
             self._llm_judge = LLMTurnJudge(ctx.llm, self._speculator, session_id)
         self._endpointer = self._create_endpointer(self.config)
-        self._listener = Listener(ctx, self.config, self._endpointer.pause_ms)
-        self._listener.retain_samples = self._retain_samples()
+        self._listener = Listener(ctx, self.config, self._endpointer.pause_ms, self._endpointer.quiet_ms)
+        self._listener.retain_samples = self._retain_samples(self.config)
         self._transcriber = Transcriber(ctx.asr.open_stream(session_id), self._listener, ctx.metrics, self._asr_failed)
         self._history = History(ctx.config.max_history_messages, limits.max_carried_text_chars)
         self._voices = SessionVoices(ctx.tts)
@@ -354,10 +354,10 @@ class Session(ConversationOps):
             endpointer = self._create_endpointer(new)
             endpointer.adopt(self._endpointer)  # the open utterance and a pause under way go on
             self._endpointer = endpointer
-            self._listener.retain_samples = self._retain_samples()
+            self._listener.retain_samples = self._retain_samples(new)
         else:
             self._endpointer.reconfigure(new)
-        self._listener.reconfigure(new, self._endpointer.pause_ms)
+        self._listener.reconfigure(new, self._endpointer.pause_ms, self._endpointer.quiet_ms)
         self.config = new
         self.emit(SessionUpdated(config=new.to_dict()))
 
@@ -372,8 +372,9 @@ class Session(ConversationOps):
             semantic = functools.partial(SemanticEndpointer, signals=signals)
         return create_endpointer(config, self.ctx.config.limits, semantic)
 
-    def _retain_samples(self) -> int:
-        semantic = isinstance(self.config.turn_detection, SemanticTurnDetection) and self.ctx.turn_detector
+    def _retain_samples(self, config: SessionConfig) -> int:
+        # the config is a parameter: on a session.update it is the new one, not yet self.config
+        semantic = isinstance(config.turn_detection, SemanticTurnDetection) and self.ctx.turn_detector
         return TURN_AUDIO_SAMPLES if semantic else PREROLL_SAMPLES
 
     def _turn_audio(self, start: int, end: int) -> bytes:
@@ -408,6 +409,12 @@ class Session(ConversationOps):
                     await self._begin_utterance(event.sample)
                 else:
                     self._endpointer.on_speech(event.sample)
+            elif event.kind is VadEventKind.QUIET:
+                if self._utterance is not None and self._pause_may_end_turn():
+                    self._endpointer.on_quiet(event.sample)
+            elif event.kind is VadEventKind.RESUMED:
+                if self._utterance is not None:
+                    self._endpointer.on_resumed()
             elif (
                 self._utterance is not None
                 and self._pause_may_end_turn()

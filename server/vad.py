@@ -51,6 +51,11 @@ class SileroVad:
 class VadEventKind(Enum):
     START = "start"  # speech began
     STOP = "stop"  # speech was followed by `min_silence_ms` of silence: a pause
+    # only where `quiet_samples` is set (a semantic endpointer's early check): silence has lasted
+    # `quiet_samples` inside speech, a pause may be beginning; then either STOP at the same sample
+    # or RESUMED (the speech went on before the silence became a pause)
+    QUIET = "quiet"
+    RESUMED = "resumed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +67,13 @@ class VadEvent:
 class VadStream:
     """Feed 16 kHz float32 audio in any frame size; get speech start/stop events."""
 
-    def __init__(self, model: SileroVad, threshold: float = 0.5, min_silence_ms: int = 500) -> None:
+    def __init__(
+        self, model: SileroVad, threshold: float = 0.5, min_silence_ms: int = 500, quiet_ms: int | None = None
+    ) -> None:
         self._model = model
         self.threshold = threshold
         self.min_silence_samples = min_silence_ms * SAMPLE_RATE // 1000
+        self.quiet_samples = None if quiet_ms is None else quiet_ms * SAMPLE_RATE // 1000
         self.reset()
 
     def reset(self) -> None:
@@ -75,6 +83,7 @@ class VadStream:
         self._position = 0  # samples consumed by the model so far
         self.in_speech = False
         self._silence_start: int | None = None
+        self._quiet_reported = False  # QUIET was emitted for the silence under way
 
     def reset_model_state(self) -> None:
         """Forget the recurrent state after an utterance (keeps the clock and hysteresis)."""
@@ -124,18 +133,27 @@ class VadStream:
             if not self.in_speech:
                 self.in_speech = True
                 return VadEvent(VadEventKind.START, window_start)
+            if self._quiet_reported:
+                self._quiet_reported = False
+                return VadEvent(VadEventKind.RESUMED, window_start)
             return None
         if self.in_speech and prob < max(self.threshold - 0.15, 0.01):
             if self._silence_start is None:
                 self._silence_start = window_start
-            if window_start + WINDOW - self._silence_start >= self.min_silence_samples:
+            silent = window_start + WINDOW - self._silence_start
+            if silent >= self.min_silence_samples:
                 self.in_speech = False
                 stop = self._silence_start
                 self._silence_start = None
+                self._quiet_reported = False
                 return VadEvent(VadEventKind.STOP, stop)
+            if self.quiet_samples is not None and not self._quiet_reported and silent >= self.quiet_samples:
+                self._quiet_reported = True
+                return VadEvent(VadEventKind.QUIET, self._silence_start)
         return None
 
     def force_stop(self) -> None:
         """End speech now (audio.commit): the next speech above threshold starts a new utterance."""
         self.in_speech = False
         self._silence_start = None
+        self._quiet_reported = False

@@ -51,6 +51,7 @@ from hark.server.turn.llm_signal import LLMTurnJudge
 from hark.server.turn.semantic import (
     EAGERNESS,
     MAX_TRIM_MS,
+    QUIET_MS,
     SemanticEndpointer,
     TurnSignals,
     combine,
@@ -174,6 +175,60 @@ async def test_a_finished_turn_ends_at_the_first_check_on_audio_up_to_the_speech
     assert asked == [(speech_end - 8 * SAMPLE_RATE, speech_end)] and scorer.calls == [8 * SAMPLE_RATE]
     end = await endpointer.on_progress(speech_end + ms(230))
     assert end == TurnEnd(EndReason.SEMANTIC, speech_end, speech_end + ms(230), 0.9)
+
+
+async def test_the_check_starts_at_the_first_quiet_and_the_turn_ends_no_sooner_than_pause_ms() -> None:
+    # the model's ~100 ms overlap the silence the turn must last anyway: one check, begun at QUIET_MS
+    scorer = ScriptedScorer(0.9)
+    endpointer, wakes, asked = _policy(scorer)
+    assert endpointer.quiet_ms == QUIET_MS < endpointer.pause_ms
+    endpointer.begin(0)
+    speech_end = ms(3000)
+    endpointer.on_quiet(speech_end)
+    await _settle()
+    assert wakes == [1] and asked == [(0, speech_end)]
+    assert await endpointer.on_progress(speech_end + ms(150)) is None  # scored, but no pause yet
+    assert await endpointer.on_pause(speech_end) is None  # the VAD's pause: the same silence, no new check
+    await _settle()
+    assert len(scorer.calls) == 1 and endpointer.checks == 1
+    end = await endpointer.on_progress(speech_end + ms(210))
+    assert end == TurnEnd(EndReason.SEMANTIC, speech_end, speech_end + ms(210), 0.9)
+
+
+async def test_speech_that_goes_on_drops_the_early_check_before_it_is_computed() -> None:
+    scorer = ScriptedScorer(0.9, 0.1)
+    scorer.gate.clear()
+    endpointer, wakes, _ = _policy(scorer)
+    endpointer.begin(0)
+    endpointer.on_quiet(ms(1000))
+    await _settle()
+    endpointer.on_resumed()  # a dip inside the sentence: its check is cancelled
+    scorer.gate.set()
+    await _settle()
+    assert wakes == [] and scorer.script == [0.9, 0.1]  # cancelled while it waited: it took no answer
+    # the real pause later is checked afresh, and its own score decides
+    await endpointer.on_pause(ms(2000))
+    await _settle()
+    assert wakes == [1] and endpointer.checks == 2 and scorer.script == [0.1]
+    end = await endpointer.on_progress(ms(2210))
+    assert end is not None and end.speech_end == ms(2000) and end.probability == 0.9
+
+
+def test_the_vad_reports_a_quiet_then_either_the_pause_or_the_speech_going_on() -> None:
+    vad = VadStream(silero(), 0.5, min_silence_ms=200, quiet_ms=64)
+    speech, quiet = [0.9] * 5, [0.05] * 2
+    events = vad.apply(np.array(speech + quiet + speech + quiet + [0.05] * 5, dtype=np.float32))
+    kinds = [(e.kind, e.sample // 512) for e in events]
+    assert kinds == [
+        (VadEventKind.START, 0),
+        (VadEventKind.QUIET, 5),
+        (VadEventKind.RESUMED, 7),
+        (VadEventKind.QUIET, 12),
+        (VadEventKind.STOP, 12),  # the same silence: its first sample
+    ], kinds
+    plain = VadStream(silero(), 0.5, min_silence_ms=200)  # no quiet_ms: START and STOP only, as before
+    events = plain.apply(np.array(speech + quiet + speech + [0.05] * 7, dtype=np.float32))
+    assert [e.kind for e in events] == [VadEventKind.START, VadEventKind.STOP]
 
 
 def test_the_quiet_the_vad_let_in_is_trimmed_before_scoring() -> None:
@@ -404,13 +459,15 @@ async def test_semantic_keeps_a_paused_sentence_whole_silence_splits_it_and_upda
 
 
 @asynccontextmanager
-async def _semantic_session(llm: StalledLLM, asr: RecordingASR) -> AsyncIterator[tuple[Session, RecordingOutbox]]:
+async def _semantic_session(
+    llm: StalledLLM, asr: RecordingASR, detector: SmartTurnDetector | None = None, semantic: bool = True
+) -> AsyncIterator[tuple[Session, RecordingOutbox]]:
     """A Session in this process with the real VAD and turn model, fed by the test."""
+    policy = SemanticTurnDetection() if semantic else SilenceTurnDetection()
     config = ServerConfig(
-        session_defaults=SessionConfig(audio_output=False, turn_detection=SemanticTurnDetection()),
-        limits=SessionLimits(),
+        session_defaults=SessionConfig(audio_output=False, turn_detection=policy), limits=SessionLimits()
     )
-    detector = SmartTurnDetector(load_smart_turn())
+    detector = detector or SmartTurnDetector(load_smart_turn())
     await detector.start()
     with ThreadPoolExecutor(2) as pool:
         ctx = ServerContext(config, Metrics(), silero(), asr, llm, NoTTS(), pool, turn_detector=detector)
@@ -430,6 +487,32 @@ async def _feed_real_time(session: Session, pcm: bytes) -> None:
     for n, i in enumerate(range(0, len(pcm), FRAME)):
         await session.on_binary(pcm[i : i + FRAME].ljust(FRAME, b"\0"))
         await asyncio.sleep(max(0.0, start + (n + 1) * 0.1 - time.monotonic()))
+
+
+class _MeasuringDetector(SmartTurnDetector):
+    """The real detector, keeping how many samples each check scored."""
+
+    def __init__(self) -> None:
+        super().__init__(load_smart_turn())
+        self.scored: list[int] = []
+
+    async def score(self, audio: AudioArray) -> float:
+        self.scored.append(len(audio))
+        return await super().score(audio)
+
+
+async def test_switched_to_semantic_the_detector_hears_the_whole_utterance() -> None:
+    # the audio kept for the detector follows the new policy: a session that began under silence
+    # keeps only the pre-roll, and once switched its checks must not see just the last second
+    detector = _MeasuringDetector()
+    sentence = load_pcm("en_librivox_sense_0870")
+    async with _semantic_session(StalledLLM(), RecordingASR(), detector, semantic=False) as (session, outbox):
+        update = {"type": "session.update", "config": {"turn_detection": {"type": "semantic"}}}
+        await session.on_text(json.dumps(update))
+        await outbox.wait_for(lambda e: e["type"] == "session.updated")
+        await _feed_real_time(session, sentence + silence(1500))
+        await outbox.wait_for(lambda e: e["type"] == "speech.stopped")
+    assert detector.scored and max(detector.scored) >= len(sentence) // 2 - 2 * SAMPLE_RATE, detector.scored
 
 
 async def test_resumed_speech_joins_the_turn_its_reply_is_asked_again() -> None:

@@ -82,7 +82,7 @@ class _Scanner:
             for event in stream.apply(probability):
                 if event.kind is VadEventKind.START:
                     self._speech = _Speech(event.sample)
-                elif self._speech is not None:
+                elif event.kind is VadEventKind.STOP and self._speech is not None:
                     ended.append(self._close(event.sample))
             self.position += WINDOW
             speech = self._speech

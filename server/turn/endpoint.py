@@ -2,7 +2,8 @@
 
 A session holds one `Endpointer` and tells it what the VAD heard: the turn's speech began
 (`begin`), a pause of `pause_ms` silence began at a sample (`on_pause`), speech came back after a
-pause that did not end the turn (`on_speech`), and how far the input clock has come on every frame
+pause that did not end the turn (`on_speech`), for a policy that asks for it (`quiet_ms`) that a
+shorter silence began or was broken (`on_quiet`, `on_resumed`), and how far the input clock has come on every frame
 (`on_progress`). Each call may answer with a `TurnEnd`: why the turn ended, where the speech ended
 and up to which sample the audio belongs to the turn; None keeps listening. `audio.commit` and
 `session.close` end a turn at once (`commit`, `close`), and an utterance of `max_utterance_s` ends
@@ -65,6 +66,12 @@ class Endpointer(ABC):
     def pause_ms(self) -> int:
         """The silence after which the VAD reports a pause (`on_pause`)."""
 
+    @property
+    def quiet_ms(self) -> int | None:
+        """The silence after which the VAD reports that a pause may be beginning (`on_quiet`), or
+        None: this policy has no use for it."""
+        return None
+
     @abstractmethod
     def reconfigure(self, config: SessionConfig) -> None:
         """Apply a session.update (also mid-utterance)."""
@@ -91,6 +98,12 @@ class Endpointer(ABC):
     def on_speech(self, sample: int) -> None:
         """Speech resumed at `sample` after a pause that did not end the turn."""
         self._pause = None
+
+    def on_quiet(self, silence_start: int) -> None:
+        """The VAD heard `quiet_ms` of silence from `silence_start`: a pause may be beginning."""
+
+    def on_resumed(self) -> None:
+        """The speech went on after `on_quiet` before its silence became a pause."""
 
     async def on_progress(self, now: int) -> TurnEnd | None:
         """The input clock reached `now` while the utterance is open."""

@@ -2,8 +2,11 @@
 
 How one turn ends under `SemanticEndpointer` (the numbers per eagerness are in `EAGERNESS`):
 
-1. The VAD reports a pause after `pause_ms` of silence. That starts **one check** of the pause
-   (never more: a Smart Turn check costs ~75 ms of CPU here): the turn detector scores the
+1. The VAD reports that a pause may be beginning after `QUIET_MS` of silence (`on_quiet`). That
+   starts **one check** of the pause (never more: a Smart Turn check costs ~100 ms of CPU here),
+   early, so that the model's time overlaps the silence the turn must last anyway (`pause_ms`)
+   instead of adding to it; speech that goes on before `pause_ms` drops it (`on_resumed`), and a
+   check not yet begun by then is never computed. The turn detector scores the
    utterance's audio from its start (at most the last 8 s) **up to the speech end**, the first
    silent sample. The pause itself is not scored, deliberately: the model's score of an unfinished
    sentence climbs with the digital silence after it (en_librivox_sense_0870 cut at 2.0 s: 0.05
@@ -22,12 +25,13 @@ How one turn ends under `SemanticEndpointer` (the numbers per eagerness are in `
    give its own P(`<|im_end|>`) after the user's words (SGLang), the two are averaged with weight
    `LLM_WEIGHT` on the LLM: p = (1 - w) * p_audio + w * p_llm. The LLM request runs beside the audio
    check; an answer later than `LLM_TIMEOUT_S` after the pause is not waited for.
-3. The turn ends (`semantic`) as soon as p >= the eagerness' `threshold` lowered as the silence
-   grows: threshold * (1 - x**DECAY_POWER), x the silence's share of the way from `pause_ms` to
-   `max_silence_ms`. So a clearly finished turn ends at the first check and a doubtful one only
-   after a long pause (the threshold hardly moves at first: medium, p = 0.375 waits ~1.9 s), and
-   the decision is re-made on every frame of the growing silence from the one probability, at no
-   model cost. At `max_silence_ms` the turn ends whatever the score (`max_silence`).
+3. From `pause_ms` of silence on, the turn ends (`semantic`) as soon as p >= the eagerness'
+   `threshold` lowered as the silence grows: threshold * (1 - x**DECAY_POWER), x the silence's
+   share of the way from `pause_ms` to `max_silence_ms`. So a clearly finished turn ends at
+   `pause_ms` (or when its check is in, if later) and a doubtful one only after a long pause (the
+   threshold hardly moves at first: medium, p = 0.375 waits ~1.9 s), and the decision is
+   re-made on every frame of the growing silence from the one probability, at no model cost.
+   At `max_silence_ms` the turn ends whatever the score (`max_silence`).
    Why not linear: the score of one pause moves by ±0.15 with where the VAD put the speech end
    (the 1 s pause of the paused-sentence test scored 0.06-0.38 across offsets of one session), so
    a doubtful score must not end the turn at a pause people make inside sentences.
@@ -64,6 +68,8 @@ from .text_signal import text_factor
 
 log = logging.getLogger(__name__)
 
+# silence before the check starts: two VAD windows, so a one-window dip inside a word starts none
+QUIET_MS: Final = 64
 LLM_WEIGHT: Final = 0.5
 LLM_TIMEOUT_S: Final = 0.3
 DECAY_POWER: Final = 3
@@ -74,8 +80,8 @@ _QUIET_RATIO: Final = 0.01  # -40 dB under the loudest frame
 
 @dataclass(frozen=True, slots=True)
 class EagernessSetting:
-    pause_ms: int  # silence before the one check of a pause
-    threshold: float  # P(complete) that ends the turn at that check; falls to 0 at max_silence_ms
+    pause_ms: int  # silence before the turn may end (the check began at QUIET_MS)
+    threshold: float  # P(complete) that ends the turn at pause_ms; falls to 0 at max_silence_ms
 
 
 # Initial numbers, to be retuned from `make bench-turns`: thresholds from the scores above (finished
@@ -160,6 +166,10 @@ class SemanticEndpointer(Endpointer):
     def pause_ms(self) -> int:
         return EAGERNESS[self._policy.eagerness].pause_ms
 
+    @property
+    def quiet_ms(self) -> int:
+        return QUIET_MS
+
     def reconfigure(self, config: SessionConfig) -> None:
         if isinstance(config.turn_detection, SemanticTurnDetection):
             self._policy = config.turn_detection
@@ -184,14 +194,26 @@ class SemanticEndpointer(Endpointer):
         self._drop_check()
         return super().close(now)
 
+    def on_quiet(self, silence_start: int) -> None:
+        if self._pause is None:
+            self._start_check(silence_start)
+
+    def on_resumed(self) -> None:
+        if self._pause is None:  # the early check was of speech that was not the end
+            self._drop_check()
+
     async def on_pause(self, silence_start: int) -> TurnEnd | None:
         self._pause = silence_start
+        if self._check is None or self._check.start != silence_start:  # no early check of this silence
+            self._start_check(silence_start)
+        return None  # never waits here: the input task goes on while the detector works
+
+    def _start_check(self, silence_start: int) -> None:
         self._drop_check()
         check = _Pause(silence_start)
         check.task = asyncio.get_running_loop().create_task(self._judge(check), name="turn-check")
         self._check = check
         self.checks += 1
-        return None  # never waits here: the input task goes on while the detector works
 
     async def on_progress(self, now: int) -> TurnEnd | None:
         capped = await super().on_progress(now)

@@ -4,7 +4,7 @@ The model (Pipecat's, BSD-2, ~8 M parameters, int8, Whisper-Tiny encoder and a l
 ONNX file fetched by `make install` (server/models.py pins it). Its input is `input_features`
 [batch, 80, 800] (features.py), its output `logits` [batch, 1], already a sigmoid probability; the
 batch axis is dynamic, so `SmartTurnDetector` scores every session's pending check in one call
-(batch.py), in a thread off the event loop, with one onnxruntime thread.
+(batch.py), in a thread off the event loop, with up to two onnxruntime threads.
 
 `check_model` / `load_smart_turn` are what startup calls when semantic turn detection is selected:
 a missing, corrupt or wrong file raises `ModelFileError` naming `--turn-model` and `make install`.
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..models import FETCH_HINT, SMART_TURN, ModelFileError, default_path, verify
+from ..proctree import usable_cpus
 from .batch import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING, TurnBatcher
 from .features import N_FRAMES, N_MELS, AudioArray, Float32Array, log_mel
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ..config import ServerConfig
 
 OPTION = "--turn-model"
+MAX_THREADS = 2
 WHAT = "Smart Turn model"
 
 
@@ -60,9 +62,12 @@ class SmartTurnModel:
         import onnxruntime
 
         opts = onnxruntime.SessionOptions()
-        # one thread per call: concurrency comes from batching many sessions into one call
-        opts.intra_op_num_threads = 1
+        # a check's latency is dead air: two threads cut one call from ~90 to ~60 ms wall at the same
+        # CPU (bench/turn_model.py), where the process may use two CPUs; threads that spin while
+        # idle would burn a core the VAD and the recognizer need
+        opts.intra_op_num_threads = min(MAX_THREADS, usable_cpus())
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = onnxruntime.InferenceSession(
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
