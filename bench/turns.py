@@ -452,17 +452,21 @@ def targets(result: dict[str, Any]) -> list[str]:
     s = _by_name(result["phases"])
     eagerness = result.get("semantic_defaults", {}).get("eagerness", "medium")
     default = f"semantic-{'medium' if eagerness == 'auto' else eagerness}"
+    # the pipeline row of the server's own default (the sweep has no words: the text signal is moot)
+    text_on = result.get("semantic_defaults", {}).get("text_signal", True)
+    pipeline_default = f"{PIPELINE}{default}{'' if text_on else '-notext'}"
     lines = []
     for prefix, what in ((PIPELINE, "the embedded pipeline"), ("", "the sweep (no recognizer: audio only)")):
-        pair = _pair(s, prefix + default, prefix + "silence-500")
+        name = pipeline_default if prefix else default
+        pair = _pair(s, name, prefix + "silence-500")
         if pair is None:
-            lines.append(f"- ({what}: {prefix}{default} or {prefix}silence-500 not in the run)")
+            lines.append(f"- ({what}: {name} or {prefix}silence-500 not in the run)")
             continue
         sem, base = pair
         dead, rate, base_rate = sem["dead_air_ms"]["p50"], sem["false_cutoff"]["rate"], base["false_cutoff"]["rate"]
         lower = None if rate is None or base_rate is None else rate < base_rate
         lines.append(
-            f"- {what}: `semantic` at the default eagerness ({default}): median dead air {_ms(dead)} ms, target "
+            f"- {what}: `semantic` at the server's default ({name}): median dead air {_ms(dead)} ms, target "
             f"<= 250 ms: {_verdict(None if dead is None else dead <= 250)}; false cut-offs {_pct(rate)} against "
             f"{_pct(base_rate)} for `silence` 500 ms, target lower: {_verdict(lower)}."
         )
@@ -508,12 +512,12 @@ def targets(result: dict[str, Any]) -> list[str]:
             f"{_ms(off['dead_air_ms']['p50'])} ms: {finding} (on {result['items']} items, one or two cut-offs "
             "either way are noise)."
         )
-    fa = _pair(s, f"{PIPELINE}{default}", f"{PIPELINE}silence-500")
+    fa = _pair(s, pipeline_default, f"{PIPELINE}silence-500")
     if fa is not None:
         sem_fa, base_fa = fa[0]["first_audio_ms"]["p50"], fa[1]["first_audio_ms"]["p50"]
         lines.append(
             f"- `first_audio_ms` p50 of the replies at the true ends (the server's, from its speech end): "
-            f"{_ms(sem_fa)} ms with {default}, {_ms(base_fa)} ms with `silence` 500; target <= 300 ms: "
+            f"{_ms(sem_fa)} ms with {pipeline_default}, {_ms(base_fa)} ms with `silence` 500; target <= 300 ms: "
             f"{_verdict(None if sem_fa is None else sem_fa <= 300)} (`make bench` measures its own turns)."
         )
     lines.append(

@@ -4,10 +4,10 @@ Two policies, told apart by `type`:
 - `{"type": "silence", "silence_ms": 500}`: the turn ends after that much silence, whatever was
   said. `silence_ms` is the same setting as the top-level `min_silence_ms` (its older name, kept
   for old clients: a patch that sets `min_silence_ms` alone selects this policy).
-- `{"type": "semantic", "eagerness": "medium", "max_silence_ms": 2500, "text_signal": true,
+- `{"type": "semantic", "eagerness": "medium", "max_silence_ms": 2500, "text_signal": false,
   "llm": true}`: at a short pause a turn-completion model judges whether the words sound finished;
   `eagerness` trades waiting for interruptions, `max_silence_ms` ends the turn regardless.
-  `text_signal` lets the transcript's last word lower the model's probability (a trailing "the",
+  `text_signal` (opt-in) lets the transcript's last word lower the model's probability (a trailing "the",
   "and", "的话"...); `llm` asks the language model too, where the engine can say.
 
 A `turn_detection` value replaces the previous one whole: fields it leaves out take their defaults.
@@ -41,7 +41,8 @@ class SemanticTurnDetection(msgspec.Struct, frozen=True, tag="semantic", tag_fie
 
     eagerness: Eagerness = "medium"
     max_silence_ms: Annotated[int, Meta(ge=500, le=10000)] = 2500
-    text_signal: bool = True
+    # off by default: make bench-turns measured no gain from it (docs/performance.md, "Turn taking")
+    text_signal: bool = False
     llm: bool = True
 
 

@@ -165,7 +165,7 @@ async def _settle() -> None:
 async def test_a_finished_turn_ends_at_the_first_check_on_audio_up_to_the_speech_end() -> None:
     scorer = ScriptedScorer(0.9)
     endpointer, wakes, asked = _policy(scorer)
-    assert endpointer.pause_ms == EAGERNESS["medium"].pause_ms == 200
+    assert endpointer.pause_ms == EAGERNESS["medium"].pause_ms == 100
     endpointer.begin(ms(100))
     speech_end = ms(9_500)
     assert await endpointer.on_pause(speech_end) is None  # never waits for the detector
@@ -243,12 +243,12 @@ def test_the_quiet_the_vad_let_in_is_trimmed_before_scoring() -> None:
 
 
 async def test_a_doubtful_turn_waits_longer_the_less_finished_it_sounds() -> None:
-    # medium: 0.6 needed at 200 ms of silence, then less, slowly at first, down to 0 at max_silence_ms
-    assert EAGERNESS["medium"].threshold == 0.6
-    assert required_probability(0.6, 200, 200, 2500) == 0.6
-    assert required_probability(0.6, 1350, 200, 2500) == pytest.approx(0.6 * (1 - 0.5**3))
-    assert required_probability(0.6, 2500, 200, 2500) == 0.0
-    for probability, ends_after_ms in ((0.45, 1649), (0.3, 2026)):
+    # medium: 0.7 needed at 100 ms of silence, then less, slowly at first, down to 0 at max_silence_ms
+    assert (EAGERNESS["medium"].threshold, EAGERNESS["medium"].pause_ms) == (0.7, 100)
+    assert required_probability(0.7, 100, 100, 2500) == 0.7
+    assert required_probability(0.7, 1300, 100, 2500) == pytest.approx(0.7 * (1 - 0.5**3))
+    assert required_probability(0.7, 2500, 100, 2500) == 0.0
+    for probability, ends_after_ms in ((0.45, 1803), (0.3, 2092)):
         endpointer, _, _ = _policy(ScriptedScorer(probability))
         endpointer.begin(0)
         await endpointer.on_pause(ms(3000))
@@ -298,9 +298,9 @@ async def test_the_text_signal_lowers_the_audio_score_and_the_llm_is_averaged_in
     assert text_factor("turn left at the") == UNFINISHED_FACTOR and text_factor("turn left") == 1.0
     assert combine(0.8, UNFINISHED_FACTOR, None) == pytest.approx(0.24)
     assert combine(0.8, 1.0, 0.2) == pytest.approx(0.5)
-    # a turn the audio finds finished (0.6) but whose words stop on "the" waits
-    on, _, _ = _policy(ScriptedScorer(0.6), text="turn left at the")
-    off, _, _ = _policy(ScriptedScorer(0.6), text="turn left at the", text_signal=False)
+    # a turn the audio finds finished (0.8) but whose words stop on "the" waits
+    on, _, _ = _policy(ScriptedScorer(0.8), text="turn left at the", text_signal=True)
+    off, _, _ = _policy(ScriptedScorer(0.8), text="turn left at the", text_signal=False)
     for endpointer, ends_now in ((on, False), (off, True)):
         endpointer.begin(0)
         await endpointer.on_pause(ms(1000))
@@ -331,7 +331,7 @@ def test_turn_detection_config_and_the_min_silence_ms_alias() -> None:
         "type": "semantic",
         "eagerness": "high",
         "max_silence_ms": 2500,
-        "text_signal": True,
+        "text_signal": False,
         "llm": True,
     }
     # an old client's min_silence_ms selects the silence policy with it; turn_detection's silence_ms is it

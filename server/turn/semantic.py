@@ -68,8 +68,11 @@ from .text_signal import text_factor
 
 log = logging.getLogger(__name__)
 
-# silence before the check starts: two VAD windows, so a one-window dip inside a word starts none
-QUIET_MS: Final = 64
+# silence before the check starts: one VAD window. Its answer is the same whenever it runs (the
+# audio up to the speech end), so only cost and latency depend on this: at 64 ms the check began a
+# frame later in most turns (semantic-medium dead air p50 332 ms against 254 at 32, the same checks
+# started: a one-window dip inside speech is rare under Silero's hysteresis; make bench-turns)
+QUIET_MS: Final = 32
 LLM_WEIGHT: Final = 0.5
 LLM_TIMEOUT_S: Final = 0.3
 DECAY_POWER: Final = 3
@@ -84,14 +87,16 @@ class EagernessSetting:
     threshold: float  # P(complete) that ends the turn at pause_ms; falls to 0 at max_silence_ms
 
 
-# Initial numbers, to be retuned from `make bench-turns`: thresholds from the scores above (finished
-# clips 0.83-0.98, cuts at word boundaries up to ~0.4 across VAD alignments); pauses around the
-# 150-250 ms of Pipecat's and LiveKit's defaults.
+# From `make bench-turns` (docs/performance.md, "Turn taking"). The check runs from QUIET_MS and takes
+# ~60 ms alone, ~115 ms p50 with 6 sessions on 2 cores, so a pause_ms above ~100 only holds back
+# turns the model has already judged (medium at 200: dead air p50 353 ms; at 100: 254); the
+# thresholds do the work: finished endings scored 0.71-0.99 at their first check, and 0.7 drops the
+# cut-offs the model scored 0.62-0.66 ("go forward" | "ten meters") that 0.6 let through.
 EAGERNESS: Final[dict[Eagerness, EagernessSetting]] = {
-    "high": EagernessSetting(pause_ms=150, threshold=0.4),
-    "medium": EagernessSetting(pause_ms=200, threshold=0.6),
-    "low": EagernessSetting(pause_ms=250, threshold=0.8),
-    "auto": EagernessSetting(pause_ms=200, threshold=0.6),  # OpenAI's "auto" is its medium
+    "high": EagernessSetting(pause_ms=100, threshold=0.5),
+    "medium": EagernessSetting(pause_ms=100, threshold=0.7),
+    "low": EagernessSetting(pause_ms=200, threshold=0.8),
+    "auto": EagernessSetting(pause_ms=100, threshold=0.7),  # OpenAI's "auto" is its medium
 }
 
 
