@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -165,6 +166,37 @@ async def test_batcher_refuses_past_its_bound_and_survives_a_failing_batch() -> 
         for task in (in_flight, queued):
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+class _SlowPredict:
+    """Takes `seconds` per check, like a model on a busy core."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.checks = 0
+
+    def __call__(self, audios: Sequence[AudioArray]) -> Float32Array:
+        time.sleep(self.seconds * len(audios))
+        self.checks += len(audios)
+        return np.full(len(audios), 0.5, dtype=np.float32)
+
+
+async def test_batcher_refuses_a_check_whose_answer_would_come_after_the_silence_rule() -> None:
+    # >= 100 ms per check (a sleep only overshoots), 150 ms allowed: one ahead fits, two do not
+    predict = _SlowPredict(0.1)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = TurnBatcher(predict, pool, max_batch=1, max_wait_s=0.15)
+        one = np.zeros(10, dtype=np.float32)
+        assert await batcher.score(one) == 0.5  # measured: ~0.1 s per check
+        assert batcher.seconds_per_check >= 0.1
+        queued = [asyncio.create_task(batcher.score(one)) for _ in range(2)]  # the second has one ahead
+        await asyncio.sleep(0)
+        with pytest.raises(TurnDetectorBusy, match="ahead"):
+            await batcher.score(one)
+        assert await asyncio.gather(*queued) == [0.5] * 2
+        assert await batcher.score(one) == 0.5  # the queue drained: admitted again
+        assert predict.checks == 4
+        await batcher.stop()
 
 
 async def test_a_cancelled_check_is_dropped_not_scored() -> None:

@@ -62,6 +62,7 @@ from hark.protocol import SessionConfig
 from hark.protocol.turn_detection import Eagerness, SemanticTurnDetection
 
 from ..vad import SAMPLE_RATE
+from .batch import TurnDetectorBusy
 from .endpoint import Endpointer, EndReason, TurnEnd
 from .features import N_SAMPLES, AudioArray
 from .text_signal import text_factor
@@ -294,7 +295,10 @@ class SemanticEndpointer(Endpointer):
             return await self._signals.detector.score(pcm)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # busy (TurnDetectorBusy) or broken: this pause falls back to silence
+        except TurnDetectorBusy as exc:  # expected under load, many a second: counted as silence turns
+            log.debug("turn detector busy (%s); using the silence rule", exc)
+            return None
+        except Exception as exc:  # broken: this pause falls back to silence
             log.warning("turn detector could not answer (%s: %s); using the silence rule", type(exc).__name__, exc)
             return None
 
