@@ -43,7 +43,7 @@ SLO_MARGIN_MS = 500
 
 FALLBACK_SHARE = 0.05
 # a semantic turn that ends at max_silence_ms on this scenario's finished sentences means the
-# detector's answer came too late: its queue holds ~2.5 s of checks, as long as the cap
+# detector's answer came too late (it refuses checks past 1 s of queued model time, so few get there)
 CAP_SHARE = 0.10
 SESSIONS = (10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 400)  # 400: the target
 RUN_S, RAMP_S = 30, 5
@@ -177,8 +177,9 @@ def render(results: Sequence[dict[str, Any]], when: str) -> str:
         f"for semantic, 500 + {SLO_MARGIN_MS} ms for silence) and, for semantic, at most "
         f"{100 * FALLBACK_SHARE:.0f} % of its turns ended by the silence fallback of a busy detector and at "
         f"most {100 * CAP_SHARE:.0f} % at `max_silence_ms` (the scenario's sentences are finished: a turn "
-        "left to the cap means the detector answered too late; its queue holds about as much work as the "
-        "cap is long). Both come from the server's turn counters by reason: the harness's verdict cannot "
+        "left to the cap means the detector answered too late; it refuses a check once those ahead of it "
+        "hold 1 s of model time, and that pause falls back to the silence rule). Both come from the "
+        "server's turn counters by reason: the harness's verdict cannot "
         "see them. Semantic's runs go on until its detector is saturated (verdict failed or fallbacks), "
         "to show how it degrades; silence ran the same counts, for the cost beside it.",
         "",

@@ -7,9 +7,8 @@ round is a single call however many sessions take part (up to `max_batch`; the r
 next round). The queue is bounded twice: past `max_pending` checks waiting, or once the checks
 ahead of a new one would take more than `max_wait_s` of model time (the seconds per check measured
 so far), `score` refuses at once with `TurnDetectorBusy` and the caller falls back to its silence
-rule. An answer that late would end the turn no sooner than the silence rule does; before the time
-bound, a saturated detector left turns waiting to the semantic policy's 2.5 s cap (make
-bench-turns' capacity run, 30+ sessions on one core).
+rule. Before the time bound, a saturated detector left turns waiting to the semantic policy's
+2.5 s cap (python -m bench.turncapacity: 30 and more sessions on one core).
 
 The defaults follow bench/turn_model.py: the model's CPU cost per check hardly falls past a batch
 of 4 (it is compute, not call overhead), so a bigger batch only makes its first check wait for the
@@ -35,7 +34,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_PENDING = 32
-DEFAULT_MAX_WAIT_S = 0.4  # under the 500 ms of the silence rule a refused check falls back to
+# past this, waiting for the model costs more dead air than its judgement saves over the silence
+# rule (500 ms): at 0.4 s, 20 sessions on one core (the detector half busy) fell back in 9 % of their
+# turns, on bursts of checks; at 1 s in 3 %, and 30 sessions in 34 %, final p50 554 ms, where without
+# the bound 23 % waited for the 2.5 s cap (python -m bench.turncapacity)
+DEFAULT_MAX_WAIT_S = 1.0
 _COST_SMOOTHING = 0.2  # weight of the newest batch in the seconds-per-check estimate
 
 # blocking: the last 8 s of each utterance -> P(turn complete) of each, in order
