@@ -2,12 +2,14 @@
 
 In-process, on utterance tails cut from the speech corpus (the last 8 s of each, as the detector
 sees them). Features: one utterance at a time (they are computed per check, in the batch's worker
-thread). Model: one onnxruntime call (1 thread) over a batch of b checks; the CPU time of the
-calling thread divided by b is the cost per check. "Detector" runs b concurrent `score` calls through
-`SmartTurnDetector` (batcher, worker thread, features and model) and reads its own cost counters.
-Medians over the rounds; CPU is thread CPU time, wall is elapsed time.
+thread). Model: one onnxruntime call (`--threads`, default the server's: up to two) over a batch of
+b checks; the process's CPU time divided by b is the cost per check (onnxruntime's own threads
+included: nothing else runs here). "Detector" runs b concurrent `score` calls through
+`SmartTurnDetector` (batcher, worker thread, features and model) and reads its own cost counters,
+which count the calling thread only (exact at `--threads 1`). Medians over the rounds; wall is
+elapsed time.
 
-    python -m bench.turn_model [--rounds 5] [--batches 1 4 8 16] [--json out.json]
+    python -m bench.turn_model [--rounds 5] [--batches 1 4 8 16] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ def cpu_name() -> str:
 
 
 def _timed(fn: Any, *args: Any) -> tuple[float, float]:
-    cpu, wall = time.thread_time(), time.perf_counter()
+    # the process's CPU: onnxruntime's own threads work for the call too (nothing else runs here)
+    cpu, wall = time.process_time(), time.perf_counter()
     fn(*args)
-    return time.thread_time() - cpu, time.perf_counter() - wall
+    return time.process_time() - cpu, time.perf_counter() - wall
 
 
 def bench_features(audios: Sequence[Int16Array], rounds: int) -> dict[str, float]:
@@ -117,7 +120,7 @@ async def bench_detector(
 def render(results: dict[str, Any]) -> str:
     lines = [
         f"Smart Turn v3.2 on {results['host']['cpu']} ({results['host']['cpus']} CPUs, load "
-        f"{results['host']['load']}), onnxruntime 1 thread, {results['rounds']} rounds, medians",
+        f"{results['host']['load']}), onnxruntime {results['threads']} thread(s), {results['rounds']} rounds, medians",
         "",
         f"features (Whisper log-mel, 8 s): {results['features']['cpu_ms']:.1f} ms CPU, "
         f"{results['features']['wall_ms']:.1f} ms wall per check",
@@ -140,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per call (default: the server's choice)")
     args = parser.parse_args(argv)
-    model = load_smart_turn()
+    model = load_smart_turn(threads=args.threads)
     audios = utterances()
     results: dict[str, Any] = {
         "host": {
@@ -150,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         },
         "rounds": args.rounds,
+        "threads": model.threads,
         "features": bench_features(audios, args.rounds),
         "model": [bench_model(model, audios, b, args.rounds) for b in args.batches],
         "detector": [asyncio.run(bench_detector(model, audios, b, args.rounds)) for b in args.batches],

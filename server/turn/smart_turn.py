@@ -58,14 +58,15 @@ def _expects(shape: Sequence[Any], tail: tuple[int, ...]) -> bool:
 class SmartTurnModel:
     """The ONNX session. Blocking: call `predict` off the event loop."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime
 
         opts = onnxruntime.SessionOptions()
-        # a check's latency is dead air: two threads cut one call from ~90 to ~60 ms wall at the same
-        # CPU (bench/turn_model.py), where the process may use two CPUs; threads that spin while
-        # idle would burn a core the VAD and the recognizer need
-        opts.intra_op_num_threads = min(MAX_THREADS, usable_cpus())
+        # a check's latency is dead air: two threads cut one call from ~90 to ~60 ms wall at about the
+        # same CPU (python -m bench.turn_model --threads 1, then 2), where the process may use two
+        # CPUs; threads that spin while idle would burn a core the VAD and the recognizer need
+        self.threads = threads or min(MAX_THREADS, usable_cpus())
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
@@ -99,14 +100,17 @@ class SmartTurnModel:
         return probabilities
 
 
-def load_smart_turn(path: str | Path | None = None) -> SmartTurnModel:
-    """Check and load the model (blocking, ~0.1 s); ModelFileError says what is wrong and how to fix it."""
-    return SmartTurnModel(check_model(path))
+def load_smart_turn(path: str | Path | None = None, threads: int | None = None) -> SmartTurnModel:
+    """Check and load the model (blocking, ~0.1 s); ModelFileError says what is wrong and how to fix it.
+    `threads`: onnxruntime's per call (default: up to two, as the CPUs allow)."""
+    return SmartTurnModel(check_model(path), threads)
 
 
 @dataclass(slots=True)
 class TurnCost:
-    """What the checks cost so far: thread CPU time in the detector's worker (features and model)."""
+    """What the checks cost so far: thread CPU time in the detector's worker (features and model).
+    With more than one onnxruntime thread the model's figure is the calling thread's share only;
+    bench/turn_model.py reads the whole process's."""
 
     checks: int = 0
     batches: int = 0
