@@ -26,7 +26,8 @@ async def test_spoken_turn_is_prefilled_while_speaking(server_factory: Any, sim:
     hark = _hark(server_factory, sim)
     peer = await Peer.open(hark.url)
     session_id = peer.events[0]["session_id"]
-    await peer.send_pcm(load_pcm("en_librivox_sense_0870") + silence(1000), speed=1.0)
+    # a microphone goes on sending silence: enough for the semantic cap (2.5 s), whatever the scores
+    await peer.send_pcm(load_pcm("en_librivox_sense_0870") + silence(3000), speed=1.0)
     done = await peer.wait_for(lambda e: e["type"] == "response.done")
     final = peer.of("transcript.final")[0]["text"]
     await peer.close()

@@ -23,8 +23,11 @@ How one turn ends under `SemanticEndpointer` (the numbers per eagerness are in `
    if the transcript so far ends on an article, preposition, conjunction or a Mandarin measure word
    or conjunction, it is multiplied by `text_signal.UNFINISHED_FACTOR`. Where the LLM engine can
    give its own P(`<|im_end|>`) after the user's words (SGLang), the two are averaged with weight
-   `LLM_WEIGHT` on the LLM: p = (1 - w) * p_audio + w * p_llm. The LLM request runs beside the audio
-   check; an answer later than `LLM_TIMEOUT_S` after the pause is not waited for.
+   `LLM_WEIGHT` on the LLM: p = (1 - w) * p_audio + w * p_llm. The LLM is asked once the audio
+   score is in, not beside it: the check starts 32 ms after the speech end, before the recognizer
+   has the last word, and the LLM judges words (asked at once, it read "... to do for the" where
+   the person had said "them", and held a finished turn); an answer later than `LLM_TIMEOUT_S` is
+   not waited for.
 3. From `pause_ms` of silence on, the turn ends (`semantic`) as soon as p >= the eagerness'
    `threshold` lowered as the silence grows: threshold * (1 - x**DECAY_POWER), x the silence's
    share of the way from `pause_ms` to `max_silence_ms`. So a clearly finished turn ends at
@@ -259,11 +262,11 @@ class SemanticEndpointer(Endpointer):
         signals = self._signals
         started = time.monotonic()
         llm_task: asyncio.Task[float | None] | None = None
-        if signals.llm is not None and self._policy.llm:
-            llm_task = asyncio.get_running_loop().create_task(_optional(signals.llm()), name="turn-check-llm")
         try:
             p_audio = await self._audio_probability(check.start)
-            p_llm = await _within(llm_task, started + LLM_TIMEOUT_S)
+            if p_audio is not None and signals.llm is not None and self._policy.llm:
+                llm_task = asyncio.get_running_loop().create_task(_optional(signals.llm()), name="turn-check-llm")
+            p_llm = await _within(llm_task, time.monotonic() + LLM_TIMEOUT_S)
         finally:
             if llm_task is not None and not llm_task.done():
                 llm_task.cancel()  # the LLM side aborts its request on the server
