@@ -25,9 +25,9 @@ How one turn ends under `SemanticEndpointer` (the numbers per eagerness are in `
    give its own P(`<|im_end|>`) after the user's words (SGLang), the two are averaged with weight
    `LLM_WEIGHT` on the LLM: p = (1 - w) * p_audio + w * p_llm. The LLM is asked once the audio
    score is in, not beside it: the check starts 32 ms after the speech end, before the recognizer
-   has the last word, and the LLM judges words (asked at once, it read "... to do for the" where
-   the person had said "them", and held a finished turn); an answer later than `LLM_TIMEOUT_S` is
-   not waited for.
+   has the last word, and the LLM judges words (asked at once, the prefill test's "... to do for
+   them" was read as "... for the", whose P(end) in the SGLang simulator is 0.03, and a finished
+   turn was held); an answer later than `LLM_TIMEOUT_S` is not waited for.
 3. From `pause_ms` of silence on, the turn ends (`semantic`) as soon as p >= the eagerness'
    `threshold` lowered as the silence grows: threshold * (1 - x**DECAY_POWER), x the silence's
    share of the way from `pause_ms` to `max_silence_ms`. So a clearly finished turn ends at
