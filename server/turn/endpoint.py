@@ -3,8 +3,8 @@
 A session holds one `Endpointer` and tells it what the VAD heard: the turn's speech began
 (`begin`), a pause of `pause_ms` silence began at a sample (`on_pause`), speech came back after a
 pause that did not end the turn (`on_speech`), for a policy that asks for it (`quiet_ms`) that a
-shorter silence began or was broken (`on_quiet`, `on_resumed`), and how far the input clock has come on every frame
-(`on_progress`). Each call may answer with a `TurnEnd`: why the turn ended, where the speech ended
+shorter silence began or was broken (`on_quiet`, `on_resumed`), and how far the input clock has
+come on every frame (`on_progress`). Each call may answer with a `TurnEnd`: why the turn ended, where the speech ended
 and up to which sample the audio belongs to the turn; None keeps listening. `audio.commit` and
 `session.close` end a turn at once (`commit`, `close`), and an utterance of `max_utterance_s` ends
 it whatever the policy, so one person talking without a pause cannot hold the recognizer forever.

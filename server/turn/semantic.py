@@ -169,7 +169,7 @@ class SemanticEndpointer(Endpointer):
         self._policy = policy
         self._fallback_ms = fallback_silence_ms
         self._check: _Pause | None = None
-        self.checks = 0  # pauses checked by the detector in this session
+        self.checks = 0  # checks started in this session (at a quiet, or at a pause without one)
 
     @property
     def pause_ms(self) -> int:
