@@ -96,6 +96,9 @@ def _silence(ms: int) -> dict[str, Any]:
     return {"type": "silence", "silence_ms": ms}
 
 
+# Each setting names its text signal itself, whatever the server's default: "semantic-medium" has it
+# on, "-notext" off. The server's default is off now (protocol/turn_detection.py), so its own row is
+# "-notext"; `targets` reads the default from the server and picks the row that matches.
 def _semantic(eagerness: str, text_signal: bool = True) -> dict[str, Any]:
     return {"type": "semantic", "eagerness": eagerness, "text_signal": text_signal}
 
