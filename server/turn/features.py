@@ -60,8 +60,25 @@ def mel_filters() -> Float32Array:
 
 
 @cache
-def _filters_by_bin() -> Float32Array:
-    return np.ascontiguousarray(mel_filters().T)
+def _filter_bands() -> tuple[npt.NDArray[np.intp], Float32Array, npt.NDArray[np.intp]]:
+    """The filters as bands: every filter's nonzero bins are one contiguous run (1-13 of the 201)."""
+    filters = mel_filters()
+    bins = [np.flatnonzero(row) for row in filters]
+    if any(len(b) == 0 or b[-1] - b[0] + 1 != len(b) for b in bins):
+        raise AssertionError("a mel filter is empty or not one contiguous band")
+    starts = np.cumsum([0] + [len(b) for b in bins[:-1]])
+    index = np.concatenate(bins)
+    weights = np.concatenate([filters[m, b] for m, b in enumerate(bins)]).astype(np.float32)
+    return index, weights, starts.astype(np.intp)
+
+
+def _mel_power(power: Float32Array) -> Float32Array:
+    """[frames, 201] power -> [frames, N_MELS]: the filter product over each band's ~5 bins (391 of the
+    16080 weights are nonzero). A dense matmul would call BLAS, whose threads then spin on both cores
+    beside onnxruntime's (the features cost 2x their wall time in CPU that way)."""
+    index, weights, starts = _filter_bands()
+    mel: Float32Array = np.add.reduceat(power[:, index] * weights, starts, axis=1)
+    return mel
 
 
 @cache
@@ -90,8 +107,7 @@ def log_mel(audio: AudioArray) -> Float32Array:
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:N_FRAMES]
     spectrum = np.fft.rfft(frames * _window(), axis=-1)
     power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)  # [N_FRAMES, 201]
-    # frames x bins @ bins x mels: the contiguous product is ~20x faster than filters @ power.T
-    mel = power @ _filters_by_bin()  # [N_FRAMES, N_MELS]
+    mel = _mel_power(power)  # [N_FRAMES, N_MELS]
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     features: Float32Array = np.ascontiguousarray(((log_spec + 4.0) / 4.0).T, dtype=np.float32)
