@@ -151,6 +151,8 @@ KEPT_UP = {
     "frame_wait": (STAGE_BUCKET, 'stage="frame_wait"'),  # a frame's wait in its session's inbox
     "asr_frame": (STAGE_BUCKET, 'stage="asr"'),  # one chunk's recognition
 }
+# what a semantic check took, handed to the detector to scored: the part of dead air that is the model's
+TURN_CHECK = ("hark_turn_check_seconds_bucket", "")
 
 
 def scrape_metrics(http_url: str) -> dict[str, float]:
@@ -158,7 +160,7 @@ def scrape_metrics(http_url: str) -> dict[str, float]:
     the buckets of the KEPT_UP histograms."""
     with urllib.request.urlopen(f"{http_url}/metrics", timeout=10) as response:
         text = response.read().decode()
-    wanted = tuple(name for name, _ in KEPT_UP.values())
+    wanted = tuple(name for name, _ in (*KEPT_UP.values(), TURN_CHECK))
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(("hark_turn", *wanted)) and " " in line and "_created" not in line:
@@ -167,9 +169,11 @@ def scrape_metrics(http_url: str) -> dict[str, float]:
     return out
 
 
-def p99_ms(histogram: str, before: dict[str, float], after: dict[str, float]) -> float | None:
-    """p99 of one KEPT_UP histogram between two scrapes."""
-    prefix, label = KEPT_UP[histogram]
+def quantile_ms(
+    q: float, histogram: tuple[str, str], before: dict[str, float], after: dict[str, float]
+) -> float | None:
+    """The q quantile of one histogram ((bucket sample name, label)) between two scrapes."""
+    prefix, label = histogram
 
     def buckets(samples: dict[str, float]) -> dict[float, float]:
         found = {}
@@ -178,8 +182,8 @@ def p99_ms(histogram: str, before: dict[str, float], after: dict[str, float]) ->
                 found[float(name.split('le="', 1)[1].split('"', 1)[0])] = value
         return found
 
-    p99 = histogram_quantile(0.99, bucket_delta(buckets(after), buckets(before)))
-    return None if p99 is None else p99 * 1000.0
+    value = histogram_quantile(q, bucket_delta(buckets(after), buckets(before)))
+    return None if value is None else value * 1000.0
 
 
 async def patiently(make: Callable[[], Awaitable[ItemTrace]]) -> tuple[ItemTrace, int]:
@@ -246,8 +250,12 @@ async def run_phase(
         cpu_ms_per_turn=cpu * 1000.0 / turns if turns else None,
         # the same audio in every setting: differences are what the endpointing (and its replies) cost
         cpu_ms_per_item=cpu * 1000.0 / len(items),
-        turn_metrics={k: v - metrics_before.get(k, 0.0) for k, v in metrics_after.items() if k.startswith("hark_turn")},
-        **{f"{name}_p99_ms": p99_ms(name, metrics_before, metrics_after) for name in KEPT_UP},
+        turn_metrics={
+            k: v - metrics_before.get(k, 0.0) for k, v in metrics_after.items() if k.startswith("hark_turns")
+        },
+        **{f"{name}_p99_ms": quantile_ms(0.99, KEPT_UP[name], metrics_before, metrics_after) for name in KEPT_UP},
+        turn_check_p50_ms=quantile_ms(0.5, TURN_CHECK, metrics_before, metrics_after),
+        turn_check_p90_ms=quantile_ms(0.9, TURN_CHECK, metrics_before, metrics_after),
         max_send_lag_ms=max(t.max_send_lag_ms for t in traces.values()),
         sessions_refused_busy=refused,
     )
@@ -410,7 +418,12 @@ def health(phases: Sequence[dict[str, Any]]) -> str:
             f"{s['setting']} {s['sessions_refused_busy']} refused, loop lag p99 {_ms(s['loop_lag_p99_ms'])} ms, "
             f"frame wait p99 {_ms(s.get('frame_wait_p99_ms'))} ms, "
             f"ASR per chunk p99 {_ms(s.get('asr_frame_p99_ms'))} ms, "
-            f"send lag max {_ms(s['max_send_lag_ms'])} ms, "
+            + (
+                f"turn check p50 / p90 {_ms(s['turn_check_p50_ms'])} / {_ms(s['turn_check_p90_ms'])} ms, "
+                if s.get("turn_check_p50_ms") is not None
+                else ""
+            )
+            + f"send lag max {_ms(s['max_send_lag_ms'])} ms, "
             f"{s['wall_s']:.0f} s" + (f" (attempt {s['attempt']})" if s.get("attempt", 1) > 1 else "")
         )
     behind = [p["summary"]["setting"] for p in phases if not kept_up([p])]
@@ -424,7 +437,10 @@ def health(phases: Sequence[dict[str, Any]]) -> str:
     return (
         f"Run health ({verdict}; sessions the server refused as busy and the benchmark retried 2 s later; "
         "the server's event-loop lag p99; a frame's wait in its session's inbox, p99; the recognizer's "
-        "time per chunk, p99; the benchmark's own worst frame lateness; phase wall time): " + "; ".join(parts) + "."
+        "time per chunk, p99; a semantic check, handed to the detector to scored, p50 / p90 "
+        "(interpolated in the histogram's buckets); the benchmark's own worst frame lateness; phase wall time): "
+        + "; ".join(parts)
+        + "."
     )
 
 

@@ -145,6 +145,7 @@ class HarkServer:
         if batcher is not None:
             batcher.start()
         if turn_detector is not None:
+            turn_detector.observe_latency = self.metrics.turn_check.observe
             await turn_detector.start()
         self._ctx = ServerContext(cfg, self.metrics, vad, asr, llm, tts, pool, batcher, turn_detector=turn_detector)
         self._ctx.server_tools = self._tools

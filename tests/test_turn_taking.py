@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, RunningServer, load_pcm, start_server, stop_server
+from conftest import REPO, RunningServer, load_pcm, metric, start_server, stop_server
 from inprocess import NoTTS, RecordingASR, RecordingOutbox, StalledLLM, silero
 from simproc import sglang_simulator
 from wsclient import Peer, silence
@@ -417,6 +417,7 @@ class Speaker:
 async def test_semantic_keeps_a_paused_sentence_whole_silence_splits_it_and_update_switches(
     server: RunningServer,
 ) -> None:
+    checks_before = metric(server, "hark_turn_check_seconds_count")
     peer = await Peer.open(server.url)
     created = peer.events[0]["config"]["turn_detection"]
     assert created["type"] == "semantic", "the default server has the turn model: semantic by default"
@@ -453,6 +454,8 @@ async def test_semantic_keeps_a_paused_sentence_whole_silence_splits_it_and_upda
     finals = [e["text"] for e in peer.of("transcript.final")]
     print("finals:", finals)
     assert len(finals) == 5 and all(finals)
+    # each of the three semantic turns was scored at least once, and /metrics saw how long that took
+    assert metric(server, "hark_turn_check_seconds_count") - checks_before >= 3
 
 
 # ---------------------------------------------------------------- a premature end undone

@@ -14,7 +14,7 @@ Nothing is ever downloaded at run time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +152,7 @@ class SmartTurnDetector:
             executor = self._own_executor = ThreadPoolExecutor(1, thread_name_prefix="turn")
         self._batcher = TurnBatcher(self.predict, executor, max_batch, max_pending)
         self.cost = TurnCost()
+        self.observe_latency: Callable[[float], None] | None = None  # seconds per answered check (metrics)
 
     async def start(self) -> None:
         self._batcher.start()
@@ -168,7 +169,11 @@ class SmartTurnDetector:
     async def score(self, audio: AudioArray) -> float:
         """P(turn complete) of an utterance from its last 8 s of 16 kHz mono audio (int16, or float in
         [-1, 1]); raises TurnDetectorBusy when too many checks wait (the caller keeps its silence rule)."""
-        return await self._batcher.score(audio)
+        started = time.monotonic()
+        probability = await self._batcher.score(audio)
+        if self.observe_latency is not None:
+            self.observe_latency(time.monotonic() - started)
+        return probability
 
     def predict(self, audios: Sequence[AudioArray]) -> Float32Array:
         """Blocking, one batch: features of each utterance, then one model call for all of them."""
