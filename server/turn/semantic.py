@@ -92,10 +92,12 @@ class EagernessSetting:
 
 
 # From `make bench-turns` (docs/performance.md, "Turn taking"). The check runs from QUIET_MS and takes
-# ~60 ms alone, ~115 ms p50 with 6 sessions on 2 cores, so a pause_ms above ~100 only holds back
-# turns the model has already judged (medium at 200: dead air p50 353 ms; at 100: 254); the
-# thresholds do the work: finished endings scored 0.71-0.99 at their first check, and 0.7 drops the
-# cut-offs the model scored 0.62-0.66 ("go forward" | "ten meters") that 0.6 let through.
+# ~65 ms alone, ~95 ms p50 with 6 sessions on 2 cores (hark_turn_check_seconds), so a pause_ms above
+# ~100 only holds back turns the model has already judged (medium at 200: dead air p50 353 ms; at
+# 100: 254); below it, the pause (which also ends the VAD's speech segment) lets more through: at 96
+# (three windows, not four) 7 cut-offs of 28 against 6 and the same dead air. The thresholds do the
+# work: finished endings scored 0.71-0.99 at their first check, and 0.7 drops the cut-offs the model
+# scored 0.62-0.66 ("go forward" | "ten meters") that 0.6 let through.
 EAGERNESS: Final[dict[Eagerness, EagernessSetting]] = {
     "high": EagernessSetting(pause_ms=100, threshold=0.5),
     "medium": EagernessSetting(pause_ms=100, threshold=0.7),
