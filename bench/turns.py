@@ -157,7 +157,7 @@ TURN_CHECK = ("hark_turn_check_seconds_bucket", "")
 
 def scrape_metrics(http_url: str) -> dict[str, float]:
     """The server's hark_turn* samples (turns by reason, the turn detector's where it has them) and
-    the buckets of the KEPT_UP histograms."""
+    the buckets of the KEPT_UP and TURN_CHECK histograms."""
     with urllib.request.urlopen(f"{http_url}/metrics", timeout=10) as response:
         text = response.read().decode()
     wanted = tuple(name for name, _ in (*KEPT_UP.values(), TURN_CHECK))

@@ -61,7 +61,7 @@ def mel_filters() -> Float32Array:
 
 @cache
 def _filter_bands() -> tuple[npt.NDArray[np.intp], Float32Array, npt.NDArray[np.intp]]:
-    """The filters as bands: every filter's nonzero bins are one contiguous run (1-13 of the 201)."""
+    """The filters as bands: every filter's nonzero bins are one contiguous run (1-14 of the 201)."""
     filters = mel_filters()
     bins = [np.flatnonzero(row) for row in filters]
     if any(len(b) == 0 or b[-1] - b[0] + 1 != len(b) for b in bins):
