@@ -377,18 +377,25 @@ def _pct(value: float | None) -> str:
 def render_row(s: dict[str, Any]) -> str:
     dead, cut = s["dead_air_ms"], s["false_cutoff"]
     return (
-        f"{s['setting']}: dead air p50 {_ms(dead['p50'])} ms p90 {_ms(dead['p90'])} ms (n {dead['n']}, "
+        f"{s['setting']}: dead air p50 {_ms(dead['p50'])} ms{_interval(dead)} p90 {_ms(dead['p90'])} ms "
+        f"(n {dead['n']}, "
         f"{s['not_ended']} not ended), false cut-offs {_pct(cut['rate'])} ({cut['cut']}/{cut['items']}), "
         f"natural pauses cut {s['natural_pauses']['cut']}/{s['natural_pauses']['pauses']}, "
         f"replies cancelled {s['cancelled']}, CPU {_ms(s['cpu_ms_per_turn'])} ms/turn, {s['wall_s']:.0f} s"
     )
 
 
+def _interval(quantiles: dict[str, Any]) -> str:
+    interval = quantiles.get("p50_interval")
+    return "" if not interval else f" ({_ms(interval[0])}-{_ms(interval[1])})"
+
+
 def table(phases: Sequence[dict[str, Any]]) -> list[str]:
     pauses = sorted({int(ms) for p in phases for ms in p["summary"]["false_cutoff"]["by_pause_ms"]})
     by_pause = " / ".join(str(ms) for ms in pauses)
     lines = [
-        f"| setting | dead air p50 | p90 | not ended | false cut-offs | by pause {by_pause} ms | natural pauses cut"
+        "| setting | dead air p50 (95 % interval) | p90 | not ended | false cut-offs"
+        f" | by pause {by_pause} ms | natural pauses cut"
         " | true ends at the cap | replies to cut turns | replies cancelled | first audio p50 | CPU ms / turn"
         " | CPU ms / item | turns |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -399,7 +406,7 @@ def table(phases: Sequence[dict[str, Any]]) -> list[str]:
         per_pause = " / ".join(_pct(cut["by_pause_ms"].get(str(ms), {}).get("rate")) for ms in pauses)
         lines.append(
             f"| {s['setting']}{'' if kept_up([phase]) else ' *'}"
-            f" | {_ms(s['dead_air_ms']['p50'])} ms | {_ms(s['dead_air_ms']['p90'])} ms"
+            f" | {_ms(s['dead_air_ms']['p50'])} ms{_interval(s['dead_air_ms'])} | {_ms(s['dead_air_ms']['p90'])} ms"
             f" | {s['not_ended']} | {_pct(cut['rate'])} ({cut['cut']}/{cut['items']}) | {per_pause}"
             f" | {nat['cut']}/{nat['pauses']} | {s['final_reasons'].get('max_silence', 0)} | {s['cut_replies']}"
             f" | {s['cancelled']}"
@@ -466,6 +473,16 @@ def _pair(s: dict[str, dict[str, Any]], a: str, b: str) -> tuple[dict[str, Any],
     return (s[a], s[b]) if a in s and b in s else None
 
 
+def _against(quantiles: dict[str, Any], target_ms: float) -> str:
+    """Whether the median's 95 % interval lets this run tell the target met or not."""
+    interval = quantiles.get("p50_interval")
+    if not interval:
+        return ""
+    low, high = interval
+    told = "" if low > target_ms or high <= target_ms else ", which this run cannot tell apart from the target"
+    return f" (the median's 95 % interval over these items: {_ms(low)}-{_ms(high)} ms{told})"
+
+
 def targets(result: dict[str, Any]) -> list[str]:
     """Issue 11's targets beside what this run measured (a setting not in the run says so)."""
     s = _by_name(result["phases"])
@@ -486,7 +503,8 @@ def targets(result: dict[str, Any]) -> list[str]:
         lower = None if rate is None or base_rate is None else rate < base_rate
         lines.append(
             f"- {what}: `semantic` at the server's default ({name}): median dead air {_ms(dead)} ms, target "
-            f"<= 250 ms: {_verdict(None if dead is None else dead <= 250)}; false cut-offs {_pct(rate)} against "
+            f"<= 250 ms: {_verdict(None if dead is None else dead <= 250)}{_against(sem['dead_air_ms'], 250)}; "
+            f"false cut-offs {_pct(rate)} against "
             f"{_pct(base_rate)} for `silence` 500 ms, target lower: {_verdict(lower)}."
         )
     sweep_base = s.get("silence-500")
@@ -636,7 +654,10 @@ def section(result: dict[str, Any], plot_path: Path, page: Path, argv: Sequence[
                 "server's `first_audio_ms` of the reply at the true end. Every sentence ending is streamed",
                 "once per item, so the",
                 f"dead air quantiles are over {result['items']} streamed endings of only",
-                f"{len(result['clips'])} sentences: indicative, not a population estimate.",
+                f"{len(result['clips'])} sentences: indicative, not a population estimate. The interval",
+                "beside each median holds the median of such endings with 95 % confidence (the order",
+                "statistics of the binomial table, no distribution assumed): how far the draw of the",
+                "items alone could move it. Run-to-run noise of the shared machine comes on top.",
             )
         ),
         "",

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.turnset import SAMPLE_RATE, TurnItem
 from bench.turnstream import ItemTrace
-from hark.loadtest.stats import percentile
+from hark.loadtest.stats import median_interval, percentile
 
 TOLERANCE_MS = 300
 
@@ -94,10 +94,13 @@ def score(item: TurnItem, trace: ItemTrace) -> ItemResult:
     )
 
 
-def _quantiles(values: Sequence[float]) -> dict[str, float | None]:
+def _quantiles(values: Sequence[float]) -> dict[str, Any]:
+    interval = median_interval(values)
     return {
         "n": len(values),
         "p50": percentile(values, 50),
+        # where the median of these items could lie (95 %): the items' draw alone, not run-to-run noise
+        "p50_interval": None if interval is None else list(interval),
         "p90": percentile(values, 90),
         "max": max(values, default=None),
     }

@@ -32,6 +32,27 @@ def summary(values: Sequence[float], quantiles: Sequence[int] = (50, 95, 99)) ->
     return out
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval that holds the true median with at least `confidence`: the order
+    statistics x(j), x(n+1-j) with the largest j whose binomial(n, 1/2) tail keeps that coverage.
+    None when n is too small for any such pair (n < 6 at 95 %), or empty. It says how far a median
+    of this many samples can move by the draw of the samples alone, not by the machine's noise."""
+    n = len(values)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must be in (0, 1)")
+    ordered = sorted(values)
+    tail = 0.0  # P(X <= j - 1) for X ~ binomial(n, 1/2): the chance the median lies below x(j)
+    best: int | None = None
+    for j in range(1, n // 2 + 1):
+        tail += math.comb(n, j - 1) / 2.0**n
+        if 1.0 - 2.0 * tail < confidence:
+            break
+        best = j
+    if best is None:
+        return None
+    return ordered[best - 1], ordered[n - best]
+
+
 @dataclass(frozen=True, slots=True)
 class Playback:
     """Reply audio played at real time from its first byte, as a device without a jitter buffer would."""

@@ -188,6 +188,7 @@ def test_a_turn_ended_in_the_inserted_pause_is_a_false_cut_off_and_dead_air_runs
     summary = summarize([result, clean])
     assert summary["false_cutoff"]["rate"] == 1.0 and summary["false_cutoff"]["items"] == 1
     assert summary["dead_air_ms"]["p50"] == pytest.approx(325, abs=1)
+    assert summary["dead_air_ms"]["p50_interval"] is None  # two items say nothing about where the median is
 
 
 def test_a_cut_at_a_natural_pause_is_not_a_false_cut_off_at_the_inserted_one() -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import REPO, RunningServer
 
@@ -21,7 +22,7 @@ from hark.loadtest.scenario import DEFAULT_SCENARIO, Scenario, load_scenario, pa
 from hark.loadtest.scrape import metrics_url, parse_metrics
 from hark.loadtest.slo import default_slo_ms, evaluate
 from hark.loadtest.spawn import parse_cpus
-from hark.loadtest.stats import bucket_delta, histogram_quantile, percentile, playback, summary
+from hark.loadtest.stats import bucket_delta, histogram_quantile, median_interval, percentile, playback, summary
 
 # ---------------------------------------------------------------- pure parts
 
@@ -35,6 +36,31 @@ def test_percentile_interpolates_like_numpy() -> None:
     s = summary([10.0, 20.0, 30.0])
     assert s["n"] == 3 and s["p50"] == 20.0 and s["max"] == 30.0
     assert summary([]) == {}
+
+
+def test_median_interval_is_the_order_statistics_of_the_binomial_table() -> None:
+    # the published ranks (e.g. Conover, Practical Nonparametric Statistics): n 6 -> x(1), x(6);
+    # n 10 -> x(2), x(9); n 35 -> x(12), x(24); fewer than 6 samples cannot reach 95 %
+    assert median_interval(list(map(float, range(1, 7)))) == (1.0, 6.0)
+    assert median_interval(list(map(float, range(10, 0, -1)))) == (2.0, 9.0)
+    assert median_interval(list(map(float, range(1, 36)))) == (12.0, 24.0)
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None and median_interval([]) is None
+    assert median_interval([5.0] * 10) == (5.0, 5.0)
+    with pytest.raises(ValueError):
+        median_interval([1.0, 2.0], confidence=1.0)
+
+
+def test_median_interval_holds_the_true_median_as_often_as_it_says() -> None:
+    # a skewed distribution (exponential, true median ln 2), 35 samples a draw, as many as a
+    # bench-turns setting has: coverage must be at least 95 % and not the trivial 100 %
+    rng = np.random.default_rng(11)
+    hits = 0
+    draws = 4000
+    for _ in range(draws):
+        interval = median_interval(list(rng.exponential(1.0, 35)))
+        assert interval is not None
+        hits += interval[0] <= math.log(2) <= interval[1]
+    assert 0.95 <= hits / draws < 0.995
 
 
 def test_playback_counts_gaps_from_the_first_byte() -> None:
