@@ -17,8 +17,9 @@ Each clip gives one item as recorded and one copy per pause length with that muc
 inserted, each length at a different one of up to `BOUNDARIES` boundaries spread over the sentence
 (which length goes where rotates from clip to clip), at the quietest 5 ms within +-30 ms of the
 boundary, then the nearest zero crossing, so the cut does not click. The silence before the first
-word is cut to `LEAD_MS`: it is only waiting time. The trailing silence a live microphone would
-go on sending is the streamer's business, not the set's.
+word is cut to `LEAD_MS`: it is only waiting time. A clip's items then start 0-80 ms apart (digital
+silence first), so that their endings meet the streamer's 100 ms frames at different phases. The
+trailing silence a live microphone would go on sending is the streamer's business, not the set's.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ CLIPS = (
 PAUSES_MS = (300, 600, 1000, 1500)
 BOUNDARIES = 4  # per clip, where it has that many: each pause length goes in at a different one
 LEAD_MS = 300  # silence kept before the first speech
+# the streamer's frame: a clip's items start up to one frame apart (see `items_of`)
+FRAME_SAMPLES = SAMPLE_RATE // 10
 SPEECH_THRESHOLD = 0.5  # the server's VAD threshold
 SILENCE_THRESHOLD = 0.35  # and its hysteresis: below this after speech is silence
 NATURAL_PAUSE_MS = 200
@@ -116,6 +119,7 @@ class TurnItem:
     natural_pauses: tuple[tuple[int, int], ...]  # on this item's clock
     pause: tuple[int, int] | None = None  # the inserted pause [start, end) in samples
     boundary: Boundary | None = None
+    lead_in: int = 0  # samples of digital silence before the recording (its frame phase)
 
     @property
     def pause_ms(self) -> int:
@@ -322,7 +326,13 @@ def _shift(pauses: Sequence[tuple[int, int]], at: int, by: int) -> tuple[tuple[i
 def items_of(recording: Recording, pauses_ms: Sequence[int], boundaries: int, rotate: int = 0) -> list[TurnItem]:
     """The recording as it is, and one copy per pause length, each length at one of up to
     `boundaries` boundaries (length i at boundary (i + rotate) mod their number: `rotate` varies
-    which length meets which part of the sentence from clip to clip)."""
+    which length meets which part of the sentence from clip to clip).
+
+    The k-th of a clip's n items starts k / n of a streamer frame late (digital silence before
+    the recording, `lead_in`), so its endings fall at n different phases of the 100 ms frame, as a
+    device's frame clock would put them. Without it every item of a clip shares one phase (the
+    pauses are whole frames), the set has one phase per clip, and the time a turn waits for the
+    frame that completes its pause, 0-100 ms of the dead air, is whatever those few phases are."""
     whole = TurnItem(
         id=f"{recording.name}/whole",
         clip=recording.name,
@@ -332,9 +342,8 @@ def items_of(recording: Recording, pauses_ms: Sequence[int], boundaries: int, ro
         natural_pauses=recording.natural_pauses,
     )
     out = [whole]
-    if not pauses_ms:
-        return out
-    chosen = [replace(b, sample=snap(recording.pcm, b.sample)) for b in choose_boundaries(recording, boundaries)]
+    if pauses_ms:
+        chosen = [replace(b, sample=snap(recording.pcm, b.sample)) for b in choose_boundaries(recording, boundaries)]
     for i, ms in enumerate(pauses_ms):
         n = (i + rotate) % len(chosen)
         boundary, at, length = chosen[n], chosen[n].sample, _samples(ms)
@@ -350,7 +359,22 @@ def items_of(recording: Recording, pauses_ms: Sequence[int], boundaries: int, ro
                 boundary=boundary,
             )
         )
+    out = [delayed(item, k * FRAME_SAMPLES // len(out)) for k, item in enumerate(out)]
     return sorted(out, key=lambda item: (item.pause is not None, item.pause or (0, 0)))
+
+
+def delayed(item: TurnItem, samples: int) -> TurnItem:
+    """`item` after `samples` more of digital silence: every position on its clock moves with it."""
+    if samples <= 0:
+        return item
+    return replace(
+        item,
+        pcm=bytes(2 * samples) + item.pcm,
+        true_end=item.true_end + samples,
+        natural_pauses=tuple((s + samples, e + samples) for s, e in item.natural_pauses),
+        pause=None if item.pause is None else (item.pause[0] + samples, item.pause[1] + samples),
+        lead_in=item.lead_in + samples,
+    )
 
 
 def build_set(
@@ -368,7 +392,8 @@ def describe(items: Sequence[TurnItem]) -> str:
         if item.pause is not None and item.boundary is not None:
             words = f" ({item.boundary.left} | {item.boundary.right})" if item.boundary.left else " (energy dip)"
             where = f", {item.pause_ms} ms pause at {_ms(item.pause[0])} ms{words}"
-        lines.append(f"{item.id}: {item.duration_ms} ms, true end {_ms(item.true_end)} ms{where}")
+        lead_in = f", {_ms(item.lead_in)} ms of silence first" if item.lead_in else ""
+        lines.append(f"{item.id}: {item.duration_ms} ms, true end {_ms(item.true_end)} ms{where}{lead_in}")
     return "\n".join(lines)
 
 

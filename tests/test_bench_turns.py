@@ -9,6 +9,7 @@ apart from it, and dead air runs from the last speech sample to the decision's a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 
@@ -55,9 +56,11 @@ def test_a_sentence_with_few_boundaries_shares_them_and_the_lengths_rotate_betwe
 ) -> None:
     rec = recordings[ENGLISH]
     two = turnset.items_of(rec, PAUSES, boundaries=2)
-    at = {i.pause_ms: i.pause[0] for i in two if i.pause is not None}
+    at = {i.pause_ms: i.pause[0] - i.lead_in for i in two if i.pause is not None}
     assert len(set(at.values())) == 2 and at[PAUSES[0]] == at[PAUSES[2]] and at[PAUSES[1]] == at[PAUSES[3]]
-    rotated = {i.pause_ms: i.pause[0] for i in turnset.items_of(rec, PAUSES, boundaries=2, rotate=1) if i.pause}
+    rotated = {
+        i.pause_ms: i.pause[0] - i.lead_in for i in turnset.items_of(rec, PAUSES, boundaries=2, rotate=1) if i.pause
+    }
     assert rotated[PAUSES[0]] == at[PAUSES[1]] and rotated[PAUSES[1]] == at[PAUSES[0]]
 
 
@@ -66,19 +69,43 @@ def test_a_pause_is_exactly_that_much_silence_and_the_rest_is_the_recording(
 ) -> None:
     for item in items:
         original = recordings[item.clip]
-        pcm = pcm_of(item)
+        lead_in = item.lead_in
+        assert not pcm_of(item)[:lead_in].any()
+        pcm = pcm_of(item)[lead_in:]
         if item.pause is None:
-            assert np.array_equal(pcm, original.pcm) and item.true_end == original.true_end
+            assert np.array_equal(pcm, original.pcm) and item.true_end == original.true_end + lead_in
             continue
-        at, end = item.pause
+        at, end = item.pause[0] - lead_in, item.pause[1] - lead_in
         length = item.pause_ms * SAMPLE_RATE // 1000
         assert end - at == length and item.pause_ms in PAUSES
         assert len(pcm) == len(original.pcm) + length
         assert np.array_equal(pcm[:at], original.pcm[:at])
         assert not pcm[at:end].any()
         assert np.array_equal(pcm[end:], original.pcm[at:])
-        assert item.true_end == original.true_end + length
-        assert item.duration_ms == len(pcm) * 1000 // SAMPLE_RATE
+        assert item.true_end == original.true_end + length + lead_in
+        assert item.duration_ms == (lead_in + len(pcm)) * 1000 // SAMPLE_RATE
+
+
+def test_a_clips_endings_meet_the_streamers_frames_at_as_many_phases_as_it_has_items(
+    items: list[turnset.TurnItem],
+) -> None:
+    frame = turnset.FRAME_SAMPLES
+    for name in (ENGLISH, MANDARIN):
+        mine = [i for i in items if i.clip == name]
+        # the inserted pauses are whole frames: without the lead-in every ending had one phase
+        assert len({i.true_end % frame for i in mine}) == len(mine)
+        assert sorted(i.lead_in for i in mine) == [k * frame // len(mine) for k in range(len(mine))]
+
+
+def test_the_lead_in_moves_every_position_on_the_items_clock(recordings: dict[str, turnset.Recording]) -> None:
+    plain = dataclasses.replace(turnset.items_of(recordings[MANDARIN], PAUSES, 4)[1], natural_pauses=((800, 4800),))
+    assert plain.pause is not None
+    moved = turnset.delayed(plain, 555)
+    assert moved.lead_in == plain.lead_in + 555 and moved.true_end == plain.true_end + 555
+    assert moved.pause == (plain.pause[0] + 555, plain.pause[1] + 555)
+    assert moved.natural_pauses == tuple((s + 555, e + 555) for s, e in plain.natural_pauses)
+    assert moved.pcm == bytes(2 * 555) + plain.pcm and moved.id == plain.id
+    assert turnset.delayed(plain, 0) is plain
 
 
 def test_pauses_sit_inside_the_sentence_away_from_its_ends_and_its_natural_pauses(
@@ -89,7 +116,7 @@ def test_pauses_sit_inside_the_sentence_away_from_its_ends_and_its_natural_pause
         if item.pause is None:
             continue
         original = recordings[item.clip]
-        at = item.pause[0]
+        at = item.pause[0] - item.lead_in
         assert original.speech_start + edge <= at <= original.true_end - edge, item.id
         for start, end in original.natural_pauses:
             assert not start <= at <= end, item.id
@@ -107,7 +134,7 @@ def test_english_pauses_go_between_two_consecutive_words_of_the_transcript(
     for item in items:
         if item.clip != ENGLISH or item.pause is None:
             continue
-        at, boundary = lead + item.pause[0], item.boundary
+        at, boundary = lead + item.pause[0] - item.lead_in, item.boundary
         assert boundary is not None and boundary.source == "alignment"
         pairs = [(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(words)) if b[1] - snap <= at <= a[2] + snap]
         assert pairs, f"{item.id}: {at} is not at a word boundary"
@@ -129,7 +156,7 @@ def test_mandarin_pauses_go_into_a_dip_of_the_signal(
     for item in items:
         if item.clip != MANDARIN or item.pause is None:
             continue
-        frame = item.pause[0] // hop
+        frame = (item.pause[0] - item.lead_in) // hop
         assert item.boundary is not None and item.boundary.source == "energy"
         assert level[frame - 3 : frame + 4].min() <= median - turnset.DIP_DB, item.id
 
