@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make sglang-check`: on a GPU host with SGLang installed, launch SGLang with the flags Hark needs
-# (DESIGN.md) and run the speculation benchmark and the tool-call check (bench/tool_check.py:
-# both engines, Qwen's tools template, calls parsed) against the real thing.
+# (DESIGN.md) and run the speculation benchmark, the tool-call check (bench/tool_check.py: both
+# engines, Qwen's tools template, calls parsed) and the LLM's P(end of turn) on finished and cut
+# sentences (bench/llm_turn_check.py, issue 11) against the real thing.
 # Usage: scripts/sglang_check.sh [MODEL_PATH] (default Qwen/Qwen3-4B-Instruct-2507)
 set -euo pipefail
 MODEL="${1:-${SGLANG_MODEL:-Qwen/Qwen3-4B-Instruct-2507}}"
@@ -34,6 +35,12 @@ for _ in $(seq 1 600); do
     sleep 1
 done
 cd "$HERE"
-.venv/bin/python -m bench.speculation --url "http://127.0.0.1:$PORT"
+# every check runs even when one before it failed; the exit status says whether any did
+FAILED=0
+.venv/bin/python -m bench.speculation --url "http://127.0.0.1:$PORT" || FAILED=1
 # SGLang serves the model under its path unless --served-model-name says otherwise
-.venv/bin/python -m bench.tool_check --url "http://127.0.0.1:$PORT" --model "$MODEL"
+.venv/bin/python -m bench.tool_check --url "http://127.0.0.1:$PORT" --model "$MODEL" || FAILED=1
+# the end-of-turn signal of semantic turn detection: P(<|im_end|>) after the user's words so far
+.venv/bin/python -m bench.llm_turn_check --url "http://127.0.0.1:$PORT" \
+    --json "${SGLANG_TURN_JSON:-/tmp/llm-turn-check.json}" || FAILED=1
+exit $FAILED
