@@ -17,9 +17,10 @@ Each clip gives one item as recorded and one copy per pause length with that muc
 inserted, each length at a different one of up to `BOUNDARIES` boundaries spread over the sentence
 (which length goes where rotates from clip to clip), at the quietest 5 ms within +-30 ms of the
 boundary, then the nearest zero crossing, so the cut does not click. The silence before the first
-word is cut to `LEAD_MS`: it is only waiting time. A clip's items then start 0-80 ms apart (digital
-silence first), so that their endings meet the streamer's 100 ms frames at different phases. The
-trailing silence a live microphone would go on sending is the streamer's business, not the set's.
+word is cut to `LEAD_MS`: it is only waiting time. A clip's items then start up to a frame apart
+(0, 20, ... 80 ms for five; digital silence first), so that their endings meet the streamer's
+100 ms frames at different phases. The trailing silence a live microphone would go on sending is
+the streamer's business, not the set's.
 """
 
 from __future__ import annotations

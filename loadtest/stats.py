@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+_EXACT_UP_TO = 1000  # samples: the exact binomial sums stay cheap up to here
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -34,18 +37,24 @@ def summary(values: Sequence[float], quantiles: Sequence[int] = (50, 95, 99)) ->
 
 def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
     """A distribution-free interval that holds the true median with at least `confidence`: the order
-    statistics x(j), x(n+1-j) with the largest j whose binomial(n, 1/2) tail keeps that coverage.
-    None when n is too small for any such pair (n < 6 at 95 %), or empty. It says how far a median
-    of this many samples can move by the draw of the samples alone, not by the machine's noise."""
+    statistics x(j), x(n+1-j) with the largest j whose binomial(n, 1/2) tail keeps that coverage
+    (past `_EXACT_UP_TO` samples, j from the binomial's normal approximation). None when n is too
+    small for any such pair (n < 6 at 95 %), or empty. It says how far a median of this many samples
+    can move by the draw of the samples alone, not by the machine's noise."""
     n = len(values)
     if not 0.0 < confidence < 1.0:
         raise ValueError("confidence must be in (0, 1)")
     ordered = sorted(values)
-    tail = 0.0  # P(X <= j - 1) for X ~ binomial(n, 1/2): the chance the median lies below x(j)
+    if n > _EXACT_UP_TO:
+        z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+        j = max(1, math.floor(n / 2.0 - z * math.sqrt(n) / 2.0))
+        return ordered[j - 1], ordered[n - j]
+    total = 2**n  # integers: 2.0**n overflows a float past n = 1023
+    tail = 0  # binomial(n, 1/2) counts of X <= j - 1: the median lies below x(j)
     best: int | None = None
     for j in range(1, n // 2 + 1):
-        tail += math.comb(n, j - 1) / 2.0**n
-        if 1.0 - 2.0 * tail < confidence:
+        tail += math.comb(n, j - 1)
+        if (total - 2 * tail) / total < confidence:
             break
         best = j
     if best is None:

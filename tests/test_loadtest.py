@@ -48,6 +48,11 @@ def test_median_interval_is_the_order_statistics_of_the_binomial_table() -> None
     assert median_interval([5.0] * 10) == (5.0, 5.0)
     with pytest.raises(ValueError):
         median_interval([1.0, 2.0], confidence=1.0)
+    # past the exact sums (a float 2.0**n overflows at n 1024): the normal approximation, +-z*sqrt(n)/2 ranks
+    low, high = median_interval(list(map(float, range(5000)))) or (0.0, 0.0)
+    assert low + high == pytest.approx(4999.0) and high - low == pytest.approx(1.96 * math.sqrt(5000), abs=4)
+    exact = median_interval(list(map(float, range(1000))))
+    assert exact == (468.0, 531.0)  # the exact sums at their last n: the approximation gives the same
 
 
 def test_median_interval_holds_the_true_median_as_often_as_it_says() -> None:
