@@ -72,7 +72,10 @@ class Reading:
 
 def spoken_units(transcript: str, language: str) -> list[str]:
     """The transcript as a recognizer's words: no punctuation, lower case; Mandarin by character."""
-    plain = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in transcript)
+    # apostrophes stay: a recognizer writes "don't" as one word
+    plain = "".join(
+        " " if unicodedata.category(ch).startswith("P") and ch not in "'\u2019" else ch for ch in transcript
+    )
     if language == "zh":
         return [ch for ch in plain if not ch.isspace()]
     return plain.lower().split()

@@ -14,6 +14,7 @@ from bench.llm_turn_check import Reading, main, problems, separation, spoken_uni
 
 def test_the_users_words_are_a_recognizers_no_punctuation_and_mandarin_by_character() -> None:
     assert spoken_units("And so, my fellow Americans: ask not!", "en") == "and so my fellow americans ask not".split()
+    assert spoken_units("Don't stop.", "en") == ["don't", "stop"]
     assert spoken_units("欢迎大家，来体验。", "zh") == list("欢迎大家来体验")  # noqa: RUF001 - the CJK comma on purpose
 
 
