@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.turnset import CLIPS, manifest
+from bench.wer import normalize
 from hark.loadtest.stats import percentile
 from hark.server.llm.base import Message
 from hark.server.llm.http import LLMSettings
@@ -72,13 +73,9 @@ class Reading:
 
 def spoken_units(transcript: str, language: str) -> list[str]:
     """The transcript as a recognizer's words: no punctuation, lower case; Mandarin by character."""
-    # apostrophes stay: a recognizer writes "don't" as one word
-    plain = "".join(
-        " " if unicodedata.category(ch).startswith("P") and ch not in "'\u2019" else ch for ch in transcript
-    )
     if language == "zh":
-        return [ch for ch in plain if not ch.isspace()]
-    return plain.lower().split()
+        return [ch for ch in transcript if not ch.isspace() and not unicodedata.category(ch).startswith("P")]
+    return normalize(transcript)
 
 
 def utterances(clips: Sequence[str] = CLIPS) -> list[Utterance]:
