@@ -5,9 +5,11 @@ The prompts are what a session sends (`SGLangEngine.partial_prompt`, then `end_o
 token, P(`<|im_end|>`) from its top logprobs): the user's words as a streaming recognizer gives
 them (lower case, no punctuation), for each corpus sentence of `make bench-turns` (bench/turnset.py)
 whole and cut at every word boundary (Mandarin: every character boundary) at least
-`MIN_PREFIX_UNITS` in and one before its end. Each prompt is asked twice: cold (only the template's
-start is in the radix cache) and again warm (the whole prompt is, as the speculative prefill leaves
-it when the person pauses); temperature 0, so both answers must agree.
+`MIN_PREFIX_UNITS` in and one before its end, shortest cut first. Each prompt is asked twice: "cold"
+(the radix cache holds only what earlier prompts share with it: the template, and for a cut the
+shorter cut before it, as a session's earlier speculation would) and again warm (the whole prompt
+is cached, as the speculative prefill leaves it when the person pauses); temperature 0, so both
+answers must agree.
 
 `make sglang-check` runs it against a real SGLang on a GPU host (`--url`). Without `--url` it runs
 against the simulator in-process, whose probabilities are MADE UP by a fixed rule
